@@ -1,0 +1,40 @@
+//! What the CLI subcommands do, kept out of `main.rs` so tests can call them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::store::{PoolOptions, Store};
+
+/// Opens the configured database.
+pub async fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = settings.database_url()?;
+    let options = PoolOptions {
+        max_connections: settings.database.max_connections,
+        acquire_timeout: settings.database.acquire_timeout,
+    };
+    Store::connect(&url, options)
+        .await
+        .context("could not open the database")
+}
+
+/// `herald migrate`: applies pending migrations and says what it did.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
+    let store = connect_store(settings).await?;
+    let applied = store.migrate().await.context("migration failed")?;
+    store.close().await;
+    let backend = format!("{:?}", store.backend()).to_lowercase();
+    Ok(match applied.len() {
+        0 => format!("{backend}: nothing to apply, the database is up to date"),
+        n => format!("{backend}: applied {n} migration(s): {applied:?}"),
+    })
+}
+
+/// `herald token`: an access token for `user_id` signed with the configured
+/// (or generated) secret.
+pub fn token(settings: &Settings, user_id: i64, ttl: Option<Duration>) -> anyhow::Result<String> {
+    let secret = settings.secret()?;
+    let ttl = ttl.unwrap_or(settings.tokens.access_ttl);
+    Ok(crate::tokens::mint(&secret, user_id, ttl)?)
+}

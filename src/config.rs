@@ -1,0 +1,314 @@
+//! Configuration: built-in defaults (`config/default.toml`), then an optional
+//! file given with `--config`, then the environment (`DATABASE_URL`,
+//! `REDIS_URL`, `SECRET_KEY`, and `HERALD_<SECTION>__<KEY>`).
+//!
+//! Loading either yields a validated [`Settings`] or a [`ConfigError`] naming
+//! the offending key; `main` turns the latter into one line and exit status 2.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs with no file at all.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
+/// variables (used by scripts) are not configuration.
+const SECTIONS: [&str; 5] = ["data_dir", "secret_key", "database", "layer", "tokens"];
+
+/// File inside `data_dir` that keeps the generated secret key.
+const SECRET_FILE: &str = "secret_key";
+
+/// Why configuration could not be loaded; `key` is the dotted name of the
+/// setting (or the file or variable) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Home of the embedded SQLite file and the generated secret.
+    pub data_dir: PathBuf,
+    /// Django's SECRET_KEY; `None` means "generate and keep one in data_dir".
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    pub database: DatabaseSettings,
+    pub layer: LayerSettings,
+    pub tokens: TokenSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty means the embedded SQLite file.
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+/// Which channel layer implementation carries group messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerBackend {
+    Memory,
+}
+
+/// Channel layer knobs, named as channels / channels_redis name them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSettings {
+    pub backend: LayerBackend,
+    /// Seconds a message may wait in a channel.
+    pub expiry: u64,
+    /// Seconds a group membership lasts unless renewed.
+    pub group_expiry: u64,
+    /// Default per-channel capacity.
+    pub capacity: usize,
+    /// Per-channel capacities: glob pattern and capacity, first match wins.
+    #[serde(default)]
+    pub channel_capacity: Vec<ChannelCapacity>,
+}
+
+/// One `[[layer.channel_capacity]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCapacity {
+    /// Glob over channel names (`*`, `?`, `[...]`), as channels' fnmatch.
+    pub pattern: String,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (which must exist when given), then the
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["SECRET_KEY"])
+                    .map(|_| "secret_key".into()),
+            )
+            .merge(
+                Env::prefixed("HERALD_")
+                    .filter(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        SECTIONS.iter().any(|section| key.starts_with(section))
+                    })
+                    .split("__"),
+            );
+        let settings: Settings = figment.extract().map_err(from_figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("layer.expiry", self.layer.expiry as usize),
+            ("layer.group_expiry", self.layer.group_expiry as usize),
+            ("layer.capacity", self.layer.capacity),
+            (
+                "database.max_connections",
+                self.database.max_connections as usize,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        for (i, entry) in self.layer.channel_capacity.iter().enumerate() {
+            let key = format!("layer.channel_capacity[{i}]");
+            globset::Glob::new(&entry.pattern)
+                .map_err(|e| ConfigError::new(&key, e.to_string()))?;
+            if entry.capacity == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if self.tokens.access_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "tokens.access_ttl",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(secret) = &self.secret_key
+            && secret.expose_secret().trim().is_empty()
+        {
+            return Err(ConfigError::new("secret_key", "must not be empty"));
+        }
+        self.database_url().map(|_| ())
+    }
+
+    /// The database URL to use: the configured one, or the embedded SQLite
+    /// file in `data_dir`.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        let url = self.database.url.trim();
+        if url.is_empty() {
+            return Ok(format!(
+                "sqlite://{}",
+                self.data_dir.join("herald.sqlite3").display()
+            ));
+        }
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if known.iter().any(|scheme| url.starts_with(scheme)) {
+            Ok(url.to_string())
+        } else {
+            Err(ConfigError::new(
+                "database.url",
+                "expected a sqlite:// or postgres:// URL",
+            ))
+        }
+    }
+
+    /// The signing secret: the configured one, else the key kept in
+    /// `<data_dir>/secret_key`, generated on first use with mode 0600.
+    pub fn secret(&self) -> Result<SecretString, ConfigError> {
+        match &self.secret_key {
+            Some(secret) => Ok(secret.clone()),
+            None => load_or_create_secret(&self.data_dir.join(SECRET_FILE)),
+        }
+    }
+}
+
+/// Turns figment's error into "key: reason", keeping only the first error.
+fn from_figment(error: figment::Error) -> ConfigError {
+    let first = error.into_iter().next();
+    let Some(error) = first else {
+        return ConfigError::new("configuration", "unknown error");
+    };
+    let key = if error.path.is_empty() {
+        "configuration".to_string()
+    } else {
+        error.path.join(".")
+    };
+    let mut reason = error.kind.to_string();
+    if let Some(source) = error.metadata.as_ref().map(|m| m.name.to_string()) {
+        reason = format!("{reason} (from {source})");
+    }
+    ConfigError::new(key, reason.replace('\n', " "))
+}
+
+fn load_or_create_secret(path: &Path) -> Result<SecretString, ConfigError> {
+    let key = path.display().to_string();
+    let fail = |e: std::io::Error| ConfigError::new(&key, e.to_string());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let new_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match new_file {
+        Ok(mut file) => {
+            let secret = generate_secret();
+            file.write_all(secret.as_bytes()).map_err(fail)?;
+            file.sync_all().map_err(fail)?;
+            Ok(SecretString::from(secret))
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => read_secret(path, &key),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn read_secret(path: &Path, key: &str) -> Result<SecretString, ConfigError> {
+    let fail = |e: std::io::Error| ConfigError::new(key, e.to_string());
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mode = file.metadata().map_err(fail)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!("permissions {mode:04o} are too open; run chmod 600 on it"),
+        ));
+    }
+    let mut secret = String::new();
+    file.read_to_string(&mut secret).map_err(fail)?;
+    let secret = secret.trim().to_string();
+    if secret.is_empty() {
+        return Err(ConfigError::new(key, "the secret key file is empty"));
+    }
+    Ok(SecretString::from(secret))
+}
+
+/// 50 characters from Django's `get_random_secret_key` alphabet, from the OS RNG.
+fn generate_secret() -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)";
+    let mut rng = rand::rng();
+    (0..50)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secret_is_kept_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join(SECRET_FILE);
+        let first = load_or_create_secret(&path).unwrap();
+        let second = load_or_create_secret(&path).unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert_eq!(first.expose_secret().len(), 50);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn secret_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        std::fs::write(&path, "abc").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_secret(&path).unwrap_err();
+        assert!(err.reason.contains("too open"), "{err}");
+    }
+
+    #[test]
+    fn two_generated_secrets_differ() {
+        assert_ne!(generate_secret(), generate_secret());
+    }
+}

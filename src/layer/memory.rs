@@ -1,0 +1,246 @@
+//! The in-memory channel layer: channels' `InMemoryChannelLayer` semantics
+//! for one process (per-channel capacity, message expiry, group expiry).
+//! `herald run` uses it when worker and sidecar share the process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::names::{Capacities, check_channel_name, check_group_name};
+use super::{ChannelLayer, GroupSendReport, LayerError, Message};
+use crate::config::LayerSettings;
+
+/// How often the whole-layer sweep of idle channels and stale groups runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// One channel's queue of (expires at, message) and its waiting receivers.
+#[derive(Default)]
+struct Queue {
+    items: Mutex<VecDeque<(Instant, Message)>>,
+    ready: Notify,
+}
+
+impl Queue {
+    fn items(&self) -> MutexGuard<'_, VecDeque<(Instant, Message)>> {
+        self.items
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<String, Arc<Queue>>,
+    /// group -> channel -> when it joined
+    groups: HashMap<String, HashMap<String, Instant>>,
+    last_sweep: Option<Instant>,
+}
+
+pub struct MemoryLayer {
+    state: Mutex<State>,
+    expiry: Duration,
+    group_expiry: Duration,
+    capacities: Capacities,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl MemoryLayer {
+    pub fn new(settings: &LayerSettings) -> Result<Self, LayerError> {
+        Ok(Self {
+            state: Mutex::default(),
+            expiry: Duration::from_secs(settings.expiry),
+            group_expiry: Duration::from_secs(settings.group_expiry),
+            capacities: Capacities::new(settings.capacity, &settings.channel_capacity)?,
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Group copies dropped on full channels since start.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Refuses every further operation and wakes every waiting receiver,
+    /// which then returns `LayerError::Closed`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for queue in self.state().channels.values() {
+            queue.ready.notify_waiters();
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn check_open(&self) -> Result<(), LayerError> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(LayerError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn queue(&self, channel: &str) -> Arc<Queue> {
+        let mut state = self.state();
+        self.sweep_if_due(&mut state);
+        state
+            .channels
+            .entry(channel.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops idle empty channels and stale memberships, at most once per
+    /// [`SWEEP_EVERY`], so memory follows the live channels.
+    fn sweep_if_due(&self, state: &mut State) {
+        let now = Instant::now();
+        if state.last_sweep.is_some_and(|at| now - at < SWEEP_EVERY) {
+            return;
+        }
+        state.last_sweep = Some(now);
+        state.channels.retain(|_, queue| {
+            let mut items = queue.items();
+            drop_expired(&mut items, now);
+            !items.is_empty() || Arc::strong_count(queue) > 1
+        });
+        let group_expiry = self.group_expiry;
+        state.groups.retain(|_, members| {
+            members.retain(|_, joined| now - *joined < group_expiry);
+            !members.is_empty()
+        });
+    }
+
+    /// Live members of `group`, pruning those older than group_expiry.
+    fn members(&self, group: &str) -> Vec<String> {
+        let mut state = self.state();
+        let now = Instant::now();
+        let Some(members) = state.groups.get_mut(group) else {
+            return Vec::new();
+        };
+        members.retain(|_, joined| now - *joined < self.group_expiry);
+        members.keys().cloned().collect()
+    }
+}
+
+fn drop_expired(items: &mut VecDeque<(Instant, Message)>, now: Instant) {
+    while items.front().is_some_and(|(expires, _)| *expires <= now) {
+        items.pop_front();
+    }
+}
+
+#[async_trait]
+impl ChannelLayer for MemoryLayer {
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        self.check_open()?;
+        let id: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect();
+        let name = format!("{prefix}.inmemory!{id}");
+        check_channel_name(&name)?;
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError> {
+        self.check_open()?;
+        check_channel_name(channel)?;
+        let queue = self.queue(channel);
+        let now = Instant::now();
+        {
+            let mut items = queue.items();
+            drop_expired(&mut items, now);
+            if items.len() >= self.capacities.for_channel(channel) {
+                return Err(LayerError::ChannelFull(channel.to_string()));
+            }
+            items.push_back((now + self.expiry, message));
+        }
+        queue.ready.notify_one();
+        Ok(())
+    }
+
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
+        check_channel_name(channel)?;
+        let queue = self.queue(channel);
+        loop {
+            let ready = queue.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            self.check_open()?;
+            {
+                let mut items = queue.items();
+                drop_expired(&mut items, Instant::now());
+                if let Some((_, message)) = items.pop_front() {
+                    if !items.is_empty() {
+                        queue.ready.notify_one();
+                    }
+                    return Ok(message);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.check_open()?;
+        check_group_name(group)?;
+        check_channel_name(channel)?;
+        let mut state = self.state();
+        let members = state.groups.entry(group.to_string()).or_default();
+        members.insert(channel.to_string(), Instant::now());
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.check_open()?;
+        check_group_name(group)?;
+        check_channel_name(channel)?;
+        let mut state = self.state();
+        if let Some(members) = state.groups.get_mut(group) {
+            members.remove(channel);
+            if members.is_empty() {
+                state.groups.remove(group);
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError> {
+        self.check_open()?;
+        check_group_name(group)?;
+        let mut report = GroupSendReport::default();
+        for channel in self.members(group) {
+            match self.send(&channel, message.clone()).await {
+                Ok(()) => report.delivered += 1,
+                Err(LayerError::ChannelFull(_)) => report.dropped += 1,
+                Err(other) => return Err(other),
+            }
+        }
+        if report.dropped > 0 {
+            self.dropped
+                .fetch_add(report.dropped as u64, Ordering::Relaxed);
+            tracing::warn!(
+                group,
+                dropped = report.dropped,
+                "group_send: channels over capacity"
+            );
+        }
+        Ok(report)
+    }
+}

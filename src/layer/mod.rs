@@ -1,0 +1,63 @@
+//! The channel layer: Django Channels' interface (new_channel, send, receive,
+//! group_add, group_discard, group_send) as a trait, so the worker publishes
+//! and the sidecar receives without knowing which implementation carries the
+//! messages.
+
+pub mod memory;
+pub mod names;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use memory::MemoryLayer;
+
+/// A layer message: a map with string keys, `type` naming the handler.
+pub type Message = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayerError {
+    /// `send` to a channel holding its capacity of messages.
+    #[error("channel {0} is full")]
+    ChannelFull(String),
+    #[error(
+        "invalid channel name {0:?}: letters, digits, '-', '_', '.' and one '!', under 100 characters"
+    )]
+    InvalidChannelName(String),
+    #[error("invalid group name {0:?}: letters, digits, '-', '_' and '.', under 100 characters")]
+    InvalidGroupName(String),
+    #[error("channel layer configuration: {0}")]
+    Config(String),
+    /// The backing service cannot be reached; the caller may retry.
+    #[error("channel layer unavailable: {0}")]
+    Unavailable(String),
+    #[error("the channel layer is closed")]
+    Closed,
+}
+
+/// What a `group_send` did: copies handed to channels, and copies dropped
+/// because their channel was full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSendReport {
+    pub delivered: usize,
+    pub dropped: usize,
+}
+
+/// Django Channels' channel layer interface.
+#[async_trait]
+pub trait ChannelLayer: Send + Sync + 'static {
+    /// A new process-local channel name, `<prefix>.<...>!<id>`.
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError>;
+    /// Queues `message` on `channel`; fails with `ChannelFull` at capacity.
+    async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError>;
+    /// Waits for the next message on `channel`.
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError>;
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError>;
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError>;
+    /// Sends to every member; a full member's copy is dropped and counted,
+    /// never an error.
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError>;
+}

@@ -1,0 +1,44 @@
+//! Publishing a stored notification to its user's group: the contract's
+//! `send_notification_ws(user_id, data)`. Every code path that publishes a
+//! notification goes through [`send_notification_ws`].
+
+use serde_json::{Value, json};
+
+use crate::layer::{ChannelLayer, GroupSendReport, LayerError, Message};
+use crate::payload::NotificationPayload;
+
+/// The per-user notification group: `notifications_{user_id}`.
+pub fn notification_group(user_id: i64) -> String {
+    format!("notifications_{user_id}")
+}
+
+/// `{"type": "send_notification", "data": <payload>}`, the group message
+/// Django's `NotificationConsumer.send_notification` handles.
+pub fn notification_event(payload: &NotificationPayload) -> Message {
+    match json!({ "type": "send_notification", "data": payload.to_value() }) {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// Sends the payload to `notifications_{user_id}`. A failure is logged as
+/// `Failed to send WebSocket notification` with user_id, notification_id and
+/// the cause, and returned so the caller can retry; the stored row is never
+/// touched here.
+pub async fn send_notification_ws(
+    layer: &dyn ChannelLayer,
+    user_id: i64,
+    payload: &NotificationPayload,
+) -> Result<GroupSendReport, LayerError> {
+    let group = notification_group(user_id);
+    let result = layer.group_send(&group, notification_event(payload)).await;
+    if let Err(error) = &result {
+        tracing::error!(
+            user_id,
+            notification_id = payload.id,
+            error = %error,
+            "Failed to send WebSocket notification"
+        );
+    }
+    result
+}

@@ -1,0 +1,176 @@
+//! The store: notifications and tasks in SQLite (embedded) or PostgreSQL
+//! (shared with Django), through sqlx.
+//!
+//! Both backends run the same SQL text (`$N` placeholders work in both); the
+//! [`with_pool!`] macro expands one body per backend, and the only value
+//! bound differently is time (see `db_time` in each arm).
+
+mod notifications;
+mod tasks;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use notifications::{Inserted, NewNotification, Notification, PAGE_LIMIT};
+pub use tasks::{NewTask, Task};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Errors from the store; callers mostly retry `Database` and report the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A pool on one of the two databases; cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Pool knobs from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool and `db_time`
+/// converting a `DateTime<Utc>` to what that backend stores.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::sqlite_time as db_time;
+                $body
+            }
+            $crate::store::Store::Postgres($pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::postgres_time as db_time;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// SQLite keeps times as Django does: `YYYY-MM-DD HH:MM:SS.ffffff`, UTC.
+pub(crate) fn sqlite_time(at: DateTime<Utc>) -> chrono::NaiveDateTime {
+    at.naive_utc()
+}
+
+/// PostgreSQL keeps `timestamp with time zone`.
+pub(crate) fn postgres_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at
+}
+
+/// Now, truncated to the microseconds both databases keep.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Store {
+    /// Opens a pool for `url` (`sqlite://PATH` or `postgres://...`). SQLite
+    /// files are created when missing and run in WAL mode with
+    /// `synchronous=FULL`: a committed row survives a process or OS crash.
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(dir) = connect.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Url(e.to_string()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect(url)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::Url("expected sqlite:// or postgres://".into()))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Store::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Store::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies pending migrations; returns the versions applied now (empty
+    /// when the database was already current).
+    pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        let before = self.applied_migrations().await?;
+        with_pool!(self, pool => self.migrator().run(pool).await?);
+        let after = self.applied_migrations().await?;
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// Versions recorded in sqlx's `_sqlx_migrations` table.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        const EXISTS_SQLITE: &str =
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
+        const EXISTS_PG: &str = "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'";
+        let exists_sql = match self.backend() {
+            Backend::Sqlite => EXISTS_SQLITE,
+            Backend::Postgres => EXISTS_PG,
+        };
+        const LIST: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        with_pool!(self, pool => {
+            let exists: i64 = sqlx::query_scalar(exists_sql).fetch_one(pool).await?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(sqlx::query_scalar(LIST).fetch_all(pool).await?)
+        })
+    }
+
+    /// Waits for in-flight queries and closes every connection.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}

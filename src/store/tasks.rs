@@ -1,0 +1,58 @@
+//! `tasks_task`: the application's tasks, which herald's scans read. Django
+//! owns these rows in production; herald writes them only in tests and demos.
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError, now, with_pool};
+
+macro_rules! columns {
+    () => {
+        "id, title, status, deadline, assignee_id, created_by_id, created_at, updated_at"
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Task {
+    pub id: i64,
+    pub title: String,
+    pub status: String,
+    pub deadline: Option<DateTime<Utc>>,
+    pub assignee_id: Option<i64>,
+    pub created_by_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub title: String,
+    pub status: String,
+    pub deadline: Option<DateTime<Utc>>,
+    pub assignee_id: Option<i64>,
+    pub created_by_id: Option<i64>,
+}
+
+impl Store {
+    pub async fn create_task(&self, new: &NewTask) -> Result<Task, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO tasks_task \
+             (title, status, deadline, assignee_id, created_by_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            columns!()
+        );
+        with_pool!(self, pool => Ok(sqlx::query_as(SQL)
+            .bind(&new.title)
+            .bind(&new.status)
+            .bind(new.deadline.map(db_time))
+            .bind(new.assignee_id)
+            .bind(new.created_by_id)
+            .bind(db_time(now()))
+            .fetch_one(pool)
+            .await?))
+    }
+
+    pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        const SQL: &str = concat!("SELECT ", columns!(), " FROM tasks_task WHERE id = $1");
+        with_pool!(self, pool => Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+    }
+}
