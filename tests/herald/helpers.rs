@@ -1,0 +1,109 @@
+//! The test harness: fresh databases per test, fixtures, log capture.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use herald::store::{Backend, PoolOptions, Store};
+use sqlx::Connection;
+
+/// PostgreSQL server where each test creates its own database.
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A migrated store on a database of its own, dropped with the value's
+/// temporary directory (SQLite) or left for the test command to drop
+/// (PostgreSQL databases named `herald_t_*`).
+pub(crate) struct TestStore {
+    pub(crate) store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub(crate) async fn fresh_database_url(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("herald.sqlite3").display());
+            (url, Some(dir))
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL must answer at HERALD_TEST_POSTGRES_URL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            let base = admin.rsplit_once('/').expect("url with a database").0;
+            (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+pub(crate) async fn fresh_store(backend: Backend) -> TestStore {
+    let (url, dir) = fresh_database_url(backend).await;
+    let options = PoolOptions {
+        max_connections: 10,
+        acquire_timeout: std::time::Duration::from_secs(30),
+    };
+    let store = Store::connect(&url, options).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    TestStore { store, _dir: dir }
+}
+
+/// Declares `mod $name { sqlite, postgres }`, each running `$body(TestStore)`.
+macro_rules! on_both_databases {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use herald::store::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$body(crate::helpers::fresh_store(Backend::Sqlite).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$body(crate::helpers::fresh_store(Backend::Postgres).await).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
+pub(crate) fn fixture(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("fixture file");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A writer that keeps what tracing writes, for asserting on log lines.
+#[derive(Clone, Default)]
+pub(crate) struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

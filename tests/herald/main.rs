@@ -1,0 +1,10 @@
+//! Herald's integration tests: one binary, one harness (`helpers`). Store
+//! tests run the same body on SQLite and PostgreSQL, each on a fresh database.
+
+mod cli;
+mod helpers;
+mod layer_memory;
+mod payload;
+mod publish;
+mod store;
+mod tokens;
