@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -71,7 +71,12 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerBackend {
+    /// In-process only (`herald run`).
     Memory,
+    /// channels_redis's `RedisChannelLayer` (sorted sets).
+    Redis,
+    /// channels_redis's `RedisPubSubChannelLayer`.
+    RedisPubsub,
 }
 
 /// Channel layer knobs, named as channels / channels_redis name them.
@@ -79,6 +84,13 @@ pub enum LayerBackend {
 #[serde(deny_unknown_fields)]
 pub struct LayerSettings {
     pub backend: LayerBackend,
+    /// Redis URLs; more than one shards as channels_redis does.
+    pub hosts: Vec<String>,
+    /// Prepended to every Redis key (channels_redis `prefix`).
+    pub prefix: String,
+    /// Fernet keys; the first encrypts, every one decrypts.
+    #[serde(default)]
+    pub symmetric_encryption_keys: Vec<SecretString>,
     /// Seconds a message may wait in a channel.
     pub expiry: u64,
     /// Seconds a group membership lasts unless renewed.
@@ -107,6 +119,14 @@ pub struct TokenSettings {
 }
 
 impl Settings {
+    /// The built-in defaults alone (config/default.toml), ignoring files
+    /// and the environment.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid (checked by a test)")
+    }
+
     /// Loads defaults, then `file` (which must exist when given), then the
     /// environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -119,6 +139,9 @@ impl Settings {
                 ));
             }
             figment = figment.merge(Toml::file_exact(path));
+        }
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            figment = figment.merge(Serialized::default("layer.hosts", vec![url]));
         }
         let figment = figment
             .merge(
@@ -167,6 +190,7 @@ impl Settings {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
+        self.validate_layer()?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(
                 "tokens.access_ttl",
@@ -179,6 +203,32 @@ impl Settings {
             return Err(ConfigError::new("secret_key", "must not be empty"));
         }
         self.database_url().map(|_| ())
+    }
+
+    fn validate_layer(&self) -> Result<(), ConfigError> {
+        let layer = &self.layer;
+        if layer.backend != LayerBackend::Memory && layer.hosts.is_empty() {
+            return Err(ConfigError::new(
+                "layer.hosts",
+                "needs at least one Redis URL",
+            ));
+        }
+        for (i, host) in layer.hosts.iter().enumerate() {
+            let key = format!("layer.hosts[{i}]");
+            let info = redis::IntoConnectionInfo::into_connection_info(host.as_str())
+                .map_err(|e| ConfigError::new(&key, e.to_string()))?;
+            drop(info);
+        }
+        for (i, key) in layer.symmetric_encryption_keys.iter().enumerate() {
+            if key.expose_secret().is_empty() {
+                let name = format!("layer.symmetric_encryption_keys[{i}]");
+                return Err(ConfigError::new(name, "must not be empty"));
+            }
+        }
+        if layer.prefix.is_empty() {
+            return Err(ConfigError::new("layer.prefix", "must not be empty"));
+        }
+        Ok(())
     }
 
     /// The database URL to use: the configured one, or the embedded SQLite
@@ -305,6 +355,14 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_secret(&path).unwrap_err();
         assert!(err.reason.contains("too open"), "{err}");
+    }
+
+    #[test]
+    fn built_in_defaults_are_valid() {
+        let settings = Settings::defaults();
+        settings.validate().unwrap();
+        assert_eq!(settings.layer.prefix, "asgi");
+        assert!(settings.secret_key.is_none(), "no built-in secret");
     }
 
     #[test]

@@ -243,4 +243,14 @@ impl ChannelLayer for MemoryLayer {
         }
         Ok(report)
     }
+
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
+        let mut state = self.state();
+        state.channels.remove(channel);
+        state.groups.retain(|_, members| {
+            members.remove(channel);
+            !members.is_empty()
+        });
+        Ok(())
+    }
 }

@@ -5,11 +5,28 @@
 
 pub mod memory;
 pub mod names;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 pub use memory::MemoryLayer;
+pub use redis::RedisLayer;
+pub use redis::pubsub::PubSubLayer;
+
+use std::sync::Arc;
+
+use crate::config::{LayerBackend, LayerSettings};
+
+/// The layer the configuration names. Redis layers connect lazily: building
+/// one succeeds while Redis is down, and operations report `Unavailable`.
+pub fn build(settings: &LayerSettings) -> Result<Arc<dyn ChannelLayer>, LayerError> {
+    Ok(match settings.backend {
+        LayerBackend::Memory => Arc::new(MemoryLayer::new(settings)?),
+        LayerBackend::Redis => Arc::new(RedisLayer::new(settings)?),
+        LayerBackend::RedisPubsub => Arc::new(PubSubLayer::new(settings)?),
+    })
+}
 
 /// A layer message: a map with string keys, `type` naming the handler.
 pub type Message = Map<String, Value>;
@@ -25,6 +42,10 @@ pub enum LayerError {
     InvalidChannelName(String),
     #[error("invalid group name {0:?}: letters, digits, '-', '_' and '.', under 100 characters")]
     InvalidGroupName(String),
+    /// A message that cannot be encoded or decoded (bytes values, a
+    /// reserved key, a foreign or undecryptable payload).
+    #[error("invalid layer message: {0}")]
+    InvalidMessage(String),
     #[error("channel layer configuration: {0}")]
     Config(String),
     /// The backing service cannot be reached; the caller may retry.
@@ -60,4 +81,7 @@ pub trait ChannelLayer: Send + Sync + 'static {
         group: &str,
         message: Message,
     ) -> Result<GroupSendReport, LayerError>;
+    /// Forgets a channel this process made: its buffer and memberships.
+    /// Not part of Django's interface; connections call it when they close.
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError>;
 }

@@ -4,18 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::config::{ChannelCapacity, LayerBackend, LayerSettings};
+use herald::config::{ChannelCapacity, LayerBackend, LayerSettings, Settings};
 use herald::layer::{ChannelLayer, GroupSendReport, LayerError, MemoryLayer, Message};
 use serde_json::json;
 
 fn settings(capacity: usize) -> LayerSettings {
-    LayerSettings {
-        backend: LayerBackend::Memory,
-        expiry: 60,
-        group_expiry: 86400,
-        capacity,
-        channel_capacity: vec![],
-    }
+    let mut layer = Settings::defaults().layer;
+    assert_eq!(layer.backend, LayerBackend::Memory);
+    layer.capacity = capacity;
+    layer
 }
 
 fn message(n: i64) -> Message {

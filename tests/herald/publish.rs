@@ -1,6 +1,6 @@
 //! `send_notification_ws`: the group, the envelope, and the logged failure.
 
-use herald::config::{LayerBackend, LayerSettings};
+use herald::config::Settings;
 use herald::layer::{ChannelLayer, MemoryLayer};
 use herald::payload::NotificationPayload;
 use herald::publish::{notification_group, send_notification_ws};
@@ -9,14 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::LogCapture;
 
 fn layer() -> MemoryLayer {
-    MemoryLayer::new(&LayerSettings {
-        backend: LayerBackend::Memory,
-        expiry: 60,
-        group_expiry: 86400,
-        capacity: 100,
-        channel_capacity: vec![],
-    })
-    .unwrap()
+    MemoryLayer::new(&Settings::defaults().layer).unwrap()
 }
 
 fn payload(id: i64) -> NotificationPayload {

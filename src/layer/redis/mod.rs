@@ -1,0 +1,393 @@
+//! Channel layers over Redis, byte-compatible with channels_redis 4.x:
+//! [`RedisLayer`] speaks `RedisChannelLayer`'s sorted sets, and
+//! [`pubsub::PubSubLayer`] its `RedisPubSubChannelLayer`.
+//!
+//! Parts: `keys` (names, sharding), `codec` (bytes), `scripts` (Lua),
+//! `shards` (connections), `receiver` (the one receive loop per process and
+//! the memberships it keeps alive), and the operations here.
+
+pub mod codec;
+pub mod keys;
+
+mod local;
+pub mod pubsub;
+mod receiver;
+mod scripts;
+mod shards;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use self::codec::Codec;
+use self::keys::{consistent_hash, group_key, queue_key};
+use self::local::LocalChannels;
+use self::shards::{Shard, unavailable};
+use super::names::{Capacities, check_channel_name, check_group_name, non_local_name};
+use super::{ChannelLayer, GroupSendReport, LayerError, Message};
+use crate::config::LayerSettings;
+
+/// The key channels_redis reserves for the target channel name(s).
+pub const ASGI_CHANNEL: &str = "__asgi_channel__";
+
+/// Wall-clock seconds, as Python's `time.time()`.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `int(time.time()) - seconds`: the score at or below which entries expire.
+fn cutoff(seconds: u64) -> i64 {
+    now() as i64 - seconds as i64
+}
+
+pub(crate) struct Inner {
+    shards: Vec<Shard>,
+    prefix: String,
+    expiry: u64,
+    group_expiry: u64,
+    capacities: Capacities,
+    codec: Codec,
+    /// `specific.<client_prefix>!...`: one random id per layer instance.
+    client_prefix: String,
+    local: LocalChannels,
+    /// group -> local channels in it, to renew and restore memberships.
+    memberships: Mutex<HashMap<String, HashSet<String>>>,
+    /// Non-local names (`specific.<id>!`) whose queues the receive loop reads.
+    readers: Mutex<HashSet<String>>,
+    round_robin: AtomicUsize,
+    reconnects: AtomicU64,
+    dropped: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// channels_redis's `RedisChannelLayer` on the wire.
+pub struct RedisLayer {
+    inner: Arc<Inner>,
+}
+
+impl RedisLayer {
+    pub fn new(settings: &LayerSettings) -> Result<Self, LayerError> {
+        let shards = settings
+            .hosts
+            .iter()
+            .map(|url| Shard::new(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        if shards.is_empty() {
+            return Err(LayerError::Config("no Redis hosts".into()));
+        }
+        let inner = Inner {
+            shards,
+            prefix: settings.prefix.clone(),
+            expiry: settings.expiry,
+            group_expiry: settings.group_expiry,
+            capacities: Capacities::new(settings.capacity, &settings.channel_capacity)?,
+            codec: Codec::for_queues(&settings.symmetric_encryption_keys, settings.expiry),
+            client_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            local: LocalChannels::new(settings.capacity),
+            memberships: Mutex::default(),
+            readers: Mutex::default(),
+            round_robin: AtomicUsize::new(0),
+            reconnects: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Times the receive loop lost Redis and reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped: group copies over capacity, and messages for a
+    /// local channel whose buffer was full.
+    pub fn dropped_total(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed) + self.inner.local.dropped()
+    }
+
+    /// Stops the receive loop and membership renewal.
+    pub fn close(&self) {
+        self.inner.stop.cancel();
+    }
+}
+
+impl Drop for RedisLayer {
+    fn drop(&mut self) {
+        self.inner.stop.cancel();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Inner {
+    fn shard_for(&self, name: &str) -> usize {
+        consistent_hash(name, self.shards.len())
+    }
+
+    fn next_shard(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+    }
+
+    /// Adds `channel` to `group` in Redis (score now, TTL group_expiry).
+    async fn add_membership(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        let mut conn = self.shards[self.shard_for(group)].conn().await?;
+        redis::pipe()
+            .atomic()
+            .zadd(group_key(&self.prefix, group), channel, now())
+            .ignore()
+            .expire(group_key(&self.prefix, group), self.group_expiry as i64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Hands a message from the process queue to the local channel(s) its
+    /// `__asgi_channel__` names; a full buffer drops it, counted and logged.
+    fn dispatch(&self, mut message: Message, queue: &str) {
+        let targets = match message.remove(ASGI_CHANNEL) {
+            Some(Value::String(one)) => vec![one],
+            Some(Value::Array(many)) => many
+                .into_iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => {
+                tracing::warn!(queue, "message without __asgi_channel__ dropped");
+                return;
+            }
+        };
+        self.local
+            .deliver(targets.iter().map(String::as_str), &message);
+    }
+}
+
+#[async_trait]
+impl ChannelLayer for RedisLayer {
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        let inner = &self.inner;
+        let name = format!(
+            "{prefix}.{}!{}",
+            inner.client_prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        check_channel_name(&name)?;
+        inner.local.create(&name);
+        receiver::ensure_reader(inner, non_local_name(&name));
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &str, mut message: Message) -> Result<(), LayerError> {
+        let inner = &self.inner;
+        check_channel_name(channel)?;
+        if message.contains_key(ASGI_CHANNEL) {
+            return Err(LayerError::InvalidMessage(format!(
+                "{ASGI_CHANNEL} is reserved"
+            )));
+        }
+        // A process-local channel: its queue is on the shard of its
+        // non-local name, where its reader pops (see docs/operations.md on
+        // channels_redis hashing the full name here).
+        let shard = if channel.contains('!') {
+            message.insert(ASGI_CHANNEL.into(), Value::String(channel.into()));
+            inner.shard_for(non_local_name(channel))
+        } else {
+            inner.next_shard()
+        };
+        let member = inner.codec.encode(&message)?;
+        let mut conn = inner.shards[shard].conn().await?;
+        let added: i64 = scripts::SEND
+            .key(queue_key(&inner.prefix, channel))
+            .arg(member)
+            .arg(now())
+            .arg(cutoff(inner.expiry))
+            .arg(inner.capacities.for_channel(channel))
+            .arg(inner.expiry)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if added == 1 {
+            Ok(())
+        } else {
+            Err(LayerError::ChannelFull(channel.to_string()))
+        }
+    }
+
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
+        check_channel_name(channel)?;
+        if !channel.contains('!') {
+            return receiver::receive_general(&self.inner, channel).await;
+        }
+        tokio::select! {
+            message = self.inner.local.receive(channel) => message,
+            () = self.inner.stop.cancelled() => Err(LayerError::Closed),
+        }
+    }
+
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        check_group_name(group)?;
+        check_channel_name(channel)?;
+        self.inner.add_membership(group, channel).await?;
+        if self.inner.local.contains(channel) {
+            let mut memberships = lock(&self.inner.memberships);
+            memberships
+                .entry(group.to_string())
+                .or_default()
+                .insert(channel.to_string());
+        }
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        check_group_name(group)?;
+        check_channel_name(channel)?;
+        {
+            let mut memberships = lock(&self.inner.memberships);
+            if let Some(members) = memberships.get_mut(group) {
+                members.remove(channel);
+                if members.is_empty() {
+                    memberships.remove(group);
+                }
+            }
+        }
+        let inner = &self.inner;
+        let mut conn = inner.shards[inner.shard_for(group)].conn().await?;
+        redis::cmd("ZREM")
+            .arg(group_key(&inner.prefix, group))
+            .arg(channel)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError> {
+        check_group_name(group)?;
+        let inner = &self.inner;
+        let mut conn = inner.shards[inner.shard_for(group)].conn().await?;
+        let members: Vec<String> = scripts::GROUP_MEMBERS
+            .key(group_key(&inner.prefix, group))
+            .arg(cutoff(inner.group_expiry))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut report = GroupSendReport::default();
+        for (shard, batch) in bucket_by_queue(inner, &members, &message)? {
+            let over = send_batch(inner, shard, batch).await?;
+            report.dropped += over.dropped;
+            report.delivered += over.delivered;
+        }
+        if report.dropped > 0 {
+            inner
+                .dropped
+                .fetch_add(report.dropped as u64, Ordering::Relaxed);
+            tracing::warn!(
+                group,
+                dropped = report.dropped,
+                members = members.len(),
+                "group_send: queues over capacity, copies dropped"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.inner.local.remove(channel);
+        let groups: Vec<String> = {
+            let memberships = lock(&self.inner.memberships);
+            memberships
+                .iter()
+                .filter(|(_, members)| members.contains(channel))
+                .map(|(group, _)| group.clone())
+                .collect()
+        };
+        for group in groups {
+            self.group_discard(&group, channel).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One queue key's copy of a group message: its member bytes and capacity.
+struct QueueCopy {
+    key: String,
+    member: Vec<u8>,
+    capacity: usize,
+}
+
+/// Groups members by queue key (one copy per key, `__asgi_channel__` the
+/// list of that key's members) and the keys by shard.
+fn bucket_by_queue(
+    inner: &Inner,
+    members: &[String],
+    message: &Message,
+) -> Result<BTreeMap<usize, Vec<QueueCopy>>, LayerError> {
+    let mut by_key: BTreeMap<String, (usize, Vec<&str>)> = BTreeMap::new();
+    let mut order = Vec::new();
+    for channel in members {
+        let key = queue_key(&inner.prefix, channel);
+        let entry = by_key.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            (inner.capacities.for_channel(channel), Vec::new())
+        });
+        entry.1.push(channel);
+    }
+    let mut shards: BTreeMap<usize, Vec<QueueCopy>> = BTreeMap::new();
+    for key in order {
+        let (capacity, channels) = &by_key[&key];
+        let mut copy = message.clone();
+        copy.insert(ASGI_CHANNEL.into(), Value::from(channels.clone()));
+        let member = inner.codec.encode(&copy)?;
+        let shard = inner.shard_for(non_local_name(channels[0]));
+        shards.entry(shard).or_default().push(QueueCopy {
+            key,
+            member,
+            capacity: *capacity,
+        });
+    }
+    Ok(shards)
+}
+
+/// Runs GROUP_SEND for one shard's queue keys.
+async fn send_batch(
+    inner: &Inner,
+    shard: usize,
+    batch: Vec<QueueCopy>,
+) -> Result<GroupSendReport, LayerError> {
+    let mut invocation = scripts::GROUP_SEND.prepare_invoke();
+    for copy in &batch {
+        invocation.key(&copy.key);
+    }
+    for copy in &batch {
+        invocation.arg(&copy.member);
+    }
+    for copy in &batch {
+        invocation.arg(copy.capacity);
+    }
+    invocation
+        .arg(now())
+        .arg(cutoff(inner.expiry))
+        .arg(inner.expiry);
+    let mut conn = inner.shards[shard].conn().await?;
+    let over: usize = invocation
+        .invoke_async(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(GroupSendReport {
+        delivered: batch.len() - over.min(batch.len()),
+        dropped: over,
+    })
+}
