@@ -4,6 +4,7 @@
 mod cli;
 mod helpers;
 mod layer_memory;
+mod layer_redis;
 mod payload;
 mod publish;
 mod store;

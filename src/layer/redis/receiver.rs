@@ -46,7 +46,14 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
     while !inner.stop.is_cancelled() {
         let step = async {
             if conn.is_none() {
-                conn = Some(inner.shards[shard].blocking_conn().await?);
+                let mut fresh = inner.shards[shard].blocking_conn().await?;
+                // Pipelined scripts run by hash: load it on each new connection.
+                scripts::POP_BATCH
+                    .prepare_invoke()
+                    .load_async(&mut fresh)
+                    .await
+                    .map_err(unavailable)?;
+                conn = Some(fresh);
                 if failures > 0 {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -102,14 +109,14 @@ async fn receive_batch(
     let Some((_, first, score)) = popped else {
         return Ok(());
     };
-    let (_, rest): ((), Vec<(Vec<u8>, f64)>) = redis::pipe()
+    let (rest,): (Vec<(Vec<u8>, f64)>,) = redis::pipe()
         .zadd(inflight, &first, score)
         .ignore()
         .invoke_script(scripts::POP_BATCH.key(queue).key(inflight).arg(BATCH))
-        .query_async::<((), Vec<(Vec<u8>, f64)>)>(conn)
+        .query_async(conn)
         .await
-        .map(|rest| ((), rest.1))
         .map_err(unavailable)?;
+    tracing::trace!(queue, batch = rest.len() + 1, "received from Redis");
     for member in std::iter::once(first).chain(rest.into_iter().map(|(m, _)| m)) {
         match inner.codec.decode(&member) {
             Ok(message) => inner.dispatch(message, queue),

@@ -1,0 +1,6 @@
+//! Interop tests: herald's channel layers against the real Python packages
+//! (channels, channels_redis, daphne), run from the virtual environment the
+//! test command installs (tests/interop/requirements.txt).
+
+mod harness;
+mod layer;
