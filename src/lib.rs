@@ -8,6 +8,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod jobs;
 pub mod layer;
 pub mod payload;
 pub mod publish;
