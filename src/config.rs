@@ -21,7 +21,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
 /// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 5] = ["data_dir", "secret_key", "database", "layer", "tokens"];
+const SECTIONS: [&str; 6] = [
+    "data_dir",
+    "secret_key",
+    "database",
+    "layer",
+    "worker",
+    "tokens",
+];
 
 /// File inside `data_dir` that keeps the generated secret key.
 const SECRET_FILE: &str = "secret_key";
@@ -54,7 +61,22 @@ pub struct Settings {
     pub secret_key: Option<SecretString>,
     pub database: DatabaseSettings,
     pub layer: LayerSettings,
+    pub worker: WorkerSettings,
     pub tokens: TokenSettings,
+}
+
+/// The worker's scans and schedules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    #[serde(deserialize_with = "durations")]
+    pub reminder_offsets: Vec<Duration>,
+    pub closed_statuses: Vec<String>,
+    /// Six-field cron (with seconds), UTC.
+    pub overdue_schedule: String,
+    pub deadline_reminder_schedule: String,
+    #[serde(with = "humantime_serde")]
+    pub outbox_retry_every: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +138,15 @@ pub struct ChannelCapacity {
 pub struct TokenSettings {
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
+}
+
+/// A list of human durations ("24h", "90m").
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(deserializer)?;
+    Ok(list
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
 }
 
 impl Settings {
@@ -191,6 +222,7 @@ impl Settings {
             }
         }
         self.validate_layer()?;
+        self.validate_worker()?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(
                 "tokens.access_ttl",
@@ -227,6 +259,33 @@ impl Settings {
         }
         if layer.prefix.is_empty() {
             return Err(ConfigError::new("layer.prefix", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_worker(&self) -> Result<(), ConfigError> {
+        let worker = &self.worker;
+        for (key, schedule) in [
+            ("worker.overdue_schedule", &worker.overdue_schedule),
+            (
+                "worker.deadline_reminder_schedule",
+                &worker.deadline_reminder_schedule,
+            ),
+        ] {
+            crate::worker::scheduler::parse_cron(schedule)
+                .map_err(|reason| ConfigError::new(key, reason))?;
+        }
+        if worker.reminder_offsets.iter().any(Duration::is_zero) {
+            return Err(ConfigError::new(
+                "worker.reminder_offsets",
+                "offsets must be greater than 0",
+            ));
+        }
+        if worker.outbox_retry_every.is_zero() {
+            return Err(ConfigError::new(
+                "worker.outbox_retry_every",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }

@@ -45,12 +45,20 @@ impl Publisher {
         rows: &[Notification],
         retry_in: Duration,
     ) -> Result<Published, StoreError> {
-        let results: Vec<(i64, bool)> = futures_util::stream::iter(rows)
-            .map(|row| async move {
+        // Owned values in each future keep it Send for any caller.
+        let sends: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let layer = self.layer.clone();
+                let (id, user_id) = (row.id, row.user_id);
                 let payload = NotificationPayload::from(row);
-                let sent = send_notification_ws(self.layer.as_ref(), row.user_id, &payload).await;
-                (row.id, sent.is_ok())
+                async move {
+                    let sent = send_notification_ws(layer.as_ref(), user_id, &payload).await;
+                    (id, sent.is_ok())
+                }
             })
+            .collect();
+        let results: Vec<(i64, bool)> = futures_util::stream::iter(sends)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;

@@ -8,6 +8,7 @@
 mod notifications;
 mod outbox;
 mod scans;
+mod schedule;
 mod tasks;
 
 use std::str::FromStr;

@@ -9,5 +9,6 @@ mod layer_memory;
 mod layer_redis;
 mod payload;
 mod publish;
+mod scheduler;
 mod store;
 mod tokens;
