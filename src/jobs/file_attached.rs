@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, recipients};
+use super::{JobContext, JobError, load_task, recipients};
 use crate::store::NewNotification;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -24,11 +24,7 @@ impl FileAttached {
         &self,
         ctx: &JobContext,
     ) -> Result<Vec<NewNotification>, JobError> {
-        let task = ctx
-            .store
-            .get_task(self.task_id)
-            .await?
-            .ok_or(JobError::TaskNotFound(self.task_id))?;
+        let task = load_task(ctx, self.task_id).await?;
         Ok(recipients(&task, self.uploaded_by)
             .into_iter()
             .map(|user_id| NewNotification {

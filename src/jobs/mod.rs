@@ -179,6 +179,14 @@ async fn commit(
     Ok((created, existing))
 }
 
+/// The task a job is about, or the permanent `TaskNotFound`.
+async fn load_task(ctx: &JobContext, task_id: i64) -> Result<crate::store::Task, JobError> {
+    ctx.store
+        .get_task(task_id)
+        .await?
+        .ok_or(JobError::TaskNotFound(task_id))
+}
+
 /// Assignee and creator of a task, without `actor`, without repeats.
 fn recipients(task: &crate::store::Task, actor: i64) -> Vec<i64> {
     let mut users: Vec<i64> = [task.assignee_id, task.created_by_id]

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, recipients};
+use super::{JobContext, JobError, load_task, recipients};
 use crate::store::NewNotification;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -27,11 +27,7 @@ impl StatusChanged {
         &self,
         ctx: &JobContext,
     ) -> Result<Vec<NewNotification>, JobError> {
-        let task = ctx
-            .store
-            .get_task(self.task_id)
-            .await?
-            .ok_or(JobError::TaskNotFound(self.task_id))?;
+        let task = load_task(ctx, self.task_id).await?;
         let mut message = format!(
             "Task \"{}\" moved from {} to {}.",
             task.title, self.old_status, self.new_status

@@ -6,6 +6,20 @@ use chrono::{DateTime, Utc};
 
 use super::{Notification, Store, StoreError, now, with_pool};
 
+/// ` IN ($1, $2, ...)` over `ids`, for either database.
+fn push_id_list<DB>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[i64])
+where
+    DB: sqlx::Database,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sql.push(" IN (");
+    let mut list = sql.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    sql.push(")");
+}
+
 impl Store {
     /// Up to `limit` notifications whose publish is due, oldest first.
     pub async fn outbox_due(&self, limit: i64) -> Result<Vec<Notification>, StoreError> {
@@ -26,12 +40,8 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, pool => {
-            let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_outbox WHERE notification_id IN (");
-            let mut list = sql.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            sql.push(")");
+            let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_outbox WHERE notification_id");
+            push_id_list(&mut sql, ids);
             sql.build().execute(pool).await?;
             Ok(())
         })
@@ -47,12 +57,8 @@ impl Store {
                 "UPDATE herald_outbox SET attempts = attempts + 1, next_attempt_at = ",
             );
             sql.push_bind(db_time(at));
-            sql.push(" WHERE notification_id IN (");
-            let mut list = sql.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            sql.push(")");
+            sql.push(" WHERE notification_id");
+            push_id_list(&mut sql, ids);
             sql.build().execute(pool).await?;
             Ok(())
         })

@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 
 use super::keys::{inflight_key, queue_key};
 use super::shards::{backoff, unavailable};
-use super::{ASGI_CHANNEL, Inner, lock, now, scripts};
+use super::{ASGI_CHANNEL, Inner, now, scripts};
+use crate::layer::lock;
 use crate::layer::{LayerError, Message};
 
 /// Seconds one blocking pop waits before looping (and checking for stop).
