@@ -26,6 +26,7 @@ pub use status_changed::StatusChanged;
 
 use crate::publish::outbox::{Published, Publisher};
 use crate::store::{NewNotification, Notification, ReminderWindow, Store, StoreError};
+use crate::telemetry::metrics as m;
 
 /// The kinds, as submitted in `{"kind": ..., "payload": ...}`.
 pub const KINDS: [&str; 5] = [
@@ -145,7 +146,22 @@ impl Job {
     }
 
     /// Runs the job: its notifications are committed, then published.
+    /// Counts and times the run by kind and outcome.
     pub async fn run(&self, ctx: &JobContext) -> Result<JobOutcome, JobError> {
+        let started = std::time::Instant::now();
+        let result = self.run_inner(ctx).await;
+        let kind = self.kind();
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        metrics::counter!(m::JOBS, "kind" => kind, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::JOB_DURATION, "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        if let Ok(done) = &result {
+            metrics::counter!(m::NOTIFICATIONS_CREATED).increment(done.created as u64);
+        }
+        result
+    }
+
+    async fn run_inner(&self, ctx: &JobContext) -> Result<JobOutcome, JobError> {
         let (created, existing) = match self {
             Job::DeadlineReminder(job) => (job.scan(ctx).await?, 0),
             Job::OverdueCheck(job) => (job.scan(ctx).await?, 0),

@@ -14,6 +14,7 @@ use crate::layer::ChannelLayer;
 use crate::payload::NotificationPayload;
 use crate::publish::send_notification_ws;
 use crate::store::{Notification, Store, StoreError};
+use crate::telemetry::metrics as m;
 
 /// Group sends in flight at once.
 const CONCURRENCY: usize = 64;
@@ -65,6 +66,8 @@ impl Publisher {
         let (sent, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, ok)| *ok);
         let sent: Vec<i64> = sent.into_iter().map(|(id, _)| id).collect();
         let failed: Vec<i64> = failed.into_iter().map(|(id, _)| id).collect();
+        metrics::counter!(m::NOTIFICATIONS_PUBLISHED).increment(sent.len() as u64);
+        metrics::counter!(m::NOTIFICATIONS_PUBLISH_FAILED).increment(failed.len() as u64);
         self.store.outbox_done(&sent).await?;
         let retry_at =
             crate::store::now() + TimeDelta::from_std(retry_in).unwrap_or(TimeDelta::seconds(1));

@@ -88,6 +88,7 @@ pub async fn tick(
     }
     let mut ctx = ctx.clone();
     ctx.job_id = format!("{}@{}", schedule.name, period.timestamp());
+    metrics::counter!(crate::telemetry::metrics::SCANS_RUN, "scan" => schedule.name).increment(1);
     let outcome = schedule.job.run(&ctx).await?;
     tracing::info!(scan = schedule.name, %period, created = outcome.created, "scheduled scan ran");
     Ok(true)

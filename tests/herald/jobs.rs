@@ -430,3 +430,44 @@ fn bad_submissions_name_the_problem() {
     let extra = parse("overdue_check", json!({"surprise": 1})).unwrap_err();
     assert!(extra.to_string().contains("surprise"), "{extra}");
 }
+
+/// A run shows up in the Prometheus text: jobs by kind and outcome, the
+/// duration histogram, notifications created and published.
+#[tokio::test]
+async fn runs_are_counted_in_metrics() {
+    let handle = herald::telemetry::metrics::prometheus();
+    let db = crate::helpers::fresh_store(herald::store::Backend::Sqlite).await;
+    let job = parse(
+        "notify",
+        json!({"user_id": 1, "title": "t", "message": "m", "notification_type": "g"}),
+    )
+    .unwrap();
+    job.run(&context(&db.store, memory_layer(), "metrics-1"))
+        .await
+        .unwrap();
+    let missing = parse(
+        "file_attached",
+        json!({"task_id": 424_242, "file_id": 1, "file_name": "f", "uploaded_by": 1}),
+    )
+    .unwrap();
+    assert!(
+        missing
+            .run(&context(&db.store, memory_layer(), "metrics-2"))
+            .await
+            .is_err()
+    );
+    let text = handle.render();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line_start} in:\n{text}"))
+    };
+    assert!(value("herald_jobs_total{kind=\"notify\",outcome=\"done\"}") >= 1.0);
+    assert!(value("herald_jobs_total{kind=\"file_attached\",outcome=\"failed\"}") >= 1.0);
+    assert!(value("herald_job_duration_seconds_count{kind=\"notify\"}") >= 1.0);
+    assert!(value("herald_notifications_created_total") >= 1.0);
+    assert!(value("herald_notifications_published_total") >= 1.0);
+    assert!(text.contains("# HELP herald_jobs_total"));
+}

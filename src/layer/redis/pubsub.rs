@@ -191,6 +191,8 @@ async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerEr
     }
     if failures > 0 {
         inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::metrics::LAYER_RECONNECTS, "layer" => "redis_pubsub")
+            .increment(1);
         tracing::warn!(
             host = index,
             resubscribed = names.len(),

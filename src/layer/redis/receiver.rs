@@ -57,6 +57,8 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
                 conn = Some(fresh);
                 if failures > 0 {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::telemetry::metrics::LAYER_RECONNECTS, "layer" => "redis")
+                        .increment(1);
                     tracing::warn!(
                         queue,
                         attempts = failures,
