@@ -21,7 +21,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
 /// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 5] = ["data_dir", "secret_key", "database", "layer", "tokens"];
+const SECTIONS: [&str; 6] = [
+    "data_dir",
+    "secret_key",
+    "database",
+    "layer",
+    "tokens",
+    "sidecar",
+];
 
 /// File inside `data_dir` that keeps the generated secret key.
 const SECRET_FILE: &str = "secret_key";
@@ -55,6 +62,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub layer: LayerSettings,
     pub tokens: TokenSettings,
+    pub sidecar: SidecarSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +124,41 @@ pub struct ChannelCapacity {
 pub struct TokenSettings {
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
+}
+
+/// The WebSocket sidecar (`herald sidecar`): where it listens and the limits
+/// that keep each connection's memory and the process's sockets bounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarSettings {
+    /// Address and port to listen on, such as `127.0.0.1:8001`.
+    pub listen: String,
+    /// Open WebSocket connections the process accepts; more get close 1013.
+    pub max_connections: usize,
+    /// Open connections one user may hold; more get close 4029.
+    pub max_connections_per_user: usize,
+    /// Largest inbound WebSocket message in bytes; larger closes with 1009.
+    pub max_message_size: usize,
+    /// The socket's read and write buffer sizes in bytes (tungstenite's
+    /// default of 128 KiB per connection would cost 1 GB per 8,000 sockets).
+    pub buffer_size: usize,
+    /// How often the server pings each client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client silent this long after a ping is dropped (close 4002).
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Outbound events queued per connection before the client counts as
+    /// slow and is closed with 4008.
+    pub queue_size: usize,
+    /// Longest time one write to a client may take before it counts as slow.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most missed notifications sent for one resume (at most 500).
+    pub replay_limit: i64,
+    /// How long shutdown waits for clients to take their 1001 close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
@@ -182,6 +225,43 @@ impl Settings {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
+        let sidecar = &self.sidecar;
+        let positive = [
+            ("sidecar.max_connections", sidecar.max_connections),
+            (
+                "sidecar.max_connections_per_user",
+                sidecar.max_connections_per_user,
+            ),
+            ("sidecar.max_message_size", sidecar.max_message_size),
+            ("sidecar.buffer_size", sidecar.buffer_size),
+            ("sidecar.queue_size", sidecar.queue_size),
+            ("sidecar.replay_limit", sidecar.replay_limit.max(0) as usize),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        let durations = [
+            ("sidecar.ping_interval", sidecar.ping_interval),
+            ("sidecar.ping_timeout", sidecar.ping_timeout),
+            ("sidecar.write_timeout", sidecar.write_timeout),
+        ];
+        for (key, value) in durations {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if sidecar.replay_limit > crate::store::PAGE_LIMIT {
+            return Err(ConfigError::new(
+                "sidecar.replay_limit",
+                format!("must be at most {}", crate::store::PAGE_LIMIT),
+            ));
+        }
+        sidecar
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::new("sidecar.listen", e.to_string()))?;
         for (i, entry) in self.layer.channel_capacity.iter().enumerate() {
             let key = format!("layer.channel_capacity[{i}]");
             globset::Glob::new(&entry.pattern)
