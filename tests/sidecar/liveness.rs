@@ -122,6 +122,7 @@ async fn a_slow_client_is_disconnected_with_4008() {
             other => break other,
         }
     };
+    eprintln!("slow client: received {received} of {sent}, then {ending:?}");
     assert!(received < sent, "received {received} of {sent}");
     assert!(
         matches!(ending, Next::Close(4008, _) | Next::Gone),

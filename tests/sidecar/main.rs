@@ -12,4 +12,5 @@ mod helpers;
 mod limits;
 mod liveness;
 mod messages;
+mod metrics;
 mod resume;
