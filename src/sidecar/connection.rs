@@ -9,12 +9,14 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::protocol::{self, ClientMessage, DecodeError, Outgoing, close, error_event, event};
+use super::protocol::{
+    self, ClientMessage, DecodeError, Empty, MarkedRead, Outgoing, Refreshed, Resumed, ServerEvent,
+    close, error_event,
+};
 use super::{SidecarState, Slot, metrics::inc};
 use crate::payload::NotificationPayload;
 use crate::publish::notification_group;
@@ -376,7 +378,7 @@ impl Connection {
         }
         match protocol::decode(text.as_str()) {
             Err(error) => self.queue(error_event(&error.to_string())),
-            Ok(ClientMessage::Ping) => self.queue(event("pong", json!({}))),
+            Ok(ClientMessage::Ping) => self.queue(ServerEvent::Pong(Empty {}).to_text()),
             Ok(ClientMessage::Resume { last_id }) => self.replay(last_id).await,
             Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
             Ok(ClientMessage::MarkRead { id }) => self.mark_read(Some(id)).await,
@@ -418,7 +420,7 @@ impl Connection {
             }
             self.sent.insert(row.id);
             let payload = NotificationPayload::from(row);
-            self.queue_wait(event("notification", payload.to_value()))
+            self.queue_wait(ServerEvent::Notification(payload).to_text())
                 .await?;
             count += 1;
         }
@@ -426,11 +428,13 @@ impl Connection {
             .metrics
             .notifications_replayed
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        self.queue_wait(event(
-            "resumed",
-            json!({ "count": count, "last_id": last, "more": more }),
-        ))
-        .await
+        let resumed = Resumed {
+            count,
+            last_id: last,
+            more,
+        };
+        self.queue_wait(ServerEvent::Resumed(resumed).to_text())
+            .await
     }
 
     /// A fresh token for the same user moves the expiry.
@@ -438,7 +442,7 @@ impl Connection {
         match tokens::validate(&self.state.0.secret, token) {
             Ok(fresh) if fresh.user_id == self.user_id => {
                 self.exp = fresh.exp;
-                self.queue(event("refreshed", json!({ "exp": fresh.exp })))
+                self.queue(ServerEvent::Refreshed(Refreshed { exp: fresh.exp }).to_text())
             }
             Ok(_) => self.queue(error_event(
                 "refresh refused: the token is for another user",
@@ -461,10 +465,14 @@ impl Connection {
         }
         .await;
         match result {
-            Ok((updated, unread)) => self.queue(event(
-                "marked_read",
-                json!({ "id": id, "updated": updated, "unread_count": unread }),
-            )),
+            Ok((updated, unread_count)) => {
+                let marked = MarkedRead {
+                    id,
+                    updated,
+                    unread_count,
+                };
+                self.queue(ServerEvent::MarkedRead(marked).to_text())
+            }
             Err(error) => {
                 tracing::error!(user_id, %error, "sidecar: mark read failed");
                 self.queue(error_event("could not mark read; try again"))

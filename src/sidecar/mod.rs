@@ -8,6 +8,7 @@ pub mod auth;
 mod connection;
 pub mod metrics;
 pub mod protocol;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::future::Future;

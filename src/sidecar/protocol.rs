@@ -3,8 +3,11 @@
 //! `notification`, `chat_message`, `typing`, `error`, plus the answers).
 //! Decoding a client message is a pure function, tested on strings.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::payload::NotificationPayload;
 
 /// Close codes the sidecar sends; docs/notifications.md lists them.
 pub mod close {
@@ -31,7 +34,7 @@ pub mod close {
 }
 
 /// A message from the client, a JSON object whose `type` picks the variant.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// `{"type": "ping"}`, answered `{"type": "pong", "data": {}}`.
@@ -89,8 +92,80 @@ fn strip_position(text: &str) -> String {
     }
 }
 
-/// `{"type": <kind>, "data": <data>}`, the one shape of every server event.
-pub fn event(kind: &str, data: Value) -> String {
+/// An event from the server: always `{"type": ..., "data": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// A notification: a `send_notification` group event's `data` as it
+    /// came, or a missed row on resume.
+    Notification(NotificationPayload),
+    /// A `chat_message` group event's `data`, unchanged.
+    ChatMessage(Value),
+    /// A `typing` group event's `data` (user info and `is_typing`), unchanged.
+    Typing(Value),
+    /// A client message the server could not do; the socket stays open.
+    Error(ErrorData),
+    /// The answer to `ping`.
+    Pong(Empty),
+    /// The end of a replay (`?last_id=` or `resume`).
+    Resumed(Resumed),
+    /// The answer to `refresh`.
+    Refreshed(Refreshed),
+    /// The answer to `mark_read` and `mark_all_read`.
+    MarkedRead(MarkedRead),
+}
+
+/// `data` of an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErrorData {
+    /// Human-friendly text.
+    pub message: String,
+}
+
+/// An empty `data` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Empty {}
+
+/// `data` of a `resumed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Resumed {
+    /// Notifications sent by this replay (rows already sent are skipped).
+    pub count: u64,
+    /// The last row read, or the requested id when none was read: resume
+    /// from here when `more` is true.
+    pub last_id: i64,
+    /// True when the replay stopped at `replay_limit` rows.
+    pub more: bool,
+}
+
+/// `data` of a `refreshed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Refreshed {
+    /// The connection's new expiry, epoch seconds.
+    pub exp: i64,
+}
+
+/// `data` of a `marked_read` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct MarkedRead {
+    /// The id asked for; null for `mark_all_read`.
+    pub id: Option<i64>,
+    /// Rows changed (0 for an id that is not this user's or already read).
+    pub updated: u64,
+    /// The user's unread notifications now.
+    pub unread_count: i64,
+}
+
+impl ServerEvent {
+    /// The event as JSON text.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| error_event("event could not be encoded"))
+    }
+}
+
+/// `{"type": <kind>, "data": <data>}`, for events forwarded as they came
+/// from the layer (the same shape [`ServerEvent`] serializes to).
+fn event(kind: &str, data: Value) -> String {
     json!({ "type": kind, "data": data }).to_string()
 }
 
@@ -161,6 +236,40 @@ mod tests {
         let err = decode(r#"{"type":"resume","last_id":"x"}"#).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid { .. }), "{err}");
         assert!(!err.to_string().contains("line"), "{err}");
+    }
+
+    #[test]
+    fn typed_events_have_the_wire_shape() {
+        assert_eq!(
+            ServerEvent::Pong(Empty {}).to_text(),
+            r#"{"type":"pong","data":{}}"#
+        );
+        let error = ServerEvent::Error(ErrorData {
+            message: "m".into(),
+        });
+        assert_eq!(error.to_text(), error_event("m"));
+        let marked = ServerEvent::MarkedRead(MarkedRead {
+            id: None,
+            updated: 2,
+            unread_count: 0,
+        });
+        assert_eq!(
+            marked.to_text(),
+            r#"{"type":"marked_read","data":{"id":null,"updated":2,"unread_count":0}}"#
+        );
+        let payload = NotificationPayload {
+            id: 1,
+            title: "t".into(),
+            message: "m".into(),
+            notification_type: "overdue".into(),
+            is_read: false,
+            created_at: "2025-12-11T08:12:34.123456Z".into(),
+            data: json!({"task_id": 4}),
+        };
+        assert_eq!(
+            ServerEvent::Notification(payload.clone()).to_text(),
+            event("notification", payload.to_value())
+        );
     }
 
     #[test]

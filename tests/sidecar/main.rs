@@ -14,3 +14,4 @@ mod liveness;
 mod messages;
 mod metrics;
 mod resume;
+mod schema;
