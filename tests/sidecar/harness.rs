@@ -74,6 +74,7 @@ pub(crate) struct Sidecar {
     pub(crate) state: SidecarState,
     pub(crate) layer: Arc<dyn ChannelLayer>,
     pub(crate) store: Store,
+    config: SidecarSettings,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     _db: TestStore,
@@ -101,29 +102,50 @@ pub(crate) async fn spawn_with(
     let mut config = settings();
     configure(&mut config);
     let store = db.store.clone();
-    let state = SidecarState::new(layer.clone(), store.clone(), secret(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(herald::sidecar::serve(
-        listener,
-        state.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Sidecar {
+    let state = SidecarState::new(layer.clone(), store.clone(), secret(), config.clone());
+    let mut sidecar = Sidecar {
         addr,
         state,
         layer,
         store,
-        stop: Some(stop),
-        task: Some(task),
+        config,
+        stop: None,
+        task: None,
         _db: db,
-    }
+    };
+    sidecar.serve(listener);
+    sidecar
 }
 
 impl Sidecar {
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(herald::sidecar::serve(
+            listener,
+            self.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// A new sidecar on the same address, database and layer, after
+    /// [`Sidecar::shutdown`].
+    pub(crate) async fn start_again(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.state = SidecarState::new(
+            self.layer.clone(),
+            self.store.clone(),
+            secret(),
+            self.config.clone(),
+        );
+        self.serve(listener);
+    }
+
     pub(crate) fn url(&self, query: &str) -> String {
         format!("ws://{}/ws/notifications/{query}", self.addr)
     }

@@ -9,6 +9,7 @@ mod harness;
 #[allow(dead_code, unused_imports, unreachable_pub)]
 #[path = "../herald/helpers.rs"]
 mod helpers;
+mod js_client;
 mod limits;
 mod liveness;
 mod messages;
