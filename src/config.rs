@@ -156,6 +156,10 @@ pub struct SidecarSettings {
     pub write_timeout: Duration,
     /// Most missed notifications sent for one resume (at most 500).
     pub replay_limit: i64,
+    /// How often each connection re-joins its group, so a connection older
+    /// than `layer.group_expiry` stays a member; must be shorter than it.
+    #[serde(with = "humantime_serde")]
+    pub group_renew_interval: Duration,
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -246,11 +250,18 @@ impl Settings {
             ("sidecar.ping_interval", sidecar.ping_interval),
             ("sidecar.ping_timeout", sidecar.ping_timeout),
             ("sidecar.write_timeout", sidecar.write_timeout),
+            ("sidecar.group_renew_interval", sidecar.group_renew_interval),
         ];
         for (key, value) in durations {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if sidecar.group_renew_interval.as_secs() >= self.layer.group_expiry {
+            return Err(ConfigError::new(
+                "sidecar.group_renew_interval",
+                "must be shorter than layer.group_expiry",
+            ));
         }
         if sidecar.replay_limit > crate::store::PAGE_LIMIT {
             return Err(ConfigError::new(
@@ -443,6 +454,23 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.layer.prefix, "asgi");
         assert!(settings.secret_key.is_none(), "no built-in secret");
+    }
+
+    #[test]
+    fn sidecar_keys_are_checked() {
+        let mut settings = Settings::defaults();
+        settings.layer.group_expiry = 60;
+        let err = settings.validate().unwrap_err();
+        assert_eq!(err.key, "sidecar.group_renew_interval");
+        let mut settings = Settings::defaults();
+        settings.sidecar.listen = "nowhere".into();
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.listen");
+        let mut settings = Settings::defaults();
+        settings.sidecar.queue_size = 0;
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.queue_size");
+        let mut settings = Settings::defaults();
+        settings.sidecar.replay_limit = 501;
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.replay_limit");
     }
 
     #[test]

@@ -206,6 +206,9 @@ impl Connection {
         let mut ping = tokio::time::interval_at(start, settings.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        let renew_every = settings.group_renew_interval;
+        let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
                 biased;
@@ -228,6 +231,12 @@ impl Connection {
                     } else {
                         self.queue_frame(Message::Ping(Default::default()))
                     }
+                }
+                _ = renew.tick() => {
+                    if let Err(error) = shared.layer.group_add(&group, channel).await {
+                        tracing::warn!(user_id = self.user_id, %error, "sidecar: renewing the group membership failed");
+                    }
+                    Ok(())
                 }
                 inbound = stream.next() => {
                     last_heard = Instant::now();

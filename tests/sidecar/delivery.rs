@@ -101,3 +101,21 @@ async fn every_connection_of_the_user_gets_it_and_leaves_the_group_on_close() {
     assert_eq!(report.delivered, 1, "the closed tab left the group");
     tab2.silent(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn a_connection_older_than_group_expiry_keeps_receiving() {
+    let mut layer_settings = Settings::defaults().layer;
+    layer_settings.group_expiry = 1;
+    let layer: Arc<dyn ChannelLayer> =
+        Arc::new(herald::layer::MemoryLayer::new(&layer_settings).unwrap());
+    let db = fresh_store(Backend::Sqlite).await;
+    let sidecar = spawn_with(layer, db, |s| {
+        s.group_renew_interval = Duration::from_millis(300)
+    })
+    .await;
+    let mut client = sidecar.client(5).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let row = sidecar.notification(5, "a day later").await;
+    sidecar.publish(&row).await;
+    assert_eq!(client.json().await, as_event(&row));
+}
