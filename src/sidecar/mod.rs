@@ -171,11 +171,14 @@ impl SidecarState {
     }
 }
 
-/// The sidecar's routes: `/ws/notifications/`, `/healthz`, `/metrics`.
+/// The sidecar's routes: `/ws/notifications/`, `/healthz` (the process
+/// answers), `/readyz` (database migrated and channel layer reachable),
+/// `/metrics`.
 pub fn router(state: SidecarState) -> Router {
     Router::new()
         .route("/ws/notifications/", get(notifications))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .with_state(state)
 }
@@ -310,6 +313,52 @@ async fn notifications(
             Err((code, reason)) => connection::refuse(socket, code, reason).await,
         }
     })
+}
+
+/// How long a readiness check may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// 200 when the database answers with migrations applied and the channel
+/// layer answers a group_send (to a group nobody joins); 503 naming what
+/// is not ready otherwise.
+async fn readyz(State(state): State<SidecarState>) -> Response {
+    let database = async {
+        match state.0.store.applied_migrations().await {
+            Ok(applied) if applied.is_empty() => {
+                Err("database: not migrated (run herald migrate)".to_string())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("database: {error}")),
+        }
+    };
+    let layer = async {
+        let mut probe = crate::layer::Message::new();
+        probe.insert("type".into(), "herald.readyz".into());
+        state
+            .0
+            .layer
+            .group_send("herald_readyz", probe)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("channel layer: {error}"))
+    };
+    let checks = async { tokio::join!(database, layer) };
+    let problems: Vec<String> = match tokio::time::timeout(READY_TIMEOUT, checks).await {
+        Ok((database, layer)) => [database, layer]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect(),
+        Err(_) => vec!["readiness checks timed out".into()],
+    };
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
 }
 
 async fn prometheus(State(state): State<SidecarState>) -> impl IntoResponse {

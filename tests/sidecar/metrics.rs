@@ -50,3 +50,20 @@ async fn metrics_count_connections_and_failures_by_reason() {
     }
     assert!(get(sidecar.addr, "/healthz").await.ends_with("ok\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_checks_the_database_and_the_layer() {
+    let sidecar = spawn(|_| {}).await;
+    let ready = get(sidecar.addr, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // A Redis layer nobody answers for: not ready, and says why.
+    let mut layer = herald::config::Settings::defaults().layer;
+    layer.backend = herald::config::LayerBackend::Redis;
+    layer.hosts = vec!["redis://127.0.0.1:1".into()];
+    let layer = herald::layer::build(&layer).unwrap();
+    let db = crate::helpers::fresh_store(herald::store::Backend::Sqlite).await;
+    let down = crate::harness::spawn_with(layer, db, |_| {}).await;
+    let answer = get(down.addr, "/readyz").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("channel layer:"), "{answer}");
+}
