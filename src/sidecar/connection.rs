@@ -154,10 +154,14 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
     let end = conn
         .serve(&channel, &accepted, &mut stream, &mut writer)
         .await;
-    if let Err(error) = layer.close_channel(&channel).await {
-        tracing::warn!(user_id, %error, "sidecar: leaving the group failed");
-    }
-    conn.finish(end, &mut stream, writer).await;
+    // The close frame first (finish), leaving the group meanwhile: on
+    // shutdown every client hears 1001 before the layer is tidied.
+    let leave = async {
+        if let Err(error) = layer.close_channel(&channel).await {
+            tracing::warn!(user_id, %error, "sidecar: leaving the group failed");
+        }
+    };
+    tokio::join!(conn.finish(end, &mut stream, writer), leave);
     drop(accepted.slot);
     tracing::debug!(user_id, channel, "WebSocket closed");
 }
