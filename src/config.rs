@@ -21,13 +21,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
 /// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "data_dir",
     "secret_key",
     "database",
     "layer",
     "worker",
     "tokens",
+    "sidecar",
 ];
 
 /// File inside `data_dir` that keeps the generated secret key.
@@ -63,6 +64,7 @@ pub struct Settings {
     pub layer: LayerSettings,
     pub worker: WorkerSettings,
     pub tokens: TokenSettings,
+    pub sidecar: SidecarSettings,
 }
 
 /// The worker's scans and schedules.
@@ -149,6 +151,45 @@ fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Du
         .collect())
 }
 
+/// The WebSocket sidecar (`herald sidecar`): where it listens and the limits
+/// that keep each connection's memory and the process's sockets bounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarSettings {
+    /// Address and port to listen on, such as `127.0.0.1:8001`.
+    pub listen: String,
+    /// Open WebSocket connections the process accepts; more get close 1013.
+    pub max_connections: usize,
+    /// Open connections one user may hold; more get close 4029.
+    pub max_connections_per_user: usize,
+    /// Largest inbound WebSocket message in bytes; larger closes with 1009.
+    pub max_message_size: usize,
+    /// The socket's read and write buffer sizes in bytes (tungstenite's
+    /// default of 128 KiB per connection would cost 1 GB per 8,000 sockets).
+    pub buffer_size: usize,
+    /// How often the server pings each client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client silent this long after a ping is dropped (close 4002).
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Outbound events queued per connection before the client counts as
+    /// slow and is closed with 4008.
+    pub queue_size: usize,
+    /// Longest time one write to a client may take before it counts as slow.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most missed notifications sent for one resume (at most 500).
+    pub replay_limit: i64,
+    /// How often each connection re-joins its group, so a connection older
+    /// than `layer.group_expiry` stays a member; must be shorter than it.
+    #[serde(with = "humantime_serde")]
+    pub group_renew_interval: Duration,
+    /// How long shutdown waits for clients to take their 1001 close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
 impl Settings {
     /// The built-in defaults alone (config/default.toml), ignoring files
     /// and the environment.
@@ -213,6 +254,50 @@ impl Settings {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
+        let sidecar = &self.sidecar;
+        let positive = [
+            ("sidecar.max_connections", sidecar.max_connections),
+            (
+                "sidecar.max_connections_per_user",
+                sidecar.max_connections_per_user,
+            ),
+            ("sidecar.max_message_size", sidecar.max_message_size),
+            ("sidecar.buffer_size", sidecar.buffer_size),
+            ("sidecar.queue_size", sidecar.queue_size),
+            ("sidecar.replay_limit", sidecar.replay_limit.max(0) as usize),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        let durations = [
+            ("sidecar.ping_interval", sidecar.ping_interval),
+            ("sidecar.ping_timeout", sidecar.ping_timeout),
+            ("sidecar.write_timeout", sidecar.write_timeout),
+            ("sidecar.group_renew_interval", sidecar.group_renew_interval),
+        ];
+        for (key, value) in durations {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if sidecar.group_renew_interval.as_secs() >= self.layer.group_expiry {
+            return Err(ConfigError::new(
+                "sidecar.group_renew_interval",
+                "must be shorter than layer.group_expiry",
+            ));
+        }
+        if sidecar.replay_limit > crate::store::PAGE_LIMIT {
+            return Err(ConfigError::new(
+                "sidecar.replay_limit",
+                format!("must be at most {}", crate::store::PAGE_LIMIT),
+            ));
+        }
+        sidecar
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::new("sidecar.listen", e.to_string()))?;
         for (i, entry) in self.layer.channel_capacity.iter().enumerate() {
             let key = format!("layer.channel_capacity[{i}]");
             globset::Glob::new(&entry.pattern)
@@ -422,6 +507,23 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.layer.prefix, "asgi");
         assert!(settings.secret_key.is_none(), "no built-in secret");
+    }
+
+    #[test]
+    fn sidecar_keys_are_checked() {
+        let mut settings = Settings::defaults();
+        settings.layer.group_expiry = 60;
+        let err = settings.validate().unwrap_err();
+        assert_eq!(err.key, "sidecar.group_renew_interval");
+        let mut settings = Settings::defaults();
+        settings.sidecar.listen = "nowhere".into();
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.listen");
+        let mut settings = Settings::defaults();
+        settings.sidecar.queue_size = 0;
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.queue_size");
+        let mut settings = Settings::defaults();
+        settings.sidecar.replay_limit = 501;
+        assert_eq!(settings.validate().unwrap_err().key, "sidecar.replay_limit");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The flow, one module per part: [`config`] is read at start-up; jobs write
 //! rows through [`store`]; [`payload`] shapes them as the contract says;
 //! [`publish`] sends them over a [`layer`] to the clients; [`tokens`] checks
-//! who a client is. [`commands`] holds what the CLI runs.
+//! who a client is; [`sidecar`] serves them over WebSocket. [`commands`] and
+//! [`shutdown`] hold what the CLI runs.
 
 pub mod commands;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod jobs;
 pub mod layer;
 pub mod payload;
 pub mod publish;
+pub mod shutdown;
+pub mod sidecar;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

@@ -35,6 +35,9 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Serve the notifications WebSocket (`/ws/notifications/`) until
+    /// Ctrl-C or SIGTERM; needs a shared (Redis) channel layer.
+    Sidecar,
 }
 
 fn main() -> ExitCode {
@@ -52,11 +55,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => herald::commands::migrate(&settings).await,
             Command::Token { user_id, ttl } => herald::commands::token(&settings, user_id, ttl),
+            Command::Sidecar => herald::sidecar::run(&settings, herald::shutdown::signal())
+                .await
+                .map(|()| String::new()),
         }
     });
     match result {
         Ok(output) => {
-            println!("{output}");
+            if !output.is_empty() {
+                println!("{output}");
+            }
             ExitCode::SUCCESS
         }
         Err(error) => match error.downcast_ref::<ConfigError>() {

@@ -11,7 +11,7 @@ use crate::store::Notification;
 
 /// What `send_notification_ws` carries under `data`, and what the browser
 /// receives under `{"type": "notification", "data": ...}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NotificationPayload {
     pub id: i64,
     pub title: String,

@@ -1,6 +1,8 @@
 //! Interop tests: herald's channel layers against the real Python packages
 //! (channels, channels_redis, daphne), run from the virtual environment the
-//! test command installs (tests/interop/requirements.txt).
+//! test command installs (tests/interop/requirements.txt), and the sidecar
+//! reached from Python.
 
 mod harness;
 mod layer;
+mod sidecar;

@@ -59,6 +59,10 @@ pub(crate) struct Inner {
     local: LocalChannels,
     /// group -> local channels in it, to renew and restore memberships.
     memberships: Mutex<HashMap<String, HashSet<String>>>,
+    /// local channel -> groups it joined: `close_channel` looks its groups
+    /// up here instead of scanning every group (thousands of connections
+    /// closing at once made that scan quadratic).
+    channel_groups: Mutex<HashMap<String, HashSet<String>>>,
     /// Non-local names (`specific.<id>!`) whose queues the receive loop reads.
     readers: Mutex<HashSet<String>>,
     round_robin: AtomicUsize,
@@ -84,6 +88,7 @@ impl RedisLayer {
             client_prefix: uuid::Uuid::new_v4().simple().to_string(),
             local: LocalChannels::new(settings.capacity),
             memberships: Mutex::default(),
+            channel_groups: Mutex::default(),
             readers: Mutex::default(),
             round_robin: AtomicUsize::new(0),
             reconnects: AtomicU64::new(0),
@@ -232,6 +237,11 @@ impl ChannelLayer for RedisLayer {
                 .entry(group.to_string())
                 .or_default()
                 .insert(channel.to_string());
+            drop(memberships);
+            lock(&self.inner.channel_groups)
+                .entry(channel.to_string())
+                .or_default()
+                .insert(group.to_string());
         }
         Ok(())
     }
@@ -245,6 +255,14 @@ impl ChannelLayer for RedisLayer {
                 members.remove(channel);
                 if members.is_empty() {
                     memberships.remove(group);
+                }
+            }
+            drop(memberships);
+            let mut channel_groups = lock(&self.inner.channel_groups);
+            if let Some(groups) = channel_groups.get_mut(channel) {
+                groups.remove(group);
+                if groups.is_empty() {
+                    channel_groups.remove(channel);
                 }
             }
         }
@@ -294,14 +312,10 @@ impl ChannelLayer for RedisLayer {
 
     async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
         self.inner.local.remove(channel);
-        let groups: Vec<String> = {
-            let memberships = lock(&self.inner.memberships);
-            memberships
-                .iter()
-                .filter(|(_, members)| members.contains(channel))
-                .map(|(group, _)| group.clone())
-                .collect()
-        };
+        let groups: Vec<String> = lock(&self.inner.channel_groups)
+            .get(channel)
+            .map(|groups| groups.iter().cloned().collect())
+            .unwrap_or_default();
         for group in groups {
             self.group_discard(&group, channel).await?;
         }

@@ -44,6 +44,8 @@ struct Inner {
     local: LocalChannels,
     /// Redis pub/sub group channel -> local channels in it.
     groups: Mutex<HashMap<String, HashSet<String>>>,
+    /// local channel -> groups it joined, so `close_channel` needs no scan.
+    channel_groups: Mutex<HashMap<String, HashSet<String>>>,
     reconnects: AtomicU64,
     stop: CancellationToken,
 }
@@ -70,6 +72,7 @@ impl PubSubLayer {
             codec: Codec::for_pubsub(&settings.symmetric_encryption_keys),
             local: LocalChannels::new(settings.capacity),
             groups: Mutex::default(),
+            channel_groups: Mutex::default(),
             reconnects: AtomicU64::new(0),
             stop: CancellationToken::new(),
         };
@@ -256,6 +259,10 @@ impl ChannelLayer for PubSubLayer {
             members.insert(channel.to_string());
             members.len() == 1
         };
+        lock(&self.inner.channel_groups)
+            .entry(channel.to_string())
+            .or_default()
+            .insert(group.to_string());
         if first {
             self.inner.subscription(&name, true).await?;
         }
@@ -279,6 +286,15 @@ impl ChannelLayer for PubSubLayer {
                 None => false,
             }
         };
+        {
+            let mut channel_groups = lock(&self.inner.channel_groups);
+            if let Some(groups) = channel_groups.get_mut(channel) {
+                groups.remove(group);
+                if groups.is_empty() {
+                    channel_groups.remove(channel);
+                }
+            }
+        }
         if emptied {
             self.inner.subscription(&name, false).await?;
         }
@@ -301,16 +317,12 @@ impl ChannelLayer for PubSubLayer {
     }
 
     async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
-        let groups: Vec<String> = lock(&self.inner.groups)
-            .iter()
-            .filter(|(_, members)| members.contains(channel))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let prefix = format!("{}__group__", self.inner.prefix);
-        for name in groups {
-            if let Some(group) = name.strip_prefix(&prefix) {
-                self.group_discard(group, channel).await?;
-            }
+        let groups: Vec<String> = lock(&self.inner.channel_groups)
+            .get(channel)
+            .map(|groups| groups.iter().cloned().collect())
+            .unwrap_or_default();
+        for group in groups {
+            self.group_discard(&group, channel).await?;
         }
         self.inner.local.remove(channel);
         self.inner.subscription(channel, false).await

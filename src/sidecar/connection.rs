@@ -1,0 +1,553 @@
+//! One WebSocket connection: a channel on the layer joined to the user's
+//! group, a reader loop (client messages, layer events, pings, token expiry,
+//! shutdown) and a writer task behind a bounded queue with a write timeout,
+//! so a client that stops reading is closed (4008) while memory stays bounded.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::protocol::{
+    self, ClientMessage, DecodeError, Empty, MarkedRead, Outgoing, Refreshed, Resumed, ServerEvent,
+    close, error_event,
+};
+use super::{SidecarState, Slot, metrics::inc};
+use crate::payload::NotificationPayload;
+use crate::publish::notification_group;
+use crate::tokens::{self, AccessToken};
+
+/// How long a closing socket waits for the client's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Prefix of the connection's channel name, as Django's consumers use.
+const CHANNEL_PREFIX: &str = "specific";
+
+/// An authenticated connection, ready to run.
+pub(crate) struct Accepted {
+    pub(crate) token: AccessToken,
+    /// Held for the life of the connection.
+    pub(crate) slot: Slot,
+    /// `?last_id=N`: replay what came after N first.
+    pub(crate) last_id: Option<i64>,
+    /// `?last_id=` was given but is not an integer.
+    pub(crate) bad_last_id: bool,
+}
+
+/// Why the reader loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The writer ended on its own (slow client or broken socket).
+    WriterGone,
+    /// The client closed or the socket broke.
+    PeerGone,
+}
+
+/// How the writer task ended.
+#[derive(Debug, PartialEq, Eq)]
+enum WriterEnd {
+    Done,
+    Slow,
+    Failed,
+}
+
+/// Sends the close frame of a refused handshake and nothing else.
+pub(crate) async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.recv().await {}
+        }
+    })
+    .await;
+}
+
+/// Ids this connection already sent, so a notification reaching it both
+/// from the database (resume) and live is sent once. Bounded: the oldest
+/// ids are forgotten first.
+struct SentIds {
+    order: VecDeque<i64>,
+    set: HashSet<i64>,
+    capacity: usize,
+}
+
+impl SentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity,
+        }
+    }
+
+    /// Records `id`; false when it was already there.
+    fn insert(&mut self, id: i64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        self.set.contains(&id)
+    }
+}
+
+struct Connection {
+    state: SidecarState,
+    user_id: i64,
+    /// Token expiry, epoch seconds; moved by a refresh.
+    exp: i64,
+    tx: mpsc::Sender<Message>,
+    /// Close frame that jumps the queue (when it is full).
+    urgent: Option<oneshot::Sender<CloseFrame>>,
+    sent: SentIds,
+}
+
+/// Runs an authenticated connection to its end.
+pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accepted) {
+    let settings = &state.0.settings;
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel(settings.queue_size);
+    let (urgent_tx, urgent_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, rx, urgent_rx, settings.write_timeout));
+    let capacity = usize::try_from(settings.replay_limit).unwrap_or(0) + 256;
+    let mut conn = Connection {
+        state: state.clone(),
+        user_id: accepted.token.user_id,
+        exp: accepted.token.exp,
+        tx,
+        urgent: Some(urgent_tx),
+        sent: SentIds::new(capacity),
+    };
+    let layer = state.0.layer.clone();
+    let user_id = conn.user_id;
+    let channel = match layer.new_channel(CHANNEL_PREFIX).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::error!(user_id, %error, "sidecar: no channel on the layer");
+            conn.finish(
+                End::Close(close::INTERNAL_ERROR, "layer_unavailable"),
+                &mut stream,
+                writer,
+            )
+            .await;
+            return;
+        }
+    };
+    tracing::debug!(user_id, channel, "WebSocket connected");
+    let end = conn
+        .serve(&channel, &accepted, &mut stream, &mut writer)
+        .await;
+    // The close frame first (finish), leaving the group meanwhile: on
+    // shutdown every client hears 1001 before the layer is tidied.
+    let leave = async {
+        if let Err(error) = layer.close_channel(&channel).await {
+            tracing::warn!(user_id, %error, "sidecar: leaving the group failed");
+        }
+    };
+    tokio::join!(conn.finish(end, &mut stream, writer), leave);
+    drop(accepted.slot);
+    tracing::debug!(user_id, channel, "WebSocket closed");
+}
+
+/// Epoch seconds `exp` as an instant on tokio's clock.
+fn deadline(exp: i64) -> Instant {
+    let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+    Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
+
+fn is_capacity(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        channel: &str,
+        accepted: &Accepted,
+        stream: &mut SplitStream<WebSocket>,
+        writer: &mut JoinHandle<WriterEnd>,
+    ) -> End {
+        let shared = self.state.0.clone();
+        let settings = &shared.settings;
+        let group = notification_group(self.user_id);
+        // Join first, read the database second: nothing falls in between.
+        if let Err(error) = shared.layer.group_add(&group, channel).await {
+            tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
+            return End::Close(close::INTERNAL_ERROR, "layer_unavailable");
+        }
+        if accepted.bad_last_id
+            && let Err(end) = self.queue(error_event("last_id must be an integer"))
+        {
+            return end;
+        }
+        if let Some(last_id) = accepted.last_id
+            && let Err(end) = self.replay(last_id).await
+        {
+            return end;
+        }
+        let expiry = sleep_until(deadline(self.exp));
+        tokio::pin!(expiry);
+        let start = Instant::now() + settings.ping_interval;
+        let mut ping = tokio::time::interval_at(start, settings.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let renew_every = settings.group_renew_interval;
+        let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = shared.shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server_shutdown")),
+                ended = &mut *writer => {
+                    if matches!(ended, Ok(WriterEnd::Slow)) {
+                        inc(&shared.metrics.slow_client_disconnects);
+                        tracing::info!(user_id = self.user_id, "slow client disconnected");
+                    }
+                    Err(End::WriterGone)
+                }
+                () = &mut expiry => {
+                    inc(&shared.metrics.token_expiries);
+                    Err(End::Close(close::TOKEN_EXPIRED, "token_expired"))
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= settings.ping_interval + settings.ping_timeout {
+                        inc(&shared.metrics.ping_timeouts);
+                        Err(End::Close(close::PING_TIMEOUT, "ping_timeout"))
+                    } else {
+                        self.queue_frame(Message::Ping(Default::default()))
+                    }
+                }
+                _ = renew.tick() => {
+                    if let Err(error) = shared.layer.group_add(&group, channel).await {
+                        tracing::warn!(user_id = self.user_id, %error, "sidecar: renewing the group membership failed");
+                    }
+                    Ok(())
+                }
+                inbound = stream.next() => {
+                    last_heard = Instant::now();
+                    match inbound {
+                        None => Err(End::PeerGone),
+                        Some(Err(error)) if is_capacity(&error) => {
+                            inc(&shared.metrics.oversized_messages);
+                            Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
+                        }
+                        Some(Err(_)) => Err(End::PeerGone),
+                        Some(Ok(message)) => {
+                            let before = self.exp;
+                            let step = self.on_client(message).await;
+                            if self.exp != before {
+                                expiry.as_mut().reset(deadline(self.exp));
+                            }
+                            step
+                        }
+                    }
+                }
+                received = shared.layer.receive(channel) => match received {
+                    Ok(message) => self.on_event(&message),
+                    Err(error) => {
+                        tracing::error!(user_id = self.user_id, %error, "sidecar: layer receive failed");
+                        Err(End::Close(close::INTERNAL_ERROR, "layer_unavailable"))
+                    }
+                },
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Closes as `end` says, then lets the writer finish and the client
+    /// answer the close, each within a bound.
+    async fn finish(
+        mut self,
+        end: End,
+        stream: &mut SplitStream<WebSocket>,
+        writer: JoinHandle<WriterEnd>,
+    ) {
+        let write_timeout = self.state.0.settings.write_timeout;
+        match end {
+            End::WriterGone => return,
+            End::PeerGone => {}
+            End::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                if let Err(mpsc::error::TrySendError::Full(Message::Close(Some(frame)))) =
+                    self.tx.try_send(Message::Close(Some(frame)))
+                    && let Some(urgent) = self.urgent.take()
+                {
+                    let _ = urgent.send(frame);
+                }
+            }
+        }
+        drop(self.tx);
+        drop(self.urgent);
+        let _ = timeout(write_timeout + CLOSE_GRACE * 2, writer).await;
+        let _ = timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+
+    /// Queues a text event; a full queue means the client is not reading.
+    fn queue(&mut self, text: String) -> Result<(), End> {
+        self.queue_frame(Message::text(text))
+    }
+
+    fn queue_frame(&mut self, message: Message) -> Result<(), End> {
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inc(&self.state.0.metrics.slow_client_disconnects);
+                tracing::info!(user_id = self.user_id, "slow client: outbound queue full");
+                Err(End::Close(close::SLOW_CLIENT, "slow_client"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::WriterGone),
+        }
+    }
+
+    /// Queues, waiting up to the write timeout for room (used by replay,
+    /// which may send more than the queue holds).
+    async fn queue_wait(&mut self, text: String) -> Result<(), End> {
+        let write_timeout = self.state.0.settings.write_timeout;
+        match self
+            .tx
+            .send_timeout(Message::text(text), write_timeout)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                inc(&self.state.0.metrics.slow_client_disconnects);
+                Err(End::Close(close::SLOW_CLIENT, "slow_client"))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::WriterGone),
+        }
+    }
+
+    /// A group event from the layer.
+    fn on_event(&mut self, message: &crate::layer::Message) -> Result<(), End> {
+        let metrics = &self.state.0.metrics;
+        match protocol::from_layer(message) {
+            Outgoing::Notification { id, text } => {
+                if let Some(id) = id
+                    && !self.sent.insert(id)
+                {
+                    inc(&metrics.events_dropped_duplicate);
+                    return Ok(());
+                }
+                inc(&metrics.events_delivered);
+                self.queue(text)
+            }
+            Outgoing::Other(text) => {
+                inc(&metrics.events_delivered);
+                self.queue(text)
+            }
+            Outgoing::Unknown(kind) => {
+                inc(&metrics.events_dropped_unknown);
+                tracing::warn!(
+                    user_id = self.user_id,
+                    kind,
+                    "sidecar: unknown event type dropped"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// A message from the client; every one gets an answer.
+    async fn on_client(&mut self, message: Message) -> Result<(), End> {
+        let max = self.state.0.settings.max_message_size;
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(bytes) if bytes.len() > max => return self.oversized(),
+            Message::Binary(_) => {
+                return self.queue(error_event(&DecodeError::NotText.to_string()));
+            }
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(End::PeerGone),
+        };
+        if text.as_str().len() > max {
+            return self.oversized();
+        }
+        match protocol::decode(text.as_str()) {
+            Err(error) => self.queue(error_event(&error.to_string())),
+            Ok(ClientMessage::Ping) => self.queue(ServerEvent::Pong(Empty {}).to_text()),
+            Ok(ClientMessage::Resume { last_id }) => self.replay(last_id).await,
+            Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
+            Ok(ClientMessage::MarkRead { id }) => self.mark_read(Some(id)).await,
+            Ok(ClientMessage::MarkAllRead) => self.mark_read(None).await,
+        }
+    }
+
+    fn oversized(&mut self) -> Result<(), End> {
+        inc(&self.state.0.metrics.oversized_messages);
+        Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
+    }
+
+    /// Sends the user's notifications after `last_id` from the database,
+    /// oldest first, at most `replay_limit`, skipping ids already sent; then
+    /// `{"type": "resumed", "data": {count, last_id, more}}`.
+    async fn replay(&mut self, last_id: i64) -> Result<(), End> {
+        let shared = self.state.0.clone();
+        let limit = shared.settings.replay_limit;
+        let rows = match shared
+            .store
+            .list_notifications_after(self.user_id, last_id, limit)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
+                return self.queue(error_event(
+                    "could not load missed notifications; send resume again",
+                ));
+            }
+        };
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;
+        let mut count = 0u64;
+        let mut last = last_id;
+        for row in &rows {
+            last = row.id;
+            if self.sent.contains(row.id) {
+                continue;
+            }
+            self.sent.insert(row.id);
+            let payload = NotificationPayload::from(row);
+            self.queue_wait(ServerEvent::Notification(payload).to_text())
+                .await?;
+            count += 1;
+        }
+        shared
+            .metrics
+            .notifications_replayed
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        let resumed = Resumed {
+            count,
+            last_id: last,
+            more,
+        };
+        self.queue_wait(ServerEvent::Resumed(resumed).to_text())
+            .await
+    }
+
+    /// A fresh token for the same user moves the expiry.
+    fn refresh(&mut self, token: &str) -> Result<(), End> {
+        match tokens::validate(&self.state.0.secret, token) {
+            Ok(fresh) if fresh.user_id == self.user_id => {
+                self.exp = fresh.exp;
+                self.queue(ServerEvent::Refreshed(Refreshed { exp: fresh.exp }).to_text())
+            }
+            Ok(_) => self.queue(error_event(
+                "refresh refused: the token is for another user",
+            )),
+            Err(error) => self.queue(error_event(&format!("refresh refused: {error}"))),
+        }
+    }
+
+    /// Marks one notification (or all) of this user read.
+    async fn mark_read(&mut self, id: Option<i64>) -> Result<(), End> {
+        let store = self.state.0.store.clone();
+        let user_id = self.user_id;
+        let result = async {
+            let updated = match id {
+                Some(id) => u64::from(store.mark_read(user_id, id).await?),
+                None => store.mark_all_read(user_id).await?,
+            };
+            let unread = store.unread_count(user_id).await?;
+            Ok::<_, crate::store::StoreError>((updated, unread))
+        }
+        .await;
+        match result {
+            Ok((updated, unread_count)) => {
+                let marked = MarkedRead {
+                    id,
+                    updated,
+                    unread_count,
+                };
+                self.queue(ServerEvent::MarkedRead(marked).to_text())
+            }
+            Err(error) => {
+                tracing::error!(user_id, %error, "sidecar: mark read failed");
+                self.queue(error_event("could not mark read; try again"))
+            }
+        }
+    }
+}
+
+/// Owns the socket's sending half: sends what the queue holds, each write
+/// bounded by `write_timeout`; a close frame from `urgent` jumps the queue.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    mut urgent: oneshot::Receiver<CloseFrame>,
+    write_timeout: Duration,
+) -> WriterEnd {
+    let mut urgent_open = true;
+    loop {
+        let next = tokio::select! {
+            biased;
+            frame = &mut urgent, if urgent_open => match frame {
+                Ok(frame) => Some(Message::Close(Some(frame))),
+                Err(_) => {
+                    urgent_open = false;
+                    continue;
+                }
+            },
+            message = rx.recv() => message,
+        };
+        let Some(message) = next else {
+            let _ = timeout(CLOSE_GRACE, sink.close()).await;
+            return WriterEnd::Done;
+        };
+        let closing = matches!(message, Message::Close(_));
+        match timeout(write_timeout, sink.send(message)).await {
+            Ok(Ok(())) if closing => return WriterEnd::Done,
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return WriterEnd::Failed,
+            Err(_) => {
+                let frame = CloseFrame {
+                    code: close::SLOW_CLIENT,
+                    reason: "slow_client".into(),
+                };
+                let _ = timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+                return WriterEnd::Slow;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_ids_forget_the_oldest() {
+        let mut sent = SentIds::new(2);
+        assert!(sent.insert(1));
+        assert!(!sent.insert(1));
+        assert!(sent.insert(2));
+        assert!(sent.insert(3));
+        assert!(!sent.contains(1));
+        assert!(sent.contains(2) && sent.contains(3));
+    }
+}

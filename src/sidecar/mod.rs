@@ -1,0 +1,372 @@
+//! The WebSocket sidecar: `GET /ws/notifications/` authenticates a browser
+//! ([`auth`]), joins its channel to `notifications_{user_id}` on the layer and
+//! forwards group events as the contract's JSON ([`protocol`]), one task per
+//! connection ([`connection`]). [`serve`] takes the listener and the shutdown
+//! future, so tests bind port 0 and stop it when they like.
+
+pub mod auth;
+mod connection;
+pub mod metrics;
+pub mod protocol;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, LayerBackend, Settings, SidecarSettings};
+use crate::layer::ChannelLayer;
+use crate::store::Store;
+use metrics::{Metrics, Snapshot};
+use protocol::close;
+
+/// Everything a connection needs; cheap to clone.
+#[derive(Clone)]
+pub struct SidecarState(Arc<Shared>);
+
+struct Shared {
+    layer: Arc<dyn ChannelLayer>,
+    /// For resume (missed notifications) and mark read.
+    store: Store,
+    /// Django's SECRET_KEY, which signs the access tokens.
+    secret: SecretString,
+    settings: SidecarSettings,
+    metrics: Metrics,
+    slots: Mutex<Slots>,
+    /// Woken when the last connection ends, for shutdown.
+    idle: Notify,
+    /// Cancelled on shutdown: every connection closes with 1001.
+    shutdown: CancellationToken,
+}
+
+/// Open connections, in all and per user.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_user: HashMap<i64, usize>,
+}
+
+/// One open connection's place in the limits; freed on drop.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    user_id: i64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.shared.slots();
+        if let Some(count) = slots.per_user.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                slots.per_user.remove(&self.user_id);
+            }
+        }
+        slots.total -= 1;
+        let empty = slots.total == 0;
+        drop(slots);
+        if empty {
+            self.shared.idle.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn open(&self) -> usize {
+        self.slots().total
+    }
+}
+
+impl SidecarState {
+    pub fn new(
+        layer: Arc<dyn ChannelLayer>,
+        store: Store,
+        secret: SecretString,
+        settings: SidecarSettings,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            layer,
+            store,
+            secret,
+            settings,
+            metrics: Metrics::default(),
+            slots: Mutex::default(),
+            idle: Notify::new(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Open connections now.
+    pub fn open_connections(&self) -> usize {
+        self.0.open()
+    }
+
+    /// The counters, read now.
+    pub fn metrics(&self) -> Snapshot {
+        self.0.metrics.snapshot(self.open_connections() as u64)
+    }
+
+    /// Closes every connection with 1001 and refuses new ones.
+    pub fn begin_shutdown(&self) {
+        self.0.shutdown.cancel();
+    }
+
+    /// Takes a place for `user_id`, or says which limit is reached.
+    fn acquire(&self, user_id: i64) -> Result<Slot, (u16, &'static str)> {
+        let settings = &self.0.settings;
+        let mut slots = self.0.slots();
+        if slots.total >= settings.max_connections {
+            return Err((close::SERVER_FULL, "server_full"));
+        }
+        let mine = slots.per_user.entry(user_id).or_default();
+        if *mine >= settings.max_connections_per_user {
+            return Err((close::TOO_MANY_CONNECTIONS, "too_many_connections"));
+        }
+        *mine += 1;
+        slots.total += 1;
+        Ok(Slot {
+            shared: self.0.clone(),
+            user_id,
+        })
+    }
+
+    /// Waits until no connection is open, at most `limit`.
+    async fn wait_idle(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let idle = self.0.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.0.open() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            tracing::warn!(
+                open = self.0.open(),
+                "shutdown: connections still open after the timeout"
+            );
+        }
+    }
+}
+
+/// The sidecar's routes: `/ws/notifications/`, `/healthz` (the process
+/// answers), `/readyz` (database migrated and channel layer reachable),
+/// `/metrics`.
+pub fn router(state: SidecarState) -> Router {
+    Router::new()
+        .route("/ws/notifications/", get(notifications))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then
+/// closes every WebSocket with 1001 and waits for them (at most
+/// `sidecar.shutdown_timeout`).
+pub async fn serve<F>(
+    listener: TcpListener,
+    state: SidecarState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let token = state.0.shutdown.clone();
+    let stopped = token.clone();
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stopped.cancelled() => {}
+            }
+        })
+        .await?;
+    token.cancel();
+    state.wait_idle(state.0.settings.shutdown_timeout).await;
+    Ok(())
+}
+
+/// `herald sidecar`: opens the database and the layer, binds
+/// `sidecar.listen` and serves until `shutdown`.
+pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if settings.layer.backend == LayerBackend::Memory {
+        return Err(ConfigError::new(
+            "layer.backend",
+            "`herald sidecar` runs apart from the worker, so it needs a shared layer: \
+             set \"redis\" or \"redis_pubsub\" (the memory layer only serves `herald run`)",
+        )
+        .into());
+    }
+    let secret = settings.secret()?;
+    let store = crate::commands::connect_store(settings).await?;
+    let layer =
+        crate::layer::build(&settings.layer).context("could not build the channel layer")?;
+    let listener = TcpListener::bind(&settings.sidecar.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", settings.sidecar.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "sidecar listening");
+    let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    serve(listener, state, shutdown).await?;
+    store.close().await;
+    tracing::info!("sidecar stopped");
+    Ok(())
+}
+
+/// Query parameters of the WebSocket handshake.
+#[derive(Debug, Default, Deserialize)]
+struct HandshakeQuery {
+    token: Option<String>,
+    last_id: Option<String>,
+}
+
+async fn notifications(
+    State(state): State<SidecarState>,
+    headers: HeaderMap,
+    query: Result<Query<HandshakeQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if state.0.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let settings = &state.0.settings;
+    let credentials = auth::credentials(&headers, query.token.as_deref());
+    let mut upgrade = upgrade
+        .read_buffer_size(settings.buffer_size)
+        .write_buffer_size(settings.buffer_size)
+        // tungstenite refuses (mid-frame) what is far over the limit; the
+        // connection checks the exact limit on whole messages and closes
+        // cleanly with 1009.
+        .max_message_size(settings.max_message_size.saturating_mul(4))
+        .max_frame_size(settings.max_message_size.saturating_mul(4));
+    if let Some(echo) = credentials
+        .echo
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        upgrade.set_selected_protocol(echo);
+    }
+    let outcome = match auth::authenticate(&state.0.secret, &credentials) {
+        Err(error) => {
+            state.0.metrics.auth_failure(error.code());
+            tracing::info!(reason = error.code(), "WebSocket authentication failed");
+            Err((close::UNAUTHORIZED, error.code()))
+        }
+        Ok(token) => match state.acquire(token.user_id) {
+            Ok(slot) => {
+                metrics::inc(&state.0.metrics.connections_accepted);
+                let (last_id, bad_last_id) = match query.last_id.as_deref() {
+                    None | Some("") => (None, false),
+                    Some(text) => match text.parse::<i64>() {
+                        Ok(id) => (Some(id), false),
+                        Err(_) => (None, true),
+                    },
+                };
+                Ok(connection::Accepted {
+                    token,
+                    slot,
+                    last_id,
+                    bad_last_id,
+                })
+            }
+            Err((code, reason)) => {
+                metrics::inc(&state.0.metrics.connections_refused);
+                tracing::info!(
+                    user_id = token.user_id,
+                    reason,
+                    "WebSocket refused by a limit"
+                );
+                Err((code, reason))
+            }
+        },
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        match outcome {
+            Ok(accepted) => connection::run(socket, state, accepted).await,
+            Err((code, reason)) => connection::refuse(socket, code, reason).await,
+        }
+    })
+}
+
+/// How long a readiness check may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// 200 when the database answers with migrations applied and the channel
+/// layer answers a group_send (to a group nobody joins); 503 naming what
+/// is not ready otherwise.
+async fn readyz(State(state): State<SidecarState>) -> Response {
+    let database = async {
+        match state.0.store.applied_migrations().await {
+            Ok(applied) if applied.is_empty() => {
+                Err("database: not migrated (run herald migrate)".to_string())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("database: {error}")),
+        }
+    };
+    let layer = async {
+        let mut probe = crate::layer::Message::new();
+        probe.insert("type".into(), "herald.readyz".into());
+        state
+            .0
+            .layer
+            .group_send("herald_readyz", probe)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("channel layer: {error}"))
+    };
+    let checks = async { tokio::join!(database, layer) };
+    let problems: Vec<String> = match tokio::time::timeout(READY_TIMEOUT, checks).await {
+        Ok((database, layer)) => [database, layer]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect(),
+        Err(_) => vec!["readiness checks timed out".into()],
+    };
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn prometheus(State(state): State<SidecarState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics().to_prometheus(),
+    )
+}
