@@ -1,6 +1,8 @@
-//! The receive side: one loop per process queue key pops messages (a
-//! blocking pop, then whatever else is waiting, in bulk) with an `$inflight`
-//! backup, and hands them to the local channels they name. Beside it, the
+//! The receive side: one loop per process queue key pops whatever is
+//! waiting in one blocking round trip (`BZMPOP`, up to 512 messages) and
+//! hands each message to the local channels it names in the same step; at
+//! every (re)connect, and whenever a pop finds nothing, it restores
+//! `$inflight`, channels_redis's backup of popped messages not handed over. Beside it, the
 //! memberships of local channels are renewed well before group_expiry and
 //! restored whenever the loop had to reconnect (Redis restarted or the
 //! connection dropped), without restarting the process.
@@ -19,7 +21,7 @@ use crate::layer::{LayerError, Message};
 
 /// Seconds one blocking pop waits before looping (and checking for stop).
 const POP_TIMEOUT_SECS: f64 = 1.0;
-/// Messages taken in one go after the blocking pop.
+/// Most messages one pop takes.
 const BATCH: usize = 512;
 
 /// Starts the receive loop for `non_local` (`specific.<id>!`) unless it runs.
@@ -44,16 +46,12 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
     let inflight = inflight_key(&queue);
     let mut failures: u32 = 0;
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut pop = Pop::Batch;
     while !inner.stop.is_cancelled() {
         let step = async {
             if conn.is_none() {
                 let mut fresh = inner.shards[shard].blocking_conn().await?;
-                // Pipelined scripts run by hash: load it on each new connection.
-                scripts::POP_BATCH
-                    .prepare_invoke()
-                    .load_async(&mut fresh)
-                    .await
-                    .map_err(unavailable)?;
+                restore_inflight(&mut fresh, &queue, &inflight).await?;
                 conn = Some(fresh);
                 if failures > 0 {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +66,12 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
                 }
             }
             let conn = conn.as_mut().expect("connected above");
-            receive_batch(&inner, conn, &queue, &inflight).await
+            let received = receive_batch(&inner, conn, &queue, &mut pop).await?;
+            if received == 0 {
+                // Idle: a good moment to pick up anything left in $inflight.
+                restore_inflight(conn, &queue, &inflight).await?;
+            }
+            Ok::<(), LayerError>(())
         };
         let result = tokio::select! {
             result = step => result,
@@ -89,48 +92,82 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
     }
 }
 
-/// Restores the backup, waits for a message, takes the rest in bulk, hands
-/// them over, then clears the backup.
-async fn receive_batch(
-    inner: &Inner,
+/// How the loop pops: `BZMPOP` takes a whole batch in one blocking round
+/// trip (Redis 7+); older servers get one `BZPOPMIN` per message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pop {
+    Batch,
+    One,
+}
+
+/// Puts back what a reader of this key popped and did not hand over (a
+/// channels_redis reader's `$inflight` backup), with the original scores.
+async fn restore_inflight(
     conn: &mut MultiplexedConnection,
     queue: &str,
     inflight: &str,
 ) -> Result<(), LayerError> {
-    scripts::RESTORE_INFLIGHT
+    let restored: i64 = scripts::RESTORE_INFLIGHT
         .key(queue)
         .key(inflight)
-        .invoke_async::<i64>(conn)
+        .invoke_async(conn)
         .await
         .map_err(unavailable)?;
-    let popped: Option<(Vec<u8>, Vec<u8>, f64)> = redis::cmd("BZPOPMIN")
-        .arg(queue)
-        .arg(POP_TIMEOUT_SECS)
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
-    let Some((_, first, score)) = popped else {
-        return Ok(());
+    if restored > 0 {
+        tracing::info!(queue, restored, "messages restored from $inflight");
+    }
+    Ok(())
+}
+
+/// Waits for messages and hands them to their local channels in the same
+/// step: the pop's reply is the hand-over, so a message is delivered one
+/// round trip after it was queued, and nothing needs a backup meanwhile.
+async fn receive_batch(
+    inner: &Inner,
+    conn: &mut MultiplexedConnection,
+    queue: &str,
+    pop: &mut Pop,
+) -> Result<usize, LayerError> {
+    let members: Vec<Vec<u8>> = if *pop == Pop::Batch {
+        let reply: redis::RedisResult<Option<(String, Vec<(Vec<u8>, f64)>)>> = redis::cmd("BZMPOP")
+            .arg(POP_TIMEOUT_SECS)
+            .arg(1)
+            .arg(queue)
+            .arg("MIN")
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(conn)
+            .await;
+        match reply {
+            Ok(popped) => popped.map(|(_, batch)| batch.into_iter().map(|(m, _)| m).collect()),
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                tracing::info!(queue, %error, "BZMPOP unavailable (Redis < 7); popping one at a time");
+                *pop = Pop::One;
+                return Ok(0);
+            }
+            Err(error) => return Err(unavailable(error)),
+        }
+        .unwrap_or_default()
+    } else {
+        let popped: Option<(Vec<u8>, Vec<u8>, f64)> = redis::cmd("BZPOPMIN")
+            .arg(queue)
+            .arg(POP_TIMEOUT_SECS)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        popped
+            .map(|(_, member, _)| vec![member])
+            .unwrap_or_default()
     };
-    let (rest,): (Vec<(Vec<u8>, f64)>,) = redis::pipe()
-        .zadd(inflight, &first, score)
-        .ignore()
-        .invoke_script(scripts::POP_BATCH.key(queue).key(inflight).arg(BATCH))
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
-    tracing::trace!(queue, batch = rest.len() + 1, "received from Redis");
-    for member in std::iter::once(first).chain(rest.into_iter().map(|(m, _)| m)) {
+    let received = members.len();
+    tracing::trace!(queue, batch = received, "received from Redis");
+    for member in members {
         match inner.codec.decode(&member) {
             Ok(message) => inner.dispatch(message, queue),
             Err(error) => tracing::warn!(queue, %error, "undecodable layer message dropped"),
         }
     }
-    redis::cmd("DEL")
-        .arg(inflight)
-        .query_async::<()>(conn)
-        .await
-        .map_err(unavailable)
+    Ok(received)
 }
 
 /// Re-adds every membership of this process's channels.

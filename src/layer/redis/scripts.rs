@@ -71,17 +71,3 @@ return #backed_up / 2
 ",
     )
 });
-
-/// Take up to ARGV[1] more messages, keeping a copy in the backup.
-/// KEYS[1] queue, KEYS[2] backup. Returns [member, score, ...].
-pub(super) static POP_BATCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-for i = 1, #popped, 2 do
-    redis.call('ZADD', KEYS[2], popped[i + 1], popped[i])
-end
-return popped
-",
-    )
-});
