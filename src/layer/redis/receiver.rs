@@ -92,6 +92,9 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
     }
 }
 
+/// A `BZMPOP` reply: the key, then (member, score) pairs.
+type Popped = (String, Vec<(Vec<u8>, f64)>);
+
 /// How the loop pops: `BZMPOP` takes a whole batch in one blocking round
 /// trip (Redis 7+); older servers get one `BZPOPMIN` per message.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,7 +132,7 @@ async fn receive_batch(
     pop: &mut Pop,
 ) -> Result<usize, LayerError> {
     let members: Vec<Vec<u8>> = if *pop == Pop::Batch {
-        let reply: redis::RedisResult<Option<(String, Vec<(Vec<u8>, f64)>)>> = redis::cmd("BZMPOP")
+        let reply: redis::RedisResult<Option<Popped>> = redis::cmd("BZMPOP")
             .arg(POP_TIMEOUT_SECS)
             .arg(1)
             .arg(queue)
