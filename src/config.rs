@@ -160,6 +160,8 @@ pub struct SidecarSettings {
     /// than `layer.group_expiry` stays a member; must be shorter than it.
     #[serde(with = "humantime_serde")]
     pub group_renew_interval: Duration,
+    /// Serve the demo page at `/demo/` (static: a token is pasted in).
+    pub demo: bool,
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
