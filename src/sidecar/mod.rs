@@ -280,7 +280,13 @@ async fn notifications(
     {
         upgrade.set_selected_protocol(echo);
     }
-    let outcome = match auth::authenticate(&state.0.secret, &credentials) {
+    let authenticated = auth::authenticate(
+        &state.0.secret,
+        &credentials,
+        &headers,
+        &settings.allowed_origins,
+    );
+    let outcome = match authenticated {
         Err(error) => {
             state.0.metrics.auth_failure(error.code());
             tracing::info!(reason = error.code(), "WebSocket authentication failed");
