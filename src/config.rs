@@ -21,11 +21,12 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
 /// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "data_dir",
     "secret_key",
     "database",
     "layer",
+    "worker",
     "tokens",
     "sidecar",
 ];
@@ -61,8 +62,23 @@ pub struct Settings {
     pub secret_key: Option<SecretString>,
     pub database: DatabaseSettings,
     pub layer: LayerSettings,
+    pub worker: WorkerSettings,
     pub tokens: TokenSettings,
     pub sidecar: SidecarSettings,
+}
+
+/// The worker's scans and schedules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    #[serde(deserialize_with = "durations")]
+    pub reminder_offsets: Vec<Duration>,
+    pub closed_statuses: Vec<String>,
+    /// Six-field cron (with seconds), UTC.
+    pub overdue_schedule: String,
+    pub deadline_reminder_schedule: String,
+    #[serde(with = "humantime_serde")]
+    pub outbox_retry_every: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +185,15 @@ pub struct SidecarSettings {
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+}
+
+/// A list of human durations ("24h", "90m").
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(deserializer)?;
+    Ok(list
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
 }
 
 impl Settings {
@@ -288,6 +313,7 @@ impl Settings {
             }
         }
         self.validate_layer()?;
+        self.validate_worker()?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(
                 "tokens.access_ttl",
@@ -324,6 +350,33 @@ impl Settings {
         }
         if layer.prefix.is_empty() {
             return Err(ConfigError::new("layer.prefix", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_worker(&self) -> Result<(), ConfigError> {
+        let worker = &self.worker;
+        for (key, schedule) in [
+            ("worker.overdue_schedule", &worker.overdue_schedule),
+            (
+                "worker.deadline_reminder_schedule",
+                &worker.deadline_reminder_schedule,
+            ),
+        ] {
+            crate::worker::scheduler::parse_cron(schedule)
+                .map_err(|reason| ConfigError::new(key, reason))?;
+        }
+        if worker.reminder_offsets.iter().any(Duration::is_zero) {
+            return Err(ConfigError::new(
+                "worker.reminder_offsets",
+                "offsets must be greater than 0",
+            ));
+        }
+        if worker.outbox_retry_every.is_zero() {
+            return Err(ConfigError::new(
+                "worker.outbox_retry_every",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod jobs;
 pub mod layer;
 pub mod payload;
 pub mod publish;
@@ -17,3 +18,4 @@ pub mod sidecar;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod worker;

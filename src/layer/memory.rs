@@ -40,7 +40,21 @@ struct State {
     channels: HashMap<String, Arc<Queue>>,
     /// group -> channel -> when it joined
     groups: HashMap<String, HashMap<String, Instant>>,
+    /// channel -> groups it joined, so closing a channel is cheap.
+    joined: HashMap<String, std::collections::HashSet<String>>,
     last_sweep: Option<Instant>,
+}
+
+impl State {
+    /// Removes `channel` from `group`, dropping the group when empty.
+    fn leave(&mut self, group: &str, channel: &str) {
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(channel);
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
 }
 
 pub struct MemoryLayer {
@@ -116,9 +130,14 @@ impl MemoryLayer {
             !items.is_empty() || Arc::strong_count(queue) > 1
         });
         let group_expiry = self.group_expiry;
-        state.groups.retain(|_, members| {
-            members.retain(|_, joined| now - *joined < group_expiry);
+        let State { groups, joined, .. } = state;
+        groups.retain(|_, members| {
+            members.retain(|_, at| now - *at < group_expiry);
             !members.is_empty()
+        });
+        joined.retain(|channel, names| {
+            names.retain(|group| groups.get(group).is_some_and(|m| m.contains_key(channel)));
+            !names.is_empty()
         });
     }
 
@@ -200,6 +219,11 @@ impl ChannelLayer for MemoryLayer {
         let mut state = self.state();
         let members = state.groups.entry(group.to_string()).or_default();
         members.insert(channel.to_string(), Instant::now());
+        state
+            .joined
+            .entry(channel.to_string())
+            .or_default()
+            .insert(group.to_string());
         Ok(())
     }
 
@@ -208,10 +232,11 @@ impl ChannelLayer for MemoryLayer {
         check_group_name(group)?;
         check_channel_name(channel)?;
         let mut state = self.state();
-        if let Some(members) = state.groups.get_mut(group) {
-            members.remove(channel);
-            if members.is_empty() {
-                state.groups.remove(group);
+        state.leave(group, channel);
+        if let Some(groups) = state.joined.get_mut(channel) {
+            groups.remove(group);
+            if groups.is_empty() {
+                state.joined.remove(channel);
             }
         }
         Ok(())
@@ -247,10 +272,9 @@ impl ChannelLayer for MemoryLayer {
     async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
         let mut state = self.state();
         state.channels.remove(channel);
-        state.groups.retain(|_, members| {
-            members.remove(channel);
-            !members.is_empty()
-        });
+        for group in state.joined.remove(channel).unwrap_or_default() {
+            state.leave(&group, channel);
+        }
         Ok(())
     }
 }

@@ -28,6 +28,12 @@ pub fn build(settings: &LayerSettings) -> Result<Arc<dyn ChannelLayer>, LayerErr
     })
 }
 
+/// Locks a mutex, recovering it if a panicking thread poisoned it: the
+/// layers' maps stay consistent between statements, so the data is usable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 /// A layer message: a map with string keys, `type` naming the handler.
 pub type Message = Map<String, Value>;
 

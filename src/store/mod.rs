@@ -6,6 +6,9 @@
 //! bound differently is time (see `db_time` in each arm).
 
 mod notifications;
+mod outbox;
+mod scans;
+mod schedule;
 mod tasks;
 
 use std::str::FromStr;
@@ -19,10 +22,15 @@ use sqlx::sqlite::{
 };
 
 pub use notifications::{Inserted, NewNotification, Notification, PAGE_LIMIT};
+pub use scans::{ReminderWindow, humanize};
 pub use tasks::{NewTask, Task};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a new notification's outbox entry waits before the retry loop
+/// may publish it: the job that created it publishes it first.
+pub const OUTBOX_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// Errors from the store; callers mostly retry `Database` and report the rest.
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,37 @@ pub struct NewNotification {
     pub dedup_key: Option<String>,
 }
 
+const EXISTING: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM notifications_notification WHERE user_id = $1 AND dedup_key = $2"
+);
+
+/// Pairs inserted rows with the requests that made them: keyed requests by
+/// (user, key), unkeyed ones in order. `None` marks a conflict.
+fn match_inserted(
+    batch: &[NewNotification],
+    inserted: Vec<Notification>,
+) -> Vec<Option<Inserted<Notification>>> {
+    let mut keyed = std::collections::HashMap::new();
+    let mut unkeyed = std::collections::VecDeque::new();
+    for row in inserted {
+        match &row.dedup_key {
+            Some(key) => {
+                keyed.insert((row.user_id, key.clone()), row);
+            }
+            None => unkeyed.push_back(row),
+        }
+    }
+    batch
+        .iter()
+        .map(|new| match &new.dedup_key {
+            Some(key) => keyed.remove(&(new.user_id, key.clone())).map(Inserted::New),
+            None => unkeyed.pop_front().map(Inserted::New),
+        })
+        .collect()
+}
+
 /// The outcome of an idempotent insert: a new row, or the one already there.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted<T> {
@@ -66,43 +97,70 @@ impl<T> Inserted<T> {
 
 impl Store {
     /// Inserts the notification unless one with the same (user, dedup_key)
-    /// exists; either way returns the row, saying which case it was.
+    /// exists; either way returns the row, saying which case it was. A new
+    /// row is queued in the outbox in the same transaction.
     pub async fn create_notification(
         &self,
         new: &NewNotification,
     ) -> Result<Inserted<Notification>, StoreError> {
-        const INSERT: &str = concat!(
-            "INSERT INTO notifications_notification \
-             (user_id, title, message, type, is_read, created_at, data, dedup_key) \
-             VALUES ($1, $2, $3, $4, false, $5, $6, $7) \
-             ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
-            columns!()
-        );
-        const EXISTING: &str = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM notifications_notification WHERE user_id = $1 AND dedup_key = $2"
-        );
+        let mut rows = self.create_notifications(std::slice::from_ref(new)).await?;
+        Ok(rows.remove(0))
+    }
+
+    /// Inserts many notifications in one transaction (a group commit): new
+    /// rows and their outbox entries commit together; rows whose (user,
+    /// dedup_key) exists come back as `Existing`. Answers in input order.
+    pub async fn create_notifications(
+        &self,
+        batch: &[NewNotification],
+    ) -> Result<Vec<Inserted<Notification>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created_at = now();
         with_pool!(self, pool => {
-            let row: Option<Notification> = sqlx::query_as(INSERT)
-                .bind(new.user_id)
-                .bind(&new.title)
-                .bind(&new.message)
-                .bind(&new.notification_type)
-                .bind(db_time(now()))
-                .bind(Json(&new.data))
-                .bind(&new.dedup_key)
-                .fetch_optional(pool)
-                .await?;
-            if let Some(row) = row {
-                return Ok(Inserted::New(row));
+            let mut tx = pool.begin().await?;
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO notifications_notification \
+                 (user_id, title, message, type, is_read, created_at, data, dedup_key) ",
+            );
+            insert.push_values(batch, |mut row, new| {
+                row.push_bind(new.user_id)
+                    .push_bind(&new.title)
+                    .push_bind(&new.message)
+                    .push_bind(&new.notification_type)
+                    .push_bind(false)
+                    .push_bind(db_time(created_at))
+                    .push_bind(Json(&new.data))
+                    .push_bind(&new.dedup_key);
+            });
+            insert.push(concat!(" ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ", columns!()));
+            let inserted: Vec<Notification> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            if !inserted.is_empty() {
+                let mut outbox = sqlx::QueryBuilder::new(
+                    "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
+                );
+                // The publisher gets the first try right after commit; the
+                // outbox is the fallback after a grace period.
+                let fallback_at = created_at + super::OUTBOX_GRACE;
+                outbox.push_values(&inserted, |mut row, n| {
+                    row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(fallback_at));
+                });
+                outbox.build().execute(&mut *tx).await?;
             }
-            let row: Notification = sqlx::query_as(EXISTING)
-                .bind(new.user_id)
-                .bind(&new.dedup_key)
-                .fetch_one(pool)
-                .await?;
-            Ok(Inserted::Existing(row))
+            let mut answers = match_inserted(batch, inserted);
+            for (answer, new) in answers.iter_mut().zip(batch) {
+                if answer.is_none() {
+                    let row: Notification = sqlx::query_as(EXISTING)
+                        .bind(new.user_id)
+                        .bind(&new.dedup_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    *answer = Some(Inserted::Existing(row));
+                }
+            }
+            tx.commit().await?;
+            Ok(answers.into_iter().flatten().collect())
         })
     }
 

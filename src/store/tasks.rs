@@ -55,4 +55,36 @@ impl Store {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM tasks_task WHERE id = $1");
         with_pool!(self, pool => Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
     }
+
+    /// Moves a task's deadline (Django does this in production).
+    pub async fn set_task_deadline(
+        &self,
+        id: i64,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE tasks_task SET deadline = $1, updated_at = $2 WHERE id = $3";
+        with_pool!(self, pool => {
+            let done = sqlx::query(SQL)
+                .bind(deadline.map(db_time))
+                .bind(db_time(now()))
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Sets a task's status (Django does this in production).
+    pub async fn set_task_status(&self, id: i64, status: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE tasks_task SET status = $1, updated_at = $2 WHERE id = $3";
+        with_pool!(self, pool => {
+            let done = sqlx::query(SQL)
+                .bind(status)
+                .bind(db_time(now()))
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
 }

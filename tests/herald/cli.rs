@@ -37,7 +37,7 @@ async fn migrate_twice(backend: Backend) {
     let first = run();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied 1 migration"),
+        stdout(&first).contains("applied 3 migration"),
         "{}",
         stdout(&first)
     );

@@ -200,3 +200,25 @@ async fn close_wakes_receivers_and_refuses_work() {
         Err(LayerError::Closed)
     );
 }
+
+#[tokio::test]
+async fn close_channel_leaves_every_group() {
+    let layer = MemoryLayer::new(&settings(10)).unwrap();
+    let a = layer.new_channel("specific").await.unwrap();
+    let b = layer.new_channel("specific").await.unwrap();
+    for group in ["g1", "g2"] {
+        layer.group_add(group, &a).await.unwrap();
+        layer.group_add(group, &b).await.unwrap();
+    }
+    layer.group_discard("g2", &b).await.unwrap();
+    layer.close_channel(&a).await.unwrap();
+    assert_eq!(
+        layer.group_send("g1", message(1)).await.unwrap().delivered,
+        1
+    );
+    assert_eq!(
+        layer.group_send("g2", message(2)).await.unwrap().delivered,
+        0
+    );
+    assert_eq!(layer.receive(&b).await.unwrap(), message(1));
+}

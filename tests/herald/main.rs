@@ -1,11 +1,14 @@
 //! Herald's integration tests: one binary, one harness (`helpers`). Store
 //! tests run the same body on SQLite and PostgreSQL, each on a fresh database.
 
+mod catalog;
 mod cli;
 mod helpers;
+mod jobs;
 mod layer_memory;
 mod layer_redis;
 mod payload;
 mod publish;
+mod scheduler;
 mod store;
 mod tokens;

@@ -17,7 +17,7 @@ mod shards;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use self::codec::Codec;
 use self::keys::{consistent_hash, group_key, queue_key};
 use self::local::LocalChannels;
-use self::shards::{Shard, unavailable};
+use self::shards::{Shard, shards_for, unavailable};
 use super::names::{Capacities, check_channel_name, check_group_name, non_local_name};
-use super::{ChannelLayer, GroupSendReport, LayerError, Message};
+use super::{ChannelLayer, GroupSendReport, LayerError, Message, lock};
 use crate::config::LayerSettings;
 
 /// The key channels_redis reserves for the target channel name(s).
@@ -78,16 +78,8 @@ pub struct RedisLayer {
 
 impl RedisLayer {
     pub fn new(settings: &LayerSettings) -> Result<Self, LayerError> {
-        let shards = settings
-            .hosts
-            .iter()
-            .map(|url| Shard::new(url))
-            .collect::<Result<Vec<_>, _>>()?;
-        if shards.is_empty() {
-            return Err(LayerError::Config("no Redis hosts".into()));
-        }
         let inner = Inner {
-            shards,
+            shards: shards_for(&settings.hosts)?,
             prefix: settings.prefix.clone(),
             expiry: settings.expiry,
             group_expiry: settings.group_expiry,
@@ -129,10 +121,6 @@ impl Drop for RedisLayer {
     fn drop(&mut self) {
         self.inner.stop.cancel();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl Inner {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::codec::Codec;
 use super::keys::consistent_hash;
 use super::local::LocalChannels;
-use super::shards::{Shard, backoff, unavailable};
+use super::shards::{Shard, backoff, shards_for, unavailable};
 use crate::config::LayerSettings;
 use crate::layer::names::{check_channel_name, check_group_name};
-use crate::layer::{ChannelLayer, GroupSendReport, LayerError, Message};
+use crate::layer::{ChannelLayer, GroupSendReport, LayerError, Message, lock};
 
 /// How long a subscribe waits for its host's subscriber connection.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
@@ -55,27 +55,17 @@ pub struct PubSubLayer {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
 impl PubSubLayer {
     pub fn new(settings: &LayerSettings) -> Result<Self, LayerError> {
-        let hosts = settings
-            .hosts
-            .iter()
-            .map(|url| {
-                Ok(Host {
-                    shard: Shard::new(url)?,
-                    sink: tokio::sync::Mutex::new(None),
-                    connected: watch::Sender::new(false),
-                    started: AtomicBool::new(false),
-                })
+        let hosts = shards_for(&settings.hosts)?
+            .into_iter()
+            .map(|shard| Host {
+                shard,
+                sink: tokio::sync::Mutex::new(None),
+                connected: watch::Sender::new(false),
+                started: AtomicBool::new(false),
             })
-            .collect::<Result<Vec<_>, LayerError>>()?;
-        if hosts.is_empty() {
-            return Err(LayerError::Config("no Redis hosts".into()));
-        }
+            .collect();
         let inner = Inner {
             hosts,
             prefix: settings.prefix.clone(),
@@ -204,6 +194,8 @@ async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerEr
     }
     if failures > 0 {
         inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::metrics::LAYER_RECONNECTS, "layer" => "redis_pubsub")
+            .increment(1);
         tracing::warn!(
             host = index,
             resubscribed = names.len(),

@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 
 use super::keys::{inflight_key, queue_key};
 use super::shards::{backoff, unavailable};
-use super::{ASGI_CHANNEL, Inner, lock, now, scripts};
+use super::{ASGI_CHANNEL, Inner, now, scripts};
+use crate::layer::lock;
 use crate::layer::{LayerError, Message};
 
 /// Seconds one blocking pop waits before looping (and checking for stop).
@@ -56,6 +57,8 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
                 conn = Some(fresh);
                 if failures > 0 {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::telemetry::metrics::LAYER_RECONNECTS, "layer" => "redis")
+                        .increment(1);
                     tracing::warn!(
                         queue,
                         attempts = failures,

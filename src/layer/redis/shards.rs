@@ -61,6 +61,14 @@ impl Shard {
     }
 }
 
+/// One shard per configured host; at least one host is required.
+pub(super) fn shards_for(hosts: &[String]) -> Result<Vec<Shard>, LayerError> {
+    if hosts.is_empty() {
+        return Err(LayerError::Config("no Redis hosts".into()));
+    }
+    hosts.iter().map(|url| Shard::new(url)).collect()
+}
+
 pub(super) fn unavailable(error: RedisError) -> LayerError {
     LayerError::Unavailable(error.to_string())
 }

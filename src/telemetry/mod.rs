@@ -1,5 +1,8 @@
 //! Logging: tracing to standard error, filtered by `RUST_LOG` (default
-//! `info,sqlx=warn`), as text or, with `HERALD_LOG_FORMAT=json`, one JSON object a line.
+//! `info,sqlx=warn`), as text or, with `HERALD_LOG_FORMAT=json`, one JSON
+//! object a line. Metrics: see [`metrics`].
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -1,6 +1,9 @@
 //! Publishing a stored notification to its user's group: the contract's
 //! `send_notification_ws(user_id, data)`. Every code path that publishes a
-//! notification goes through [`send_notification_ws`].
+//! notification goes through [`send_notification_ws`]; [`outbox`] makes sure
+//! every committed row is published at least once.
+
+pub mod outbox;
 
 use serde_json::{Value, json};
 

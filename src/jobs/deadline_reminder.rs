@@ -1,0 +1,34 @@
+//! `deadline_reminder`: remind assignees before deadlines, at the configured
+//! offsets (default 24 h and 1 h), once per task, offset and deadline. Type
+//! `deadline_reminder`, title `Deadline Reminder`, message
+//! `Task "<title>" is due in less than <offset>.`, data `{task_id}`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{JobContext, JobError};
+use crate::store::Notification;
+
+/// `{}` scans every open task; `{"task_id": N}` only that one.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineReminder {
+    #[serde(default)]
+    pub task_id: Option<i64>,
+}
+
+impl DeadlineReminder {
+    /// One statement per offset window, largest offset first.
+    pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Notification>, JobError> {
+        let now = crate::store::now();
+        let mut created = Vec::new();
+        for window in ctx.reminder_windows() {
+            let rows = ctx
+                .store
+                .scan_deadline_reminders(now, window, &ctx.closed_statuses, self.task_id)
+                .await?;
+            created.extend(rows);
+        }
+        Ok(created)
+    }
+}

@@ -1,0 +1,43 @@
+//! `file_attached`: tell the task's assignee and creator, not the uploader.
+//! Type `file_attached`, title `File Attached`, message
+//! `"<file_name>" was attached to task "<title>".`, data `{task_id, file_id}`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{JobContext, JobError, load_task, recipients};
+use crate::store::NewNotification;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAttached {
+    pub task_id: i64,
+    pub file_id: i64,
+    pub file_name: String,
+    /// The user who attached it; not notified.
+    pub uploaded_by: i64,
+}
+
+impl FileAttached {
+    pub(super) async fn notifications(
+        &self,
+        ctx: &JobContext,
+    ) -> Result<Vec<NewNotification>, JobError> {
+        let task = load_task(ctx, self.task_id).await?;
+        Ok(recipients(&task, self.uploaded_by)
+            .into_iter()
+            .map(|user_id| NewNotification {
+                user_id,
+                title: "File Attached".into(),
+                message: format!(
+                    "\"{}\" was attached to task \"{}\".",
+                    self.file_name, task.title
+                ),
+                notification_type: "file_attached".into(),
+                data: json!({"task_id": task.id, "file_id": self.file_id}),
+                dedup_key: Some(format!("file_attached:{}", self.file_id)),
+            })
+            .collect())
+    }
+}

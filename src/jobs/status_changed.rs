@@ -1,0 +1,51 @@
+//! `status_changed`: tell the task's assignee and creator, not the one who
+//! changed it. Type `status_change`, title `Task Status Changed`, message
+//! `Task "<title>" moved from <old> to <new>.` (plus ` Reason: <reason>`),
+//! data `{task_id, old_status, new_status}`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{JobContext, JobError, load_task, recipients};
+use crate::store::NewNotification;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChanged {
+    pub task_id: i64,
+    pub old_status: String,
+    pub new_status: String,
+    /// The user who changed it; not notified.
+    pub changed_by: i64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl StatusChanged {
+    pub(super) async fn notifications(
+        &self,
+        ctx: &JobContext,
+    ) -> Result<Vec<NewNotification>, JobError> {
+        let task = load_task(ctx, self.task_id).await?;
+        let mut message = format!(
+            "Task \"{}\" moved from {} to {}.",
+            task.title, self.old_status, self.new_status
+        );
+        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            message.push_str(&format!(" Reason: {reason}"));
+        }
+        Ok(recipients(&task, self.changed_by)
+            .into_iter()
+            .map(|user_id| NewNotification {
+                user_id,
+                title: "Task Status Changed".into(),
+                message: message.clone(),
+                notification_type: "status_change".into(),
+                data: json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status}),
+                // One per job: the same change can happen again later.
+                dedup_key: Some(format!("status_changed:{}", ctx.job_id)),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,114 @@
+//! Publishing committed notifications without losing any: the job that
+//! committed rows publishes them at once and clears their outbox entries;
+//! whatever failed (Redis down) or was stranded (a crash between commit and
+//! publish) is retried by [`Publisher::run`] with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::layer::ChannelLayer;
+use crate::payload::NotificationPayload;
+use crate::publish::send_notification_ws;
+use crate::store::{Notification, Store, StoreError};
+use crate::telemetry::metrics as m;
+
+/// Group sends in flight at once.
+const CONCURRENCY: usize = 64;
+/// Rows one retry pass takes.
+const RETRY_BATCH: i64 = 1000;
+
+/// What one publish pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    pub sent: usize,
+    pub failed: usize,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    store: Store,
+    layer: Arc<dyn ChannelLayer>,
+}
+
+impl Publisher {
+    pub fn new(store: Store, layer: Arc<dyn ChannelLayer>) -> Self {
+        Self { store, layer }
+    }
+
+    /// Publishes committed rows; those sent leave the outbox, those that
+    /// failed stay in it and are tried again after `retry_in`.
+    pub async fn publish(
+        &self,
+        rows: &[Notification],
+        retry_in: Duration,
+    ) -> Result<Published, StoreError> {
+        // Owned values in each future keep it Send for any caller.
+        let sends: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let layer = self.layer.clone();
+                let (id, user_id) = (row.id, row.user_id);
+                let payload = NotificationPayload::from(row);
+                async move {
+                    let sent = send_notification_ws(layer.as_ref(), user_id, &payload).await;
+                    (id, sent.is_ok())
+                }
+            })
+            .collect();
+        let results: Vec<(i64, bool)> = futures_util::stream::iter(sends)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let (sent, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, ok)| *ok);
+        let sent: Vec<i64> = sent.into_iter().map(|(id, _)| id).collect();
+        let failed: Vec<i64> = failed.into_iter().map(|(id, _)| id).collect();
+        metrics::counter!(m::NOTIFICATIONS_PUBLISHED).increment(sent.len() as u64);
+        metrics::counter!(m::NOTIFICATIONS_PUBLISH_FAILED).increment(failed.len() as u64);
+        self.store.outbox_done(&sent).await?;
+        let retry_at =
+            crate::store::now() + TimeDelta::from_std(retry_in).unwrap_or(TimeDelta::seconds(1));
+        self.store.outbox_retry_at(&failed, retry_at).await?;
+        Ok(Published {
+            sent: sent.len(),
+            failed: failed.len(),
+        })
+    }
+
+    /// One pass over the outbox rows that are due.
+    pub async fn retry_due(&self, retry_in: Duration) -> Result<Published, StoreError> {
+        let due = self.store.outbox_due(RETRY_BATCH).await?;
+        if due.is_empty() {
+            return Ok(Published::default());
+        }
+        let outcome = self.publish(&due, retry_in).await?;
+        tracing::info!(
+            sent = outcome.sent,
+            failed = outcome.failed,
+            "outbox retry pass"
+        );
+        Ok(outcome)
+    }
+
+    /// Retries due rows every `every` until `stop`; after a failed pass the
+    /// next try waits longer (doubling up to a minute).
+    pub async fn run(self, every: Duration, stop: CancellationToken) {
+        let mut retry_in = every;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stop.cancelled() => return,
+            }
+            match self.retry_due(retry_in).await {
+                Ok(outcome) if outcome.failed > 0 => {
+                    retry_in = (retry_in * 2).min(Duration::from_secs(60))
+                }
+                Ok(_) => retry_in = every,
+                Err(error) => tracing::warn!(%error, "outbox retry pass failed"),
+            }
+        }
+    }
+}

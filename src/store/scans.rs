@@ -1,0 +1,182 @@
+//! Set-based scans over `tasks_task`: each is one INSERT ... SELECT with
+//! conflict skipping that returns only the notifications it created, plus
+//! their outbox entries in the same transaction. Never a loop over tasks.
+//!
+//! Once per task, offset and deadline: the dedup key carries the deadline as
+//! epoch seconds, so moving a deadline arms the notices again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{Backend, Notification, OUTBOX_GRACE, Store, StoreError, with_pool};
+
+/// What differs between the two SQL dialects.
+struct Dialect {
+    epoch: &'static str,
+    task_data: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    epoch: "CAST(strftime('%s', t.deadline) AS INTEGER)",
+    task_data: "json_object('task_id', t.id)",
+};
+const POSTGRES: Dialect = Dialect {
+    epoch: "CAST(extract(epoch FROM t.deadline) AS bigint)",
+    task_data: "jsonb_build_object('task_id', t.id)",
+};
+
+const RETURNING: &str = " ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING id, user_id, title, \
+     message, type AS notification_type, is_read, created_at, data, dedup_key";
+
+/// One deadline-reminder offset and the next smaller one: a task is reminded
+/// for `offset` when its deadline is in (now + next_smaller, now + offset].
+#[derive(Debug, Clone, Copy)]
+pub struct ReminderWindow {
+    pub offset: Duration,
+    pub next_smaller: Duration,
+}
+
+impl Store {
+    fn dialect(&self) -> &'static Dialect {
+        match self.backend() {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+
+    /// Overdue notices: every open task past its deadline with an assignee,
+    /// once per task and deadline. Returns the notifications created now.
+    pub async fn scan_overdue(
+        &self,
+        now: DateTime<Utc>,
+        closed: &[String],
+    ) -> Result<Vec<Notification>, StoreError> {
+        let d = self.dialect();
+        let select = vec![
+            Part::Sql(format!(
+                "{INSERT} SELECT t.assignee_id, 'Task Overdue', \
+                 'Task \"' || t.title || '\" is now overdue.', 'overdue', false, "
+            )),
+            Part::Time(now),
+            Part::Sql(format!(
+                ", {data}, 'overdue:' || t.id || ':' || {epoch} FROM tasks_task t \
+                 WHERE t.assignee_id IS NOT NULL AND t.deadline IS NOT NULL AND t.deadline < ",
+                data = d.task_data,
+                epoch = d.epoch,
+            )),
+            Part::Time(now),
+        ];
+        self.run_scan(select, now, closed, None).await
+    }
+
+    /// Deadline reminders for one window, for every open task or one task.
+    pub async fn scan_deadline_reminders(
+        &self,
+        now: DateTime<Utc>,
+        window: ReminderWindow,
+        closed: &[String],
+        task_id: Option<i64>,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let d = self.dialect();
+        let select = vec![
+            Part::Sql(format!(
+                "{INSERT} SELECT t.assignee_id, 'Deadline Reminder', \
+                 'Task \"' || t.title || '\" is due in less than {human}.', \
+                 'deadline_reminder', false, ",
+                human = humanize(window.offset),
+            )),
+            Part::Time(now),
+            Part::Sql(format!(
+                ", {data}, 'reminder:' || t.id || ':{secs}:' || {epoch} FROM tasks_task t \
+                 WHERE t.assignee_id IS NOT NULL AND t.deadline IS NOT NULL AND t.deadline > ",
+                secs = window.offset.as_secs(),
+                data = d.task_data,
+                epoch = d.epoch,
+            )),
+            Part::Time(now + delta(window.next_smaller)),
+            Part::Sql(" AND t.deadline <= ".into()),
+            Part::Time(now + delta(window.offset)),
+        ];
+        self.run_scan(select, now, closed, task_id).await
+    }
+
+    /// Adds the closed-status and task filters, runs the insert and queues
+    /// the new rows in the outbox, in one transaction.
+    async fn run_scan(
+        &self,
+        select: Vec<Part>,
+        now: DateTime<Utc>,
+        closed: &[String],
+        task_id: Option<i64>,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let fallback_at = now + OUTBOX_GRACE;
+        with_pool!(self, pool => {
+            let mut sql = sqlx::QueryBuilder::new("");
+            for part in &select {
+                match part {
+                    Part::Sql(text) => sql.push(text),
+                    Part::Time(at) => sql.push_bind(db_time(*at)),
+                };
+            }
+            if !closed.is_empty() {
+                sql.push(" AND t.status NOT IN (");
+                let mut list = sql.separated(", ");
+                for status in closed {
+                    list.push_bind(status.clone());
+                }
+                sql.push(")");
+            }
+            if let Some(id) = task_id {
+                sql.push(" AND t.id = ").push_bind(id);
+            }
+            sql.push(RETURNING);
+            let mut tx = pool.begin().await?;
+            let rows: Vec<Notification> = sql.build_query_as().fetch_all(&mut *tx).await?;
+            if !rows.is_empty() {
+                let mut outbox = sqlx::QueryBuilder::new(
+                    "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
+                );
+                outbox.push_values(&rows, |mut row, n| {
+                    row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(fallback_at));
+                });
+                outbox.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(rows)
+        })
+    }
+}
+
+/// A piece of a scan statement: SQL text, or a time bound as a parameter
+/// in the backend's own time type.
+enum Part {
+    Sql(String),
+    Time(DateTime<Utc>),
+}
+
+const INSERT: &str = "INSERT INTO notifications_notification \
+     (user_id, title, message, type, is_read, created_at, data, dedup_key)";
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+/// "24 hours", "1 hour", "30 minutes", "90 seconds".
+pub fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (n, unit) = if secs.is_multiple_of(86_400) && secs >= 86_400 * 2 {
+        (secs / 86_400, "day")
+    } else if secs.is_multiple_of(3600) && secs > 0 {
+        (secs / 3600, "hour")
+    } else if secs.is_multiple_of(60) && secs > 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}

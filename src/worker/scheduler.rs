@@ -1,0 +1,128 @@
+//! Scheduled scans with tokio-cron-scheduler. Each tick names its period
+//! (the cron time it belongs to); the process that claims that period in the
+//! database runs the scan, so several workers run each period once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler, JobSchedulerError};
+
+use crate::config::WorkerSettings;
+use crate::jobs::{DeadlineReminder, Job, JobContext, JobError, OverdueCheck};
+
+/// A tick that arrives this late still belongs to its period.
+const LATENESS: TimeDelta = TimeDelta::seconds(2);
+
+/// Parses a six-field cron expression as tokio-cron-scheduler does.
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+        .map_err(|e| format!("not a six-field cron expression ({e})"))
+}
+
+/// One scheduled scan.
+#[derive(Clone)]
+pub struct Schedule {
+    pub name: &'static str,
+    pub cron: Cron,
+    pub expression: String,
+    pub job: Job,
+}
+
+/// The scans the configuration asks for.
+pub fn schedules(settings: &WorkerSettings) -> Result<Vec<Schedule>, String> {
+    let entries = [
+        (
+            "overdue_check",
+            &settings.overdue_schedule,
+            Job::OverdueCheck(OverdueCheck {}),
+        ),
+        (
+            "deadline_reminder",
+            &settings.deadline_reminder_schedule,
+            Job::DeadlineReminder(DeadlineReminder { task_id: None }),
+        ),
+    ];
+    entries
+        .into_iter()
+        .map(|(name, expression, job)| {
+            Ok(Schedule {
+                name,
+                cron: parse_cron(expression)?,
+                expression: expression.clone(),
+                job,
+            })
+        })
+        .collect()
+}
+
+/// The period a tick at `now` belongs to: the latest cron time at or before
+/// `now + LATENESS`, truncated to the second.
+pub fn period_of(cron: &Cron, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let latest = (now + LATENESS).trunc_subsecs(0);
+    cron.find_previous_occurrence(&latest, true).ok()
+}
+
+/// Runs the period's scan if this process claims it. Returns whether it ran.
+pub async fn tick(
+    schedule: &Schedule,
+    ctx: &JobContext,
+    worker: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, JobError> {
+    let Some(period) = period_of(&schedule.cron, now) else {
+        return Ok(false);
+    };
+    if !ctx
+        .store
+        .claim_period(schedule.name, period, worker)
+        .await?
+    {
+        return Ok(false);
+    }
+    let mut ctx = ctx.clone();
+    ctx.job_id = format!("{}@{}", schedule.name, period.timestamp());
+    metrics::counter!(crate::telemetry::metrics::SCANS_RUN, "scan" => schedule.name).increment(1);
+    let outcome = schedule.job.run(&ctx).await?;
+    tracing::info!(scan = schedule.name, %period, created = outcome.created, "scheduled scan ran");
+    Ok(true)
+}
+
+/// Starts tokio-cron-scheduler with every schedule; stop it with
+/// `shutdown()` on the returned scheduler.
+pub async fn start(
+    schedules: Vec<Schedule>,
+    ctx: JobContext,
+    worker: String,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    let worker: Arc<str> = worker.into();
+    for schedule in schedules {
+        let (ctx, worker, expression) = (ctx.clone(), worker.clone(), schedule.expression.clone());
+        let schedule = Arc::new(schedule);
+        let job = CronJob::new_async(expression.as_str(), move |_, _| {
+            Box::pin(tick_logged(schedule.clone(), ctx.clone(), worker.clone()))
+        })?;
+        scheduler.add(job).await?;
+    }
+    scheduler.start().await?;
+    Ok(scheduler)
+}
+
+/// A tick from the scheduler: errors are logged, the next tick tries again.
+async fn tick_logged(schedule: Arc<Schedule>, ctx: JobContext, worker: Arc<str>) {
+    if let Err(error) = tick(&schedule, &ctx, &worker, Utc::now()).await {
+        tracing::error!(scan = schedule.name, %error, "scheduled scan failed");
+    }
+}
+
+/// How long to wait between outbox retry passes, from configuration.
+pub fn outbox_every(settings: &WorkerSettings) -> Duration {
+    settings.outbox_retry_every
+}
