@@ -142,6 +142,15 @@ pub struct TokenSettings {
     pub access_ttl: Duration,
 }
 
+/// A list of human durations ("24h", "90m").
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(deserializer)?;
+    Ok(list
+        .into_iter()
+        .map(humantime_serde::Serde::into_inner)
+        .collect())
+}
+
 /// The WebSocket sidecar (`herald sidecar`): where it listens and the limits
 /// that keep each connection's memory and the process's sockets bounded.
 #[derive(Debug, Clone, Deserialize)]
@@ -185,15 +194,6 @@ pub struct SidecarSettings {
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-}
-
-/// A list of human durations ("24h", "90m").
-fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
-    let list: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(deserializer)?;
-    Ok(list
-        .into_iter()
-        .map(humantime_serde::Serde::into_inner)
-        .collect())
 }
 
 impl Settings {
