@@ -185,6 +185,12 @@ pub struct SidecarSettings {
     /// than `layer.group_expiry` stays a member; must be shorter than it.
     #[serde(with = "humantime_serde")]
     pub group_renew_interval: Duration,
+    /// Origins (`scheme://host[:port]`) whose pages may authenticate with
+    /// the `access` cookie; empty means the sidecar's own host only.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Serve the demo page at `/demo/` (static: a token is pasted in).
+    pub demo: bool,
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,

@@ -4,7 +4,7 @@
 //! Pure functions over the request's headers and query, tested on values.
 
 use axum::http::HeaderMap;
-use axum::http::header::{COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::header::{COOKIE, HOST, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use secrecy::SecretString;
 
 use crate::tokens::{self, AccessToken, TokenError};
@@ -34,6 +34,8 @@ pub struct Credentials {
 pub enum AuthError {
     #[error("no access token: send it as a subprotocol, the `access` cookie or ?token=")]
     Missing,
+    #[error("the access cookie is not accepted from this page's origin")]
+    OriginNotAllowed,
     #[error(transparent)]
     Token(#[from] TokenError),
 }
@@ -43,6 +45,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
+            AuthError::OriginNotAllowed => "origin_not_allowed",
             AuthError::Token(error) => error.code(),
         }
     }
@@ -104,12 +107,39 @@ pub fn credentials(headers: &HeaderMap, query_token: Option<&str>) -> Credential
     Credentials { token, echo }
 }
 
-/// Validates the chosen token.
+/// May a cookie credential be used from this request's page? Browsers send
+/// cookies with cross-site WebSocket handshakes, so the `Origin` must be
+/// listed in `allowed` or, with an empty list, name the same host:port as
+/// the `Host` header. A request without `Origin` is not from a browser page.
+pub fn cookie_origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin));
+    }
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h.trim()))
+}
+
+/// Validates the chosen token; a cookie must come from an allowed origin.
 pub fn authenticate(
     secret: &SecretString,
     credentials: &Credentials,
+    headers: &HeaderMap,
+    allowed_origins: &[String],
 ) -> Result<AccessToken, AuthError> {
-    let (token, _) = credentials.token.as_ref().ok_or(AuthError::Missing)?;
+    let (token, source) = credentials.token.as_ref().ok_or(AuthError::Missing)?;
+    if *source == TokenSource::Cookie && !cookie_origin_allowed(headers, allowed_origins) {
+        return Err(AuthError::OriginNotAllowed);
+    }
     Ok(tokens::validate(secret, token)?)
 }
 
@@ -177,9 +207,19 @@ mod tests {
     fn missing_token_has_its_code() {
         let secret = SecretString::from("k");
         let c = credentials(&HeaderMap::new(), None);
-        assert_eq!(
-            authenticate(&secret, &c).unwrap_err().code(),
-            "missing_token"
-        );
+        let err = authenticate(&secret, &c, &HeaderMap::new(), &[]).unwrap_err();
+        assert_eq!(err.code(), "missing_token");
+    }
+
+    #[test]
+    fn cookie_origins() {
+        let same = headers(&[("host", "h:8001"), ("origin", "http://h:8001")]);
+        assert!(cookie_origin_allowed(&same, &[]));
+        let other = headers(&[("host", "h:8001"), ("origin", "https://evil.example")]);
+        assert!(!cookie_origin_allowed(&other, &[]));
+        let listed = ["https://evil.example/".to_string()];
+        assert!(cookie_origin_allowed(&other, &listed));
+        assert!(!cookie_origin_allowed(&same, &listed));
+        assert!(cookie_origin_allowed(&headers(&[("host", "h")]), &[]));
     }
 }

@@ -173,9 +173,16 @@ impl SidecarState {
 
 /// The sidecar's routes: `/ws/notifications/`, `/healthz` (the process
 /// answers), `/readyz` (database migrated and channel layer reachable),
-/// `/metrics`.
+/// `/metrics`, and with `sidecar.demo` the demo page at `/demo/`.
 pub fn router(state: SidecarState) -> Router {
-    Router::new()
+    let router = if state.0.settings.demo {
+        Router::new()
+            .route("/demo/", get(demo_page))
+            .route("/demo/herald-notifications.js", get(demo_client))
+    } else {
+        Router::new()
+    };
+    router
         .route("/ws/notifications/", get(notifications))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -273,7 +280,13 @@ async fn notifications(
     {
         upgrade.set_selected_protocol(echo);
     }
-    let outcome = match auth::authenticate(&state.0.secret, &credentials) {
+    let authenticated = auth::authenticate(
+        &state.0.secret,
+        &credentials,
+        &headers,
+        &settings.allowed_origins,
+    );
+    let outcome = match authenticated {
         Err(error) => {
             state.0.metrics.auth_failure(error.code());
             tracing::info!(reason = error.code(), "WebSocket authentication failed");
@@ -313,6 +326,22 @@ async fn notifications(
             Err((code, reason)) => connection::refuse(socket, code, reason).await,
         }
     })
+}
+
+/// The demo page (`sidecar.demo`).
+async fn demo_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("demo/index.html"),
+    )
+}
+
+/// The JavaScript client the demo page imports: clients/herald-notifications.js.
+async fn demo_client() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../clients/herald-notifications.js"),
+    )
 }
 
 /// How long a readiness check may take.

@@ -147,3 +147,47 @@ async fn another_users_notifications_are_never_reachable() {
     let mut forged = connect(&sidecar.url(""), &[&crate::harness::foreign_token(2)], None).await;
     assert_eq!(forged.closed().await.0, 4001);
 }
+
+#[tokio::test]
+async fn the_cookie_is_refused_from_a_foreign_origin() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let sidecar = spawn(|s| s.allowed_origins = vec!["https://app.example".into()]).await;
+    let mine = token(9, Duration::from_secs(60));
+    let open = |origin: &'static str, subprotocol: bool| {
+        let mut request = sidecar.url("").into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert("origin", HeaderValue::from_static(origin));
+        if subprotocol {
+            headers.insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(&mine).unwrap(),
+            );
+        } else {
+            let cookie = format!("access={mine}");
+            headers.insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+        }
+        request
+    };
+    let read = |ws| crate::harness::Client { ws, protocol: None };
+    // Cookie from a foreign page: refused.
+    let (ws, _) = tokio_tungstenite::connect_async(open("https://evil.example", false))
+        .await
+        .unwrap();
+    let mut evil = read(ws);
+    assert_eq!(
+        evil.closed().await,
+        (4001, "origin_not_allowed".to_string())
+    );
+    // Cookie from the listed origin, or a subprotocol token from anywhere: fine.
+    let (ws, _) = tokio_tungstenite::connect_async(open("https://app.example", false))
+        .await
+        .unwrap();
+    read(ws).ping().await;
+    let (ws, _) = tokio_tungstenite::connect_async(open("https://evil.example", true))
+        .await
+        .unwrap();
+    read(ws).ping().await;
+    let failures = sidecar.state.metrics().auth_failures;
+    assert_eq!(failures.get("origin_not_allowed"), Some(&1));
+}
