@@ -4,7 +4,7 @@ Python channels_redis group_send (as send_notification_ws does), then waits
 for the server to close everyone (run with the server's SIGTERM).
 
 Prints JSON lines: connected, delivered with latency percentiles, close codes.
-Run by bench/sidecar-load; needs the interop venv (scripts/python-env).
+Run by benches/sidecar-load; needs the interop venv (scripts/python-env).
 """
 import argparse, asyncio, collections, json, os, time, uuid
 

@@ -223,6 +223,8 @@ pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    // Install the metrics recorder before anything records.
+    crate::telemetry::metrics::prometheus();
     if settings.layer.backend == LayerBackend::Memory {
         return Err(ConfigError::new(
             "layer.backend",
@@ -390,12 +392,16 @@ async fn readyz(State(state): State<SidecarState>) -> Response {
     }
 }
 
+/// The sidecar's counters, then the process-wide ones (channel layer,
+/// publisher, jobs) from the global recorder.
 async fn prometheus(State(state): State<SidecarState>) -> impl IntoResponse {
+    let mut text = state.metrics().to_prometheus();
+    text.push_str(&crate::telemetry::metrics::prometheus().render());
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics().to_prometheus(),
+        text,
     )
 }
