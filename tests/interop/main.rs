@@ -3,6 +3,7 @@
 //! test command installs (tests/interop/requirements.txt), and the sidecar
 //! reached from Python.
 
+mod django;
 mod harness;
 mod layer;
 mod sidecar;
