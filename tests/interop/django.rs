@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use herald::jobs::{JobContext, parse};
 use herald::payload::NotificationPayload;
 use herald::publish::outbox::Publisher;
-use herald::store::{NewTask, PoolOptions, Store};
+use herald::store::NewTask;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -123,14 +123,7 @@ async fn herald_jobs_reach_the_django_notification_consumer() {
         .await
         .expect("the consumer accepts herald's token");
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("h.sqlite3").display());
-    let options = PoolOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(10),
-    };
-    let store = Store::connect(&url, options).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = crate::harness::sqlite_store().await;
     let layer: Arc<dyn herald::layer::ChannelLayer> =
         Arc::new(herald::layer::RedisLayer::new(&config.settings()).unwrap());
     let ctx = JobContext {

@@ -273,3 +273,17 @@ pub(crate) fn init_tracing() {
             .try_init();
     }
 }
+
+/// A migrated SQLite store in a temporary directory (kept alive by the
+/// returned guard).
+pub(crate) async fn sqlite_store() -> (herald::store::Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("h.sqlite3").display());
+    let options = herald::store::PoolOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(10),
+    };
+    let store = herald::store::Store::connect(&url, options).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use herald::config::{LayerBackend, Settings};
 use herald::sidecar::SidecarState;
-use herald::store::{PoolOptions, Store};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -31,14 +30,7 @@ async fn python_group_send_reaches_herald_client(backend: LayerBackend) {
     let mut config = LayerConfig::fresh();
     config.backend = backend;
     let layer = herald::layer::build(&config.settings()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("h.sqlite3").display());
-    let options = PoolOptions {
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(10),
-    };
-    let store = Store::connect(&url, options).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, _dir) = crate::harness::sqlite_store().await;
     let secret = SecretString::from(SECRET);
     let state = SidecarState::new(layer, store, secret.clone(), Settings::defaults().sidecar);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
