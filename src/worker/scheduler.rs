@@ -3,7 +3,6 @@
 //! database runs the scan, so several workers run each period once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use croner::Cron;
@@ -120,9 +119,4 @@ async fn tick_logged(schedule: Arc<Schedule>, ctx: JobContext, worker: Arc<str>)
     if let Err(error) = tick(&schedule, &ctx, &worker, Utc::now()).await {
         tracing::error!(scan = schedule.name, %error, "scheduled scan failed");
     }
-}
-
-/// How long to wait between outbox retry passes, from configuration.
-pub fn outbox_every(settings: &WorkerSettings) -> Duration {
-    settings.outbox_retry_every
 }

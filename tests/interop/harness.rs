@@ -135,6 +135,16 @@ impl Peer {
             .expect("the python peer answered in time")
     }
 
+    /// Reads one line per expected message: each event must equal it, with
+    /// the same Python types.
+    pub(crate) fn expect_events(&self, expected: &[Value]) {
+        for message in expected {
+            let line = self.next();
+            assert_eq!(&line["event"], message);
+            assert_eq!(line["types"], type_sig(message));
+        }
+    }
+
     /// Waits for the peer to exit successfully.
     pub(crate) fn finish(mut self) {
         let status = self.child.wait().unwrap();

@@ -8,7 +8,7 @@ use herald::layer::{ChannelLayer, LayerError, Message, PubSubLayer, RedisLayer};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::harness::{LayerConfig, Peer, RedisServer, redis_conn, type_sig};
+use crate::harness::{LayerConfig, Peer, RedisServer, redis_conn};
 
 /// Messages that exercise types: the contract's example, unicode, 64-bit
 /// edges, floats, null, nesting.
@@ -62,11 +62,7 @@ async fn herald_group_send_reaches_python_consumer_handler() {
             .unwrap();
         assert_eq!(report.delivered, 1);
     }
-    for expected in messages() {
-        let line = peer.next();
-        assert_eq!(line["event"], expected);
-        assert_eq!(line["types"], type_sig(&expected));
-    }
+    peer.expect_events(&messages());
     peer.finish();
 }
 
@@ -106,11 +102,7 @@ async fn herald_send_reaches_python_receive() {
     for message in messages() {
         layer.send(&channel, as_message(&message)).await.unwrap();
     }
-    for expected in messages() {
-        let line = peer.next();
-        assert_eq!(line["event"], expected);
-        assert_eq!(line["types"], type_sig(&expected));
-    }
+    peer.expect_events(&messages());
     peer.finish();
 }
 
@@ -345,11 +337,7 @@ async fn pubsub_both_ways() {
             .unwrap();
         assert_eq!(report.delivered, 1, "one subscribed process");
     }
-    for expected in messages() {
-        let line = peer.next();
-        assert_eq!(line["event"], expected);
-        assert_eq!(line["types"], type_sig(&expected));
-    }
+    peer.expect_events(&messages());
     peer.finish();
 }
 

@@ -15,7 +15,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::keys::{inflight_key, queue_key};
 use super::shards::{backoff, unavailable};
-use super::{ASGI_CHANNEL, Inner, now, scripts};
+use super::{ASGI_CHANNEL, Inner, scripts};
 use crate::layer::lock;
 use crate::layer::{LayerError, Message};
 
@@ -236,7 +236,6 @@ pub(super) async fn receive_general(inner: &Inner, channel: &str) -> Result<Mess
         };
         let mut message = inner.codec.decode(&member)?;
         message.remove(ASGI_CHANNEL);
-        let _ = now();
         return Ok(message);
     }
 }
