@@ -13,6 +13,7 @@
 //     onEvent: (event) => {},                         // every other event
 //     onStatus: (status, detail) => {},               // "open" | "closed" | "reconnecting"
 //   });
+//   // options: minDelay/maxDelay (ms, backoff), openTimeout (ms, handshake), lastId
 //   feed.start();  feed.markRead(id);  feed.markAllRead();  feed.refresh(token);  feed.stop();
 
 /** Close codes after which reconnecting is pointless without a new token. */
@@ -27,6 +28,7 @@ export class HeraldNotifications {
     this.onStatus = options.onStatus || (() => {});
     this.minDelay = options.minDelay ?? 500;
     this.maxDelay = options.maxDelay ?? 30000;
+    this.openTimeout = options.openTimeout ?? 10000;
     this.lastId = options.lastId ?? null;
     this.seen = new Set();
     this.seenOrder = [];
@@ -74,17 +76,32 @@ export class HeraldNotifications {
     if (this.lastId !== null) url.searchParams.set("last_id", String(this.lastId));
     const ws = new WebSocket(url.toString(), token ? [token] : []);
     this.ws = ws;
+    let opened = false;
+    // Browsers fire "close" after a failed handshake; Node's WebSocket only
+    // fires "error" and stays CONNECTING. Either way, and for a handshake
+    // that never answers, the connection is lost exactly once.
+    const lost = (code, reason) => {
+      clearTimeout(handshake);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.onStatus("closed", { code, reason });
+      if (!this.stopped) this.scheduleReconnect(code);
+    };
+    const handshake = setTimeout(() => {
+      lost(1006, "handshake timed out");
+      try { ws.close(); } catch { /* already closing */ }
+    }, this.openTimeout);
     ws.onopen = () => {
+      opened = true;
+      clearTimeout(handshake);
       this.attempt = 0;
       this.onStatus("open", {});
     };
     ws.onmessage = (message) => this.handle(message.data);
-    ws.onclose = (event) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.onStatus("closed", { code: event.code, reason: event.reason });
-      if (!this.stopped) this.scheduleReconnect(event.code);
+    ws.onerror = () => {
+      if (!opened) lost(1006, "connection failed");
     };
+    ws.onclose = (event) => lost(event.code, event.reason);
   }
 
   scheduleReconnect(code) {

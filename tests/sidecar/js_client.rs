@@ -1,7 +1,8 @@
 //! The JavaScript client (clients/herald-notifications.js) in Node's
 //! browser-compatible WebSocket: token as subprotocol (so the echo rule is
 //! checked as a browser checks it), reconnect with backoff after the sidecar
-//! restarts, resume from the last id, each notification exactly once.
+//! restarts (refused attempts included), resume from the last id, each
+//! notification exactly once.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,6 +29,7 @@ impl Node {
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
                 .unwrap()
                 .unwrap_or_else(|| panic!("node exited before {what}"));
+            eprintln!("node: {line}");
             let value: Value = serde_json::from_str(&line).unwrap();
             if let Some(id) = value["notification"]["id"].as_i64() {
                 self.notifications.push(id);
@@ -84,6 +86,12 @@ async fn js_client_gets_what_it_missed_while_the_sidecar_was_down_exactly_once()
         .await;
     let missed = sidecar.notification(user, "missed").await;
     sidecar.publish(&missed).await;
+    // A reconnect is refused while the sidecar is down, and the client
+    // tries again (Node's WebSocket reports that with "error" alone).
+    node.until("a refused reconnect", |v| {
+        v["status"] == "reconnecting" && v["attempt"].as_i64() >= Some(2)
+    })
+    .await;
     sidecar.start_again().await;
     node.until("the missed one", |v| v["notification"]["id"] == missed.id)
         .await;
