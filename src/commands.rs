@@ -38,3 +38,49 @@ pub fn token(settings: &Settings, user_id: i64, ttl: Option<Duration>) -> anyhow
     let ttl = ttl.unwrap_or(settings.tokens.access_ttl);
     Ok(crate::tokens::mint(&secret, user_id, ttl)?)
 }
+
+/// `herald enqueue`: validates, records and queues one job; prints
+/// `{"id", "state", "existing"}`.
+pub async fn enqueue(
+    settings: &Settings,
+    submission: crate::queue::Submission,
+) -> anyhow::Result<String> {
+    let store = connect_store(settings).await?;
+    let queue = crate::queue::JobQueue::connect(settings)
+        .await
+        .context("could not open the job queue")?;
+    let submitted = crate::queue::submit(&store, &queue, &settings.queue, submission).await;
+    queue.close().await;
+    store.close().await;
+    let done = submitted?;
+    Ok(serde_json::json!({"id": done.id, "state": done.state, "existing": done.existing})
+        .to_string())
+}
+
+/// `herald jobs failed`: the dead jobs, newest first, one JSON object per
+/// line (id, kind, attempts, last error, ...).
+pub async fn jobs_failed(settings: &Settings, limit: i64) -> anyhow::Result<String> {
+    let store = connect_store(settings).await?;
+    let dead = store
+        .jobs_in_state(crate::store::JobState::Dead, limit)
+        .await;
+    store.close().await;
+    let lines: Vec<String> = dead?
+        .iter()
+        .map(|job| serde_json::to_string(job).unwrap_or_default())
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// `herald jobs retry ID`: queues a dead job again.
+pub async fn jobs_retry(settings: &Settings, id: &str) -> anyhow::Result<String> {
+    let store = connect_store(settings).await?;
+    let queue = crate::queue::JobQueue::connect(settings)
+        .await
+        .context("could not open the job queue")?;
+    let retried = crate::queue::retry_dead(&store, &queue, id).await;
+    queue.close().await;
+    store.close().await;
+    retried?;
+    Ok(format!("job {id} queued again"))
+}

@@ -7,6 +7,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,12 +22,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
 /// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 9] = [
     "data_dir",
     "secret_key",
     "database",
     "layer",
     "worker",
+    "queue",
+    "api",
     "tokens",
     "sidecar",
 ];
@@ -63,8 +66,62 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub layer: LayerSettings,
     pub worker: WorkerSettings,
+    pub queue: QueueSettings,
+    pub api: ApiSettings,
     pub tokens: TokenSettings,
     pub sidecar: SidecarSettings,
+}
+
+/// Where jobs wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueBackend {
+    /// SQLite (a file in data_dir) or PostgreSQL, following database.url.
+    Database,
+    Redis,
+}
+
+/// The job queues (apalis) and herald's retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub backend: QueueBackend,
+    pub redis_url: String,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Per job kind.
+    pub concurrency: BTreeMap<String, usize>,
+    /// Per job kind.
+    pub attempts: BTreeMap<String, u32>,
+}
+
+impl QueueSettings {
+    /// Jobs of `kind` one process runs at once.
+    pub fn concurrency_of(&self, kind: &str) -> usize {
+        self.concurrency.get(kind).copied().unwrap_or(1)
+    }
+
+    /// Attempts a job of `kind` gets.
+    pub fn attempts_of(&self, kind: &str) -> u32 {
+        self.attempts.get(kind).copied().unwrap_or(1)
+    }
+}
+
+/// The HTTP job API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Empty: no key (accepted only on a loopback listener).
+    pub key: SecretString,
+    pub max_body_size: usize,
 }
 
 /// The worker's scans and schedules.
@@ -314,6 +371,7 @@ impl Settings {
         }
         self.validate_layer()?;
         self.validate_worker()?;
+        self.validate_queue()?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(
                 "tokens.access_ttl",
@@ -352,6 +410,58 @@ impl Settings {
             return Err(ConfigError::new("layer.prefix", "must not be empty"));
         }
         Ok(())
+    }
+
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        let queue = &self.queue;
+        for (section, keys) in [
+            ("queue.concurrency", queue.concurrency.iter().map(|(k, v)| (k, *v as u64)).collect::<Vec<_>>()),
+            ("queue.attempts", queue.attempts.iter().map(|(k, v)| (k, u64::from(*v))).collect()),
+        ] {
+            for (kind, value) in keys {
+                let key = format!("{section}.{kind}");
+                if !crate::jobs::KINDS.contains(&kind.as_str()) {
+                    let reason = format!("unknown job kind; known kinds: {}", crate::jobs::KINDS.join(", "));
+                    return Err(ConfigError::new(key, reason));
+                }
+                if value == 0 {
+                    return Err(ConfigError::new(key, "must be greater than 0"));
+                }
+            }
+        }
+        for (key, value) in [
+            ("queue.poll_interval", queue.poll_interval),
+            ("queue.heartbeat_interval", queue.heartbeat_interval),
+            ("queue.retry_base", queue.retry_base),
+            ("queue.retry_max", queue.retry_max),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if queue.backend == QueueBackend::Redis && self.queue_redis_url().is_none() {
+            return Err(ConfigError::new(
+                "queue.redis_url",
+                "backend \"redis\" needs a Redis URL (queue.redis_url or REDIS_URL)",
+            ));
+        }
+        if let Some(url) = self.queue_redis_url() {
+            redis::IntoConnectionInfo::into_connection_info(url)
+                .map_err(|e| ConfigError::new("queue.redis_url", e.to_string()))?;
+        }
+        if self.api.max_body_size == 0 {
+            return Err(ConfigError::new("api.max_body_size", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The Redis URL of the Redis queue: queue.redis_url, else the layer's
+    /// first host.
+    pub fn queue_redis_url(&self) -> Option<&str> {
+        if !self.queue.redis_url.is_empty() {
+            return Some(&self.queue.redis_url);
+        }
+        self.layer.hosts.first().map(String::as_str)
     }
 
     fn validate_worker(&self) -> Result<(), ConfigError> {

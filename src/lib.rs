@@ -1,19 +1,23 @@
 //! Herald: a background-job worker with live notification delivery for
 //! Django + Channels applications.
 //!
-//! The flow, one module per part: [`config`] is read at start-up; jobs write
-//! rows through [`store`]; [`payload`] shapes them as the contract says;
+//! The flow, one module per part: [`config`] is read at start-up; jobs are
+//! submitted through [`api`] or the CLI into a [`queue`]; the [`worker`]
+//! runs them ([`jobs`]), writing rows through [`store`]; [`payload`] shapes them as the contract says;
 //! [`publish`] sends them over a [`layer`] to the clients; [`tokens`] checks
 //! who a client is; [`sidecar`] serves them over WebSocket. [`commands`] and
 //! [`shutdown`] hold what the CLI runs.
 
+pub mod api;
 pub mod commands;
 pub mod config;
 pub mod jobs;
 pub mod layer;
 pub mod payload;
 pub mod publish;
+pub mod queue;
 pub mod shutdown;
+pub mod startup;
 pub mod sidecar;
 pub mod store;
 pub mod telemetry;

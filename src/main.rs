@@ -35,9 +35,44 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
-    /// Serve the notifications WebSocket (`/ws/notifications/`) until
-    /// Ctrl-C or SIGTERM; needs a shared (Redis) channel layer.
+    /// Serve the notifications WebSocket (`/ws/notifications/`) and the job
+    /// API until Ctrl-C or SIGTERM; needs a shared (Redis) channel layer.
     Sidecar,
+    /// Run queued and scheduled jobs until Ctrl-C or SIGTERM; needs a
+    /// shared (Redis) channel layer.
+    Worker,
+    /// Everything in one process: worker, scheduler, sidecar and job API.
+    /// With no configuration: embedded SQLite, in-memory layer.
+    Run,
+    /// Submit a job: KIND and its JSON payload.
+    Enqueue {
+        /// deadline_reminder, overdue_check, file_attached, status_changed or notify.
+        kind: String,
+        /// The payload, as JSON (see jobs/<kind>.example.json).
+        payload: String,
+        /// When to run it (RFC 3339, such as 2026-12-01T09:00:00Z); default now.
+        #[arg(long)]
+        run_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// A repeat with the same key is not queued again.
+        #[arg(long)]
+        dedup_key: Option<String>,
+    },
+    /// Inspect and retry jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List dead jobs (failed on their last attempt), newest first.
+    Failed {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Queue a dead job again with a fresh set of attempts.
+    Retry { id: String },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +93,24 @@ fn main() -> ExitCode {
             Command::Sidecar => herald::sidecar::run(&settings, herald::shutdown::signal())
                 .await
                 .map(|()| String::new()),
+            Command::Worker => herald::worker::run(&settings, herald::shutdown::signal())
+                .await
+                .map(|()| String::new()),
+            Command::Run => herald::startup::run(&settings, herald::shutdown::signal())
+                .await
+                .map(|()| String::new()),
+            Command::Enqueue {
+                kind,
+                payload,
+                run_at,
+                dedup_key,
+            } => enqueue(&settings, kind, &payload, run_at, dedup_key).await,
+            Command::Jobs { command } => match command {
+                JobsCommand::Failed { limit } => {
+                    herald::commands::jobs_failed(&settings, limit).await
+                }
+                JobsCommand::Retry { id } => herald::commands::jobs_retry(&settings, &id).await,
+            },
         }
     });
     match result {
@@ -69,9 +122,52 @@ fn main() -> ExitCode {
         }
         Err(error) => match error.downcast_ref::<ConfigError>() {
             Some(config) => config_failure(config),
+            None if is_bad_input(&error) => {
+                eprintln!("herald: {error:#}");
+                ExitCode::from(2)
+            }
             None => failure(&error),
         },
     }
+}
+
+/// Parses the payload argument, then submits.
+async fn enqueue(
+    settings: &Settings,
+    kind: String,
+    payload: &str,
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    dedup_key: Option<String>,
+) -> anyhow::Result<String> {
+    let payload = serde_json::from_str(payload)
+        .map_err(|e| anyhow::Error::new(BadInput(format!("payload is not valid JSON: {e}"))))?;
+    let submission = herald::queue::Submission {
+        kind,
+        payload,
+        run_at,
+        dedup_key,
+    };
+    herald::commands::enqueue(settings, submission).await
+}
+
+/// A command-line argument that cannot be used (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+/// Whether `error` is the user's input at fault rather than the system.
+fn is_bad_input(error: &anyhow::Error) -> bool {
+    use herald::queue::SubmitError;
+    error.downcast_ref::<BadInput>().is_some()
+        || matches!(
+            error.downcast_ref::<SubmitError>(),
+            Some(
+                SubmitError::Input(_)
+                    | SubmitError::DedupKey(_)
+                    | SubmitError::NotFound(_)
+                    | SubmitError::NotDead { .. }
+            )
+        )
 }
 
 fn config_failure(error: &ConfigError) -> ExitCode {

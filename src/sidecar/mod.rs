@@ -201,9 +201,22 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_with(listener, state, Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes (the job API) beside the sidecar's.
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    state: SidecarState,
+    extra: Router,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let token = state.0.shutdown.clone();
     let stopped = token.clone();
-    let app = router(state.clone());
+    let app = router(state.clone()).merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
@@ -217,8 +230,9 @@ where
     Ok(())
 }
 
-/// `herald sidecar`: opens the database and the layer, binds
-/// `sidecar.listen` and serves until `shutdown`.
+/// `herald sidecar`: opens the database, the layer and the queue, binds
+/// `sidecar.listen` and serves the WebSocket and the job API until
+/// `shutdown`.
 pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -237,12 +251,21 @@ where
     let store = crate::commands::connect_store(settings).await?;
     let layer =
         crate::layer::build(&settings.layer).context("could not build the channel layer")?;
+    let queue = crate::queue::JobQueue::connect(settings)
+        .await
+        .context("could not open the job queue")?;
     let listener = TcpListener::bind(&settings.sidecar.listen)
         .await
         .with_context(|| format!("could not listen on {}", settings.sidecar.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "sidecar listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "sidecar listening");
+    let api = crate::api::router(
+        crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
+        settings.api.max_body_size,
+    );
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
-    serve(listener, state, shutdown).await?;
+    serve_with(listener, state, api, shutdown).await?;
+    queue.close().await;
     store.close().await;
     tracing::info!("sidecar stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //! [`with_pool!`] macro expands one body per backend, and the only value
 //! bound differently is time (see `db_time` in each arm).
 
+mod jobs;
 mod notifications;
 mod outbox;
 mod scans;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use jobs::{JobRecord, JobState, NewJob, Recorded};
 pub use notifications::{Inserted, NewNotification, Notification, PAGE_LIMIT};
 pub use scans::{ReminderWindow, humanize};
 pub use tasks::{NewTask, Task};
@@ -41,6 +43,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database URL: {0}")]
     Url(String),
+    #[error("a concurrent change conflicted; try again")]
+    Conflict,
 }
 
 /// Which database a [`Store`] talks to.

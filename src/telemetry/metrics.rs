@@ -9,8 +9,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const NOTIFICATIONS_CREATED: &str = "herald_notifications_created_total";
 pub const NOTIFICATIONS_PUBLISHED: &str = "herald_notifications_published_total";
 pub const NOTIFICATIONS_PUBLISH_FAILED: &str = "herald_notifications_publish_failed_total";
-/// Labels: kind, outcome (`done`, `failed`).
+/// Labels: kind, outcome (`done`, `failed` per attempt; then `retried` or
+/// `dead` for what the retry policy did with a failure).
 pub const JOBS: &str = "herald_jobs_total";
+pub const JOBS_SUBMITTED: &str = "herald_jobs_submitted_total";
+/// Label: state (`queued`, `retrying`, `running`): ledger rows not finished.
+pub const QUEUE_DEPTH: &str = "herald_queue_depth";
 /// Label: kind.
 pub const JOB_DURATION: &str = "herald_job_duration_seconds";
 /// Label: scan.
@@ -58,7 +62,9 @@ fn describe() {
         NOTIFICATIONS_PUBLISH_FAILED,
         "Publish attempts that failed and stay in the outbox"
     );
-    describe_counter!(JOBS, "Jobs run, by kind and outcome");
+    describe_counter!(JOBS, "Job attempts by kind and outcome");
+    describe_counter!(JOBS_SUBMITTED, "Jobs submitted and queued");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Jobs not finished, by state");
     describe_histogram!(
         JOB_DURATION,
         metrics::Unit::Seconds,

@@ -1,0 +1,65 @@
+//! Who may use the job API: a bearer key compared in constant time. With
+//! no key configured the API is open only on a loopback listener; on any
+//! other address it refuses everything until `api.key` is set.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::error;
+
+/// The API's access rule.
+#[derive(Clone)]
+pub enum ApiAuth {
+    /// Requests must carry `Authorization: Bearer <key>`.
+    Key(SecretString),
+    /// No key, loopback listener: anyone who can connect may submit.
+    OpenOnLoopback,
+    /// No key, non-loopback listener: nobody may.
+    Closed,
+}
+
+impl ApiAuth {
+    /// The rule for `key` (empty: none) on a listener at `loopback` or not.
+    pub fn new(key: &SecretString, loopback: bool) -> Self {
+        match (key.expose_secret().is_empty(), loopback) {
+            (false, _) => ApiAuth::Key(key.clone()),
+            (true, true) => ApiAuth::OpenOnLoopback,
+            (true, false) => ApiAuth::Closed,
+        }
+    }
+
+    /// `Err` is the 401 answer, saying why without echoing what was sent.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let expected = match self {
+            ApiAuth::OpenOnLoopback => return Ok(()),
+            ApiAuth::Closed => {
+                return Err(refuse(
+                    "the job API is disabled: api.key is not set and herald listens on a \
+                     non-loopback address",
+                ));
+            }
+            ApiAuth::Key(key) => key.expose_secret().as_bytes(),
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match presented {
+            None => Err(refuse("missing `Authorization: Bearer <api key>` header")),
+            Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
+            Some(_) => Err(refuse("invalid API key")),
+        }
+    }
+}
+
+fn refuse(reason: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, reason, json!({}));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}

@@ -1,0 +1,30 @@
+//! The queues jobs wait in: apalis storages on SQLite, PostgreSQL or Redis,
+//! one queue per kind, named `herald.<kind>` (never after a Rust type).
+//!
+//! A queue entry ([`Queued`]) is the ledger id plus the job; state, attempts
+//! and errors live in the ledger (`herald_jobs`, see [`crate::store`]), so
+//! submission ([`submit`]), the retry policy and dead jobs behave alike on
+//! every backend.
+
+pub(crate) mod backend;
+pub mod submit;
+
+use serde::{Deserialize, Serialize};
+
+pub use backend::{JobQueue, QueueError};
+pub use submit::{Submission, Submitted, SubmitError, backoff, retry_dead, submit};
+
+use crate::jobs::Job;
+
+/// What a queue carries: which ledger row, and the job itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: String,
+    #[serde(flatten)]
+    pub job: Job,
+}
+
+/// The queue name for jobs of `kind`.
+pub fn queue_name(kind: &str) -> String {
+    format!("herald.{kind}")
+}

@@ -1,0 +1,46 @@
+//! `herald run`: everything in one process — the worker and its scheduler,
+//! the WebSocket sidecar and the job API — on the configured layer (the
+//! in-memory one by default) and the embedded SQLite store, migrated at
+//! start. `main` only calls [`run`].
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::queue::JobQueue;
+use crate::sidecar::{self, SidecarState};
+use crate::worker::Worker;
+
+/// Runs every role until `shutdown`, then stops them in order: the server
+/// (clients get 1001), then the worker (running jobs finish).
+pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    crate::telemetry::metrics::prometheus();
+    let secret = settings.secret()?;
+    let store = crate::commands::connect_store(settings).await?;
+    store.migrate().await.context("migration failed")?;
+    let layer = crate::layer::build(&settings.layer).context("could not build the channel layer")?;
+    let queue = JobQueue::connect(settings)
+        .await
+        .context("could not open the job queue")?;
+    let listener = TcpListener::bind(&settings.sidecar.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", settings.sidecar.listen))?;
+    let address = listener.local_addr()?;
+    let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
+    tracing::info!(%address, queue = queue.name(), "herald running");
+    let api = api::router(
+        ApiState::new(settings, store.clone(), queue.clone(), address),
+        settings.api.max_body_size,
+    );
+    let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let served = sidecar::serve_with(listener, state, api, shutdown).await;
+    worker.shutdown(settings.queue.shutdown_timeout).await;
+    queue.close().await;
+    store.close().await;
+    served?;
+    Ok(())
+}

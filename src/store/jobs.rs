@@ -1,0 +1,263 @@
+//! `herald_jobs`: the job ledger. Every submitted job gets a row here before
+//! it is queued; the worker records each attempt, its error, and the end
+//! state (done or dead). Dedup keys are unique, so a repeated submission
+//! finds the job it repeats.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Store, StoreError, now, with_pool};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in the queue (or for its `run_at`).
+    Queued,
+    Running,
+    /// Failed; queued again after a backoff.
+    Retrying,
+    Done,
+    /// Failed on its last attempt (or permanently); `herald jobs retry` runs it again.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// The state called `name`, if any.
+    pub fn from_name(name: &str) -> Option<JobState> {
+        Some(match name {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "retrying" => JobState::Retrying,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A ledger row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub dedup_key: Option<String>,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    payload: String,
+    dedup_key: Option<String>,
+    state: String,
+    attempts: i32,
+    max_attempts: i32,
+    last_error: Option<String>,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<JobRow> for JobRecord {
+    fn from(row: JobRow) -> Self {
+        JobRecord {
+            id: row.id,
+            kind: row.kind,
+            payload: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
+            dedup_key: row.dedup_key,
+            state: JobState::from_name(&row.state).unwrap_or(JobState::Queued),
+            attempts: row.attempts,
+            max_attempts: row.max_attempts,
+            last_error: row.last_error,
+            run_at: row.run_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// What [`Store::insert_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    New,
+    /// The dedup key belongs to this job; nothing was recorded.
+    Existing(JobRecord),
+}
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub dedup_key: Option<&'a str>,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, kind, payload, dedup_key, state, attempts, max_attempts, \
+         last_error, run_at, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Records a queued job. When its dedup key is taken, records nothing
+    /// and returns the job that holds the key.
+    pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<Recorded, StoreError> {
+        const SQL: &str = "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, \
+             attempts, max_attempts, run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING";
+        let at = now();
+        let inserted = with_pool!(self, pool => sqlx::query(SQL)
+            .bind(job.id)
+            .bind(job.kind)
+            .bind(job.payload.to_string())
+            .bind(job.dedup_key)
+            .bind(job.max_attempts)
+            .bind(db_time(job.run_at))
+            .bind(db_time(at))
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if inserted == 1 {
+            return Ok(Recorded::New);
+        }
+        let existing = match job.dedup_key {
+            Some(key) => self.job_by_dedup_key(key).await?,
+            None => self.get_job(job.id).await?,
+        };
+        // The holder vanished in between: the key is free again.
+        existing.map_or(Err(StoreError::Conflict), |job| Ok(Recorded::Existing(job)))
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        const SQL: &str = concat!("SELECT ", job_columns!(), " FROM herald_jobs WHERE id = $1");
+        with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .map(JobRecord::from)))
+    }
+
+    async fn job_by_dedup_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
+        const SQL: &str =
+            concat!("SELECT ", job_columns!(), " FROM herald_jobs WHERE dedup_key = $1");
+        with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .map(JobRecord::from)))
+    }
+
+    /// Removes a job that could not be queued after all.
+    pub async fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM herald_jobs WHERE id = $1";
+        with_pool!(self, pool => {
+            sqlx::query(SQL).bind(id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Starts an attempt: state `running`, attempts + 1. Returns the
+    /// attempt number, or `None` when the job is already done or dead (a
+    /// stale queue entry).
+    pub async fn start_job_attempt(&self, id: &str) -> Result<Option<i32>, StoreError> {
+        const SQL: &str = "UPDATE herald_jobs SET state = 'running', attempts = attempts + 1, \
+             updated_at = $2 WHERE id = $1 AND state NOT IN ('done', 'dead') RETURNING attempts";
+        with_pool!(self, pool => Ok(sqlx::query_scalar(SQL)
+            .bind(id)
+            .bind(db_time(now()))
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Ends an attempt in `state`, keeping `error` (if any) as the last error.
+    pub async fn finish_job_attempt(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<&str>,
+        run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE herald_jobs SET state = $2, \
+             last_error = COALESCE($3, last_error), run_at = COALESCE($4, run_at), \
+             updated_at = $5 WHERE id = $1";
+        with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(state.as_str())
+                .bind(error)
+                .bind(run_at.map(db_time))
+                .bind(db_time(now()))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Makes a dead job queued again with a fresh set of attempts. False
+    /// when `id` is not a dead job.
+    pub async fn revive_job(&self, id: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE herald_jobs SET state = 'queued', attempts = 0, \
+             run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'";
+        let at = now();
+        with_pool!(self, pool => Ok(sqlx::query(SQL)
+            .bind(id)
+            .bind(db_time(at))
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1))
+    }
+
+    /// Jobs in `state`, most recently changed first, at most `limit`.
+    pub async fn jobs_in_state(
+        &self,
+        state: JobState,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM herald_jobs WHERE state = $1 ORDER BY updated_at DESC, id DESC LIMIT $2"
+        );
+        with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
+            .bind(state.as_str())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(JobRecord::from)
+            .collect()))
+    }
+
+    /// How many jobs are in each unfinished state (queue depth).
+    pub async fn count_jobs(&self, state: JobState) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT count(*) FROM herald_jobs WHERE state = $1";
+        with_pool!(self, pool => Ok(sqlx::query_scalar(SQL)
+            .bind(state.as_str())
+            .fetch_one(pool)
+            .await?))
+    }
+}

@@ -1,0 +1,291 @@
+//! Starting and stopping the worker's parts: one apalis worker per kind
+//! (restarted with a fresh name and a backoff when its backend fails, as
+//! when PostgreSQL restarts or Redis goes away), the scan scheduler, the
+//! outbox publisher and the queue-depth gauge.
+//!
+//! Shutdown: stop fetching, let running jobs finish within
+//! `queue.shutdown_timeout`. An entry fetched and not started stays locked
+//! to the stopped worker; apalis hands it to a live worker once this one
+//! misses its heartbeats (twice `queue.heartbeat_interval`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt,
+};
+use apalis_postgres::PostgresStorage;
+use apalis_redis::RedisStorage;
+use apalis_sqlite::SqliteStorage;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::JobScheduler;
+use tokio_util::sync::CancellationToken;
+
+use super::{Runner, attempt};
+use crate::config::Settings;
+use crate::jobs::{JobContext, KINDS};
+use crate::layer::ChannelLayer;
+use crate::publish::outbox::Publisher;
+use crate::queue::backend::{BATCH, storage_config};
+use crate::queue::{JobQueue, Queued};
+use crate::store::{JobState, Store};
+use crate::telemetry::metrics as m;
+
+/// Jobs running now in this process, for a shutdown that waits for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts one running job until dropped.
+struct Running<'a>(&'a InFlight);
+
+impl<'a> Running<'a> {
+    fn new(in_flight: &'a InFlight) -> Self {
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        Running(in_flight)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the apalis handler gets: the runner and the in-flight count.
+struct Shared {
+    runner: Runner,
+    in_flight: InFlight,
+}
+
+/// A started worker; [`Worker::shutdown`] stops it.
+pub struct Worker {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    scheduler: Option<JobScheduler>,
+    name: String,
+}
+
+impl Worker {
+    /// Starts every part on `store`, `layer` and `queue`.
+    pub async fn start(
+        settings: &Settings,
+        store: Store,
+        layer: Arc<dyn ChannelLayer>,
+        queue: JobQueue,
+    ) -> anyhow::Result<Worker> {
+        let publisher = Publisher::new(store.clone(), layer);
+        let ctx = JobContext {
+            store: store.clone(),
+            publisher: publisher.clone(),
+            reminder_offsets: settings.worker.reminder_offsets.clone(),
+            closed_statuses: settings.worker.closed_statuses.clone(),
+            job_id: String::new(),
+        };
+        let shared = Arc::new(Shared {
+            runner: Runner {
+                ctx: ctx.clone(),
+                queue,
+                settings: settings.queue.clone(),
+            },
+            in_flight: InFlight::default(),
+        });
+        let name = unique_name();
+        let stop = CancellationToken::new();
+        let mut tasks: Vec<JoinHandle<()>> = KINDS
+            .iter()
+            .map(|kind| tokio::spawn(supervise(shared.clone(), kind, name.clone(), stop.clone())))
+            .collect();
+        let every = settings.worker.outbox_retry_every;
+        tasks.push(tokio::spawn(publisher.run(every, stop.clone())));
+        tasks.push(tokio::spawn(depth_gauge(store, stop.clone())));
+        let schedules = super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
+        let scheduler = super::scheduler::start(schedules, ctx, name.clone()).await?;
+        tracing::info!(worker = %name, queue = shared.runner.queue.name(), "worker started");
+        Ok(Worker {
+            shared,
+            stop,
+            tasks,
+            scheduler: Some(scheduler),
+            name,
+        })
+    }
+
+    /// This process's worker name (unique per process start).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops fetching and scheduling, then waits up to `timeout` for the
+    /// running jobs.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        self.stop.cancel();
+        if let Some(mut scheduler) = self.scheduler.take()
+            && let Err(error) = scheduler.shutdown().await
+        {
+            tracing::warn!(%error, "scheduler did not stop cleanly");
+        }
+        let in_flight = &self.shared.in_flight;
+        let drained = tokio::time::timeout(timeout, async {
+            for task in self.tasks.drain(..) {
+                let _ = task.await;
+            }
+            loop {
+                let idle = in_flight.idle.notified();
+                if in_flight.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!(worker = %self.name, "worker stopped"),
+            Err(_) => tracing::warn!(
+                running = in_flight.count.load(Ordering::SeqCst),
+                "shutdown timeout: jobs still running are left to run again elsewhere"
+            ),
+        }
+    }
+}
+
+/// `herald worker`: the worker alone, until `shutdown`.
+pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    crate::telemetry::metrics::prometheus();
+    if settings.layer.backend == crate::config::LayerBackend::Memory {
+        return Err(crate::config::ConfigError::new(
+            "layer.backend",
+            "`herald worker` runs apart from the sidecar, so it needs a shared layer: \
+             set \"redis\" or \"redis_pubsub\" (the memory layer only serves `herald run`)",
+        )
+        .into());
+    }
+    let store = crate::commands::connect_store(settings).await?;
+    store.migrate().await?;
+    let layer = crate::layer::build(&settings.layer)?;
+    let queue = JobQueue::connect(settings).await?;
+    let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
+    shutdown.await;
+    worker.shutdown(settings.queue.shutdown_timeout).await;
+    queue.close().await;
+    store.close().await;
+    Ok(())
+}
+
+/// `herald-<host>-<pid>-<random>`: apalis needs a name no other live worker
+/// (nor this process's previous run) holds.
+fn unique_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim();
+    let host = if host.is_empty() { "host" } else { host };
+    let suffix = &ulid::Ulid::generate().to_string()[20..];
+    format!("herald-{host}-{}-{suffix}", std::process::id())
+}
+
+/// Runs the apalis worker of `kind` until `stop`, starting it again (with
+/// a new name) whenever its backend fails.
+async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    for generation in 0u64.. {
+        let name = format!("{base}-{kind}-{generation}");
+        let result = run_kind(shared.clone(), kind, &name, stop.clone()).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        match result {
+            Ok(()) => delay = Duration::from_millis(200),
+            Err(error) => {
+                tracing::warn!(worker = %name, %error, ?delay, "queue worker failed; restarting");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The apalis handler: one attempt under herald's policy.
+async fn handle(item: Queued, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+    let _running = Running::new(&shared.in_flight);
+    match attempt(&shared.runner, item).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "job attempt could not be recorded; apalis keeps the entry");
+            Err(error.into())
+        }
+    }
+}
+
+/// Builds and runs one apalis worker on `$storage` until `$stop`.
+macro_rules! run_worker {
+    ($storage:expr, $shared:expr, $kind:expr, $name:expr, $stop:expr) => {{
+        let settings = &$shared.runner.settings;
+        let poll = settings.poll_interval;
+        let concurrency = settings.concurrency_of($kind);
+        let stop = $stop;
+        WorkerBuilder::new($name)
+            .backend($storage.poll_with_interval(poll))
+            .concurrency(concurrency)
+            .data($shared.clone())
+            .build(handle)
+            .run_until(async move {
+                stop.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }};
+}
+
+async fn run_kind(
+    shared: Arc<Shared>,
+    kind: &'static str,
+    name: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let heartbeat = shared.runner.settings.heartbeat_interval;
+    match &shared.runner.queue {
+        JobQueue::Sqlite(pool) => {
+            let config = storage_config!(apalis_sqlite::Config, kind, heartbeat);
+            let storage = SqliteStorage::<Queued>::new(pool).with_config(config);
+            run_worker!(storage, shared, kind, name, stop)
+        }
+        JobQueue::Postgres(pool) => {
+            let config = storage_config!(apalis_postgres::Config, kind, heartbeat);
+            let storage = PostgresStorage::<Queued>::new(pool).with_config(config);
+            run_worker!(storage, shared, kind, name, stop)
+        }
+        JobQueue::Redis(conn) => {
+            let config = storage_config!(apalis_redis::Config, kind, heartbeat);
+            let storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
+            run_worker!(storage, shared, kind, name, stop)
+        }
+    }
+}
+
+/// Keeps `herald_queue_depth` current from the ledger.
+async fn depth_gauge(store: Store, stop: CancellationToken) {
+    loop {
+        for state in [JobState::Queued, JobState::Retrying, JobState::Running] {
+            if let Ok(count) = store.count_jobs(state).await {
+                metrics::gauge!(m::QUEUE_DEPTH, "state" => state.as_str()).set(count as f64);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
