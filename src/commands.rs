@@ -53,8 +53,10 @@ pub async fn enqueue(
     queue.close().await;
     store.close().await;
     let done = submitted?;
-    Ok(serde_json::json!({"id": done.id, "state": done.state, "existing": done.existing})
-        .to_string())
+    Ok(
+        serde_json::json!({"id": done.id, "state": done.state, "existing": done.existing})
+            .to_string(),
+    )
 }
 
 /// `herald jobs failed`: the dead jobs, newest first, one JSON object per

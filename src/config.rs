@@ -5,9 +5,9 @@
 //! Loading either yields a validated [`Settings`] or a [`ConfigError`] naming
 //! the offending key; `main` turns the latter into one line and exit status 2.
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,6 +87,7 @@ pub enum QueueBackend {
 pub struct QueueSettings {
     pub backend: QueueBackend,
     pub redis_url: String,
+    pub prefix: String,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -104,6 +105,11 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
+    /// The queue name for jobs of `kind`: `<prefix>.<kind>`.
+    pub fn queue_name(&self, kind: &str) -> String {
+        format!("{}.{kind}", self.prefix)
+    }
+
     /// Jobs of `kind` one process runs at once.
     pub fn concurrency_of(&self, kind: &str) -> usize {
         self.concurrency.get(kind).copied().unwrap_or(1)
@@ -415,13 +421,30 @@ impl Settings {
     fn validate_queue(&self) -> Result<(), ConfigError> {
         let queue = &self.queue;
         for (section, keys) in [
-            ("queue.concurrency", queue.concurrency.iter().map(|(k, v)| (k, *v as u64)).collect::<Vec<_>>()),
-            ("queue.attempts", queue.attempts.iter().map(|(k, v)| (k, u64::from(*v))).collect()),
+            (
+                "queue.concurrency",
+                queue
+                    .concurrency
+                    .iter()
+                    .map(|(k, v)| (k, *v as u64))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "queue.attempts",
+                queue
+                    .attempts
+                    .iter()
+                    .map(|(k, v)| (k, u64::from(*v)))
+                    .collect(),
+            ),
         ] {
             for (kind, value) in keys {
                 let key = format!("{section}.{kind}");
                 if !crate::jobs::KINDS.contains(&kind.as_str()) {
-                    let reason = format!("unknown job kind; known kinds: {}", crate::jobs::KINDS.join(", "));
+                    let reason = format!(
+                        "unknown job kind; known kinds: {}",
+                        crate::jobs::KINDS.join(", ")
+                    );
                     return Err(ConfigError::new(key, reason));
                 }
                 if value == 0 {
@@ -449,8 +472,14 @@ impl Settings {
             redis::IntoConnectionInfo::into_connection_info(url)
                 .map_err(|e| ConfigError::new("queue.redis_url", e.to_string()))?;
         }
+        if queue.prefix.is_empty() {
+            return Err(ConfigError::new("queue.prefix", "must not be empty"));
+        }
         if self.api.max_body_size == 0 {
-            return Err(ConfigError::new("api.max_body_size", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "api.max_body_size",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }

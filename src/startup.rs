@@ -22,7 +22,8 @@ where
     let secret = settings.secret()?;
     let store = crate::commands::connect_store(settings).await?;
     store.migrate().await.context("migration failed")?;
-    let layer = crate::layer::build(&settings.layer).context("could not build the channel layer")?;
+    let layer =
+        crate::layer::build(&settings.layer).context("could not build the channel layer")?;
     let queue = JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;

@@ -104,7 +104,13 @@ async fn create(
     };
     let body: SubmitBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"), json!({})),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {e}"),
+                json!({}),
+            );
+        }
     };
     let submission = Submission {
         kind: body.kind,
@@ -182,7 +188,10 @@ async fn list(
     let states = ["queued", "running", "retrying", "done", "dead"];
     let wanted = query.ok().map(|Query(q)| q.state);
     let Some(job_state) = wanted.as_deref().and_then(JobState::from_name) else {
-        let reason = format!("query parameter `state` must be one of: {}", states.join(", "));
+        let reason = format!(
+            "query parameter `state` must be one of: {}",
+            states.join(", ")
+        );
         return error(StatusCode::BAD_REQUEST, reason, json!({}));
     };
     match state.store.jobs_in_state(job_state, LIST_LIMIT).await {

@@ -63,15 +63,17 @@ pub enum JobError {
     /// The database failed; worth retrying.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The job names a task that does not exist; retrying will not help.
+    /// The job names a task that does not exist (yet: an application that
+    /// submits inside its transaction can be faster than its commit).
     #[error("task {0} does not exist")]
     TaskNotFound(i64),
 }
 
 impl JobError {
-    /// Whether another attempt could succeed.
+    /// Whether another attempt could succeed: a database error may pass, and
+    /// a missing task may still be committed. The retry policy bounds both.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, JobError::Store(_))
+        matches!(self, JobError::Store(_) | JobError::TaskNotFound(_))
     }
 }
 

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
 use super::Queued;
-use crate::config::{QueueBackend, Settings};
+use crate::config::{QueueBackend, QueueSettings, Settings};
 
 /// Why the queue could not be reached or written.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,16 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
 }
 
-/// A connection to the queue storage; cheap to clone.
+/// A connection to the queue storage and the queue settings; cheap to clone.
 #[derive(Clone)]
-pub enum JobQueue {
+pub struct JobQueue {
+    pub(crate) storage: Storage,
+    pub(crate) settings: QueueSettings,
+}
+
+/// The connection, per backend.
+#[derive(Clone)]
+pub(crate) enum Storage {
     Sqlite(SqlitePool),
     Postgres(PgPool),
     Redis(ConnectionManager),
@@ -48,10 +55,10 @@ pub enum JobQueue {
 
 /// Knobs every apalis storage config has; one macro sets them on each.
 macro_rules! storage_config {
-    ($config:ty, $kind:expr, $heartbeat:expr) => {
+    ($config:ty, $settings:expr, $kind:expr) => {
         <$config>::default()
-            .queue($crate::queue::queue_name($kind))
-            .heartbeat_interval($heartbeat)
+            .queue($settings.queue_name($kind))
+            .heartbeat_interval($settings.heartbeat_interval)
             .missed_heartbeats(2)
             .batch_size(BATCH)
     };
@@ -65,11 +72,65 @@ pub(crate) const BATCH: usize = 4;
 impl JobQueue {
     /// Connects to the configured backend and creates its tables.
     pub async fn connect(settings: &Settings) -> Result<Self, QueueError> {
+        Ok(JobQueue {
+            storage: Storage::connect(settings).await?,
+            settings: settings.queue.clone(),
+        })
+    }
+
+    /// Which storage this is, for logs.
+    pub fn name(&self) -> &'static str {
+        match self.storage {
+            Storage::Sqlite(_) => "sqlite",
+            Storage::Postgres(_) => "postgres",
+            Storage::Redis(_) => "redis",
+        }
+    }
+
+    /// Queues `item` to run at `run_at` (whole seconds; sooner means now).
+    pub async fn push(&self, item: Queued, run_at: DateTime<Utc>) -> Result<(), QueueError> {
+        let kind = item.job.kind();
+        let task = TaskBuilder::new(item)
+            .run_at_time(SystemTime::from(run_at))
+            .build();
+        let settings = &self.settings;
+        let pushed = match &self.storage {
+            Storage::Sqlite(pool) => {
+                let config = storage_config!(apalis_sqlite::Config, settings, kind);
+                let mut storage = SqliteStorage::<Queued>::new(pool).with_config(config);
+                storage.push_task(task).await.map_err(|e| e.to_string())
+            }
+            Storage::Postgres(pool) => {
+                let config = storage_config!(apalis_postgres::Config, settings, kind);
+                let mut storage = PostgresStorage::<Queued>::new(pool).with_config(config);
+                storage.push_task(task).await.map_err(|e| e.to_string())
+            }
+            Storage::Redis(conn) => {
+                let config = storage_config!(apalis_redis::Config, settings, kind);
+                let mut storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
+                storage.push_task(task).await.map_err(|e| e.to_string())
+            }
+        };
+        pushed.map_err(QueueError::Push)
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        match &self.storage {
+            Storage::Sqlite(pool) => pool.close().await,
+            Storage::Postgres(pool) => pool.close().await,
+            Storage::Redis(_) => {}
+        }
+    }
+}
+
+impl Storage {
+    async fn connect(settings: &Settings) -> Result<Self, QueueError> {
         let database = settings.database_url()?;
         match settings.queue.backend {
             QueueBackend::Redis => {
                 let url = settings.queue_redis_url().unwrap_or_default();
-                Ok(JobQueue::Redis(apalis_redis::connect(url).await?))
+                Ok(Storage::Redis(apalis_redis::connect(url).await?))
             }
             QueueBackend::Database if database.starts_with("sqlite:") => {
                 std::fs::create_dir_all(&settings.data_dir)?;
@@ -85,7 +146,7 @@ impl JobQueue {
                     .connect_with(options)
                     .await?;
                 SqliteStorage::migrations().run(&pool).await?;
-                Ok(JobQueue::Sqlite(pool))
+                Ok(Storage::Sqlite(pool))
             }
             QueueBackend::Database => {
                 let pool = PgPool::connect(&database).await?;
@@ -93,60 +154,16 @@ impl JobQueue {
                     .execute(&pool)
                     .await?;
                 pool.close().await;
-                let options = PgConnectOptions::from_str(&database)?
-                    .options([("search_path", "apalis")]);
+                let options =
+                    PgConnectOptions::from_str(&database)?.options([("search_path", "apalis")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.database.max_connections)
                     .acquire_timeout(settings.database.acquire_timeout)
                     .connect_with(options)
                     .await?;
                 PostgresStorage::migrations().run(&pool).await?;
-                Ok(JobQueue::Postgres(pool))
+                Ok(Storage::Postgres(pool))
             }
-        }
-    }
-
-    /// Which storage this is, for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            JobQueue::Sqlite(_) => "sqlite",
-            JobQueue::Postgres(_) => "postgres",
-            JobQueue::Redis(_) => "redis",
-        }
-    }
-
-    /// Queues `item` to run at `run_at` (whole seconds; sooner means now).
-    pub async fn push(&self, item: Queued, run_at: DateTime<Utc>) -> Result<(), QueueError> {
-        let kind = item.job.kind();
-        let at = SystemTime::from(run_at);
-        let task = TaskBuilder::new(item).run_at_time(at).build();
-        let heartbeat = Duration::from_secs(30);
-        let pushed = match self {
-            JobQueue::Sqlite(pool) => {
-                let config = storage_config!(apalis_sqlite::Config, kind, heartbeat);
-                let mut storage = SqliteStorage::<Queued>::new(pool).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
-            }
-            JobQueue::Postgres(pool) => {
-                let config = storage_config!(apalis_postgres::Config, kind, heartbeat);
-                let mut storage = PostgresStorage::<Queued>::new(pool).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
-            }
-            JobQueue::Redis(conn) => {
-                let config = storage_config!(apalis_redis::Config, kind, heartbeat);
-                let mut storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
-            }
-        };
-        pushed.map_err(QueueError::Push)
-    }
-
-    /// Closes the connections.
-    pub async fn close(&self) {
-        match self {
-            JobQueue::Sqlite(pool) => pool.close().await,
-            JobQueue::Postgres(pool) => pool.close().await,
-            JobQueue::Redis(_) => {}
         }
     }
 }

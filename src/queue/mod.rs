@@ -1,5 +1,5 @@
 //! The queues jobs wait in: apalis storages on SQLite, PostgreSQL or Redis,
-//! one queue per kind, named `herald.<kind>` (never after a Rust type).
+//! one queue per kind, named `<queue.prefix>.<kind>` (never after a Rust type).
 //!
 //! A queue entry ([`Queued`]) is the ledger id plus the job; state, attempts
 //! and errors live in the ledger (`herald_jobs`, see [`crate::store`]), so
@@ -12,7 +12,7 @@ pub mod submit;
 use serde::{Deserialize, Serialize};
 
 pub use backend::{JobQueue, QueueError};
-pub use submit::{Submission, Submitted, SubmitError, backoff, retry_dead, submit};
+pub use submit::{Submission, SubmitError, Submitted, backoff, retry_dead, submit};
 
 use crate::jobs::Job;
 
@@ -22,9 +22,4 @@ pub struct Queued {
     pub id: String,
     #[serde(flatten)]
     pub job: Job,
-}
-
-/// The queue name for jobs of `kind`.
-pub fn queue_name(kind: &str) -> String {
-    format!("herald.{kind}")
 }

@@ -87,7 +87,10 @@ pub async fn submit(
             state: record.state,
         });
     }
-    let queued = Queued { id: id.clone(), job };
+    let queued = Queued {
+        id: id.clone(),
+        job,
+    };
     if let Err(error) = queue.push(queued, run_at).await {
         // Not queued: leave no ledger row that would never run.
         let _ = store.delete_job(&id).await;
@@ -114,15 +117,7 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
         });
     }
     let job = jobs::parse(&record.kind, record.payload)?;
-    queue
-        .push(
-            Queued {
-                id: id.into(),
-                job,
-            },
-            now(),
-        )
-        .await?;
+    queue.push(Queued { id: id.into(), job }, now()).await?;
     Ok(())
 }
 

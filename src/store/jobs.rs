@@ -161,8 +161,11 @@ impl Store {
     }
 
     async fn job_by_dedup_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
-        const SQL: &str =
-            concat!("SELECT ", job_columns!(), " FROM herald_jobs WHERE dedup_key = $1");
+        const SQL: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM herald_jobs WHERE dedup_key = $1"
+        );
         with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
             .bind(key)
             .fetch_optional(pool)

@@ -38,8 +38,14 @@ pub enum AttemptError {
 pub enum Attempted {
     Done,
     /// Failed; queued again to run after the backoff.
-    Retrying { attempt: i32, error: String },
-    Dead { attempt: i32, error: String },
+    Retrying {
+        attempt: i32,
+        error: String,
+    },
+    Dead {
+        attempt: i32,
+        error: String,
+    },
     /// The ledger says the job already finished (a duplicate queue entry).
     Skipped,
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use apalis::prelude::{
-    BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt,
-};
+use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_postgres::PostgresStorage;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
@@ -28,7 +26,7 @@ use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
-use crate::queue::backend::{BATCH, storage_config};
+use crate::queue::backend::{BATCH, Storage, storage_config};
 use crate::queue::{JobQueue, Queued};
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
@@ -106,7 +104,8 @@ impl Worker {
         let every = settings.worker.outbox_retry_every;
         tasks.push(tokio::spawn(publisher.run(every, stop.clone())));
         tasks.push(tokio::spawn(depth_gauge(store, stop.clone())));
-        let schedules = super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
+        let schedules =
+            super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
         let scheduler = super::scheduler::start(schedules, ctx, name.clone()).await?;
         tracing::info!(worker = %name, queue = shared.runner.queue.name(), "worker started");
         Ok(Worker {
@@ -255,20 +254,20 @@ async fn run_kind(
     name: &str,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let heartbeat = shared.runner.settings.heartbeat_interval;
-    match &shared.runner.queue {
-        JobQueue::Sqlite(pool) => {
-            let config = storage_config!(apalis_sqlite::Config, kind, heartbeat);
+    let settings = &shared.runner.settings;
+    match &shared.runner.queue.storage {
+        Storage::Sqlite(pool) => {
+            let config = storage_config!(apalis_sqlite::Config, settings, kind);
             let storage = SqliteStorage::<Queued>::new(pool).with_config(config);
             run_worker!(storage, shared, kind, name, stop)
         }
-        JobQueue::Postgres(pool) => {
-            let config = storage_config!(apalis_postgres::Config, kind, heartbeat);
+        Storage::Postgres(pool) => {
+            let config = storage_config!(apalis_postgres::Config, settings, kind);
             let storage = PostgresStorage::<Queued>::new(pool).with_config(config);
             run_worker!(storage, shared, kind, name, stop)
         }
-        JobQueue::Redis(conn) => {
-            let config = storage_config!(apalis_redis::Config, kind, heartbeat);
+        Storage::Redis(conn) => {
+            let config = storage_config!(apalis_redis::Config, settings, kind);
             let storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
             run_worker!(storage, shared, kind, name, stop)
         }

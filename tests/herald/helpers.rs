@@ -45,6 +45,11 @@ pub(crate) async fn fresh_database_url(backend: Backend) -> (String, Option<temp
 }
 
 pub(crate) async fn fresh_store(backend: Backend) -> TestStore {
+    fresh_store_at(backend).await.0
+}
+
+/// [`fresh_store`] and its URL, for configuring a herald process on it.
+pub(crate) async fn fresh_store_at(backend: Backend) -> (TestStore, String) {
     let (url, dir) = fresh_database_url(backend).await;
     let options = PoolOptions {
         max_connections: 10,
@@ -52,7 +57,7 @@ pub(crate) async fn fresh_store(backend: Backend) -> TestStore {
     };
     let store = Store::connect(&url, options).await.expect("connect");
     store.migrate().await.expect("migrate");
-    TestStore { store, _dir: dir }
+    (TestStore { store, _dir: dir }, url)
 }
 
 /// Declares `mod $name { sqlite, postgres }`, each running `$body(TestStore)`.

@@ -9,6 +9,7 @@ mod layer_memory;
 mod layer_redis;
 mod payload;
 mod publish;
+mod queue;
 mod scheduler;
 mod store;
 mod tokens;

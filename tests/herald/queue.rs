@@ -1,0 +1,277 @@
+//! Jobs through the queues (apalis on SQLite, PostgreSQL and Redis) and the
+//! worker: they run and publish, a failing job retries with backoff and
+//! ends dead with its error, `retry_dead` runs it again, a dedup key queues
+//! once. Each test runs on every queue backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::config::{QueueBackend, Settings};
+use herald::layer::{ChannelLayer, MemoryLayer};
+use herald::publish::notification_group;
+use herald::queue::{JobQueue, Submission, retry_dead, submit};
+use herald::store::{Backend, JobState, NewTask, Store};
+use herald::worker::Worker;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestStore, fresh_store_at};
+
+/// A store, settings pointing at it, and a queue of the test's own.
+pub(crate) struct QueueEnv {
+    pub(crate) db: TestStore,
+    pub(crate) settings: Settings,
+    _data: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Case {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+pub(crate) async fn queue_env(case: Case) -> QueueEnv {
+    let backend = match case {
+        Case::Sqlite => Backend::Sqlite,
+        Case::Postgres | Case::Redis => Backend::Postgres,
+    };
+    let (db, url) = fresh_store_at(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = Settings::defaults();
+    settings.database.url = url;
+    settings.data_dir = data.path().to_path_buf();
+    settings.secret_key = Some("queue-test-secret".to_string().into());
+    let queue = &mut settings.queue;
+    queue.backend = match case {
+        Case::Redis => QueueBackend::Redis,
+        _ => QueueBackend::Database,
+    };
+    queue.prefix = format!("herald-t-{}", uuid::Uuid::new_v4().simple());
+    queue.poll_interval = Duration::from_millis(20);
+    queue.heartbeat_interval = Duration::from_secs(1);
+    queue.retry_base = Duration::from_millis(20);
+    queue.retry_max = Duration::from_millis(100);
+    queue.attempts.insert("file_attached".into(), 3);
+    QueueEnv {
+        db,
+        settings,
+        _data: data,
+    }
+}
+
+/// Declares `mod $name { sqlite, postgres, redis }` running `$body(Case)`.
+macro_rules! on_every_queue {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::Case;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$body(Case::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$body(Case::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                super::$body(Case::Redis).await
+            }
+        }
+    };
+}
+
+pub(crate) fn submission(kind: &str, payload: Value) -> Submission {
+    Submission {
+        kind: kind.into(),
+        payload,
+        run_at: None,
+        dedup_key: None,
+    }
+}
+
+/// Waits until job `id` is in `state`, failing after 30 s with its record.
+pub(crate) async fn wait_for_state(store: &Store, id: &str, state: JobState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = store.get_job(id).await.unwrap().expect("job recorded");
+        if job.state == state {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never reached {state:?}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Running {
+    env: QueueEnv,
+    queue: JobQueue,
+    layer: Arc<dyn ChannelLayer>,
+    worker: Worker,
+}
+
+async fn start(case: Case) -> Running {
+    let env = queue_env(case).await;
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+    let worker = Worker::start(
+        &env.settings,
+        env.db.store.clone(),
+        layer.clone(),
+        queue.clone(),
+    )
+    .await
+    .unwrap();
+    Running {
+        env,
+        queue,
+        layer,
+        worker,
+    }
+}
+
+on_every_queue!(jobs_run_and_reach_the_users_group, run_body);
+async fn run_body(case: Case) {
+    let r = start(case).await;
+    let store = &r.env.db.store;
+    let channel = r.layer.new_channel("specific").await.unwrap();
+    r.layer
+        .group_add(&notification_group(7), &channel)
+        .await
+        .unwrap();
+    let task = store
+        .create_task(&NewTask {
+            title: "Report".into(),
+            status: "open".into(),
+            deadline: None,
+            assignee_id: Some(7),
+            created_by_id: Some(8),
+        })
+        .await
+        .unwrap();
+    let attached =
+        json!({"task_id": task.id, "file_id": 3, "file_name": "a.pdf", "uploaded_by": 9});
+    let notify =
+        json!({"user_id": 7, "title": "Hello", "message": "m", "notification_type": "info"});
+    let mut ids = Vec::new();
+    for (kind, payload) in [("file_attached", attached), ("notify", notify)] {
+        let done = submit(
+            store,
+            &r.queue,
+            &r.env.settings.queue,
+            submission(kind, payload),
+        )
+        .await
+        .unwrap();
+        assert_eq!((done.existing, done.state), (false, JobState::Queued));
+        ids.push(done.id);
+    }
+    for id in &ids {
+        wait_for_state(store, id, JobState::Done).await;
+        assert_eq!(store.get_job(id).await.unwrap().unwrap().attempts, 1);
+    }
+    let for_7 = store.list_notifications_after(7, 0, 100).await.unwrap();
+    let for_8 = store.list_notifications_after(8, 0, 100).await.unwrap();
+    assert_eq!((for_7.len(), for_8.len()), (2, 1));
+    let mut titles = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(5), r.layer.receive(&channel))
+            .await
+            .expect("published")
+            .unwrap();
+        assert_eq!(message["type"], "send_notification");
+        titles.push(message["data"]["title"].as_str().unwrap().to_string());
+    }
+    titles.sort();
+    assert_eq!(titles, ["File Attached", "Hello"]);
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
+
+on_every_queue!(
+    a_failing_job_retries_then_is_dead_and_can_be_retried,
+    dead_body
+);
+async fn dead_body(case: Case) {
+    let r = start(case).await;
+    let store = &r.env.db.store;
+    // Task 1 does not exist yet: every attempt fails.
+    let payload = json!({"task_id": 1, "file_id": 3, "file_name": "a.pdf", "uploaded_by": 9});
+    let done = submit(
+        store,
+        &r.queue,
+        &r.env.settings.queue,
+        submission("file_attached", payload),
+    )
+    .await
+    .unwrap();
+    wait_for_state(store, &done.id, JobState::Dead).await;
+    let job = store.get_job(&done.id).await.unwrap().unwrap();
+    assert_eq!((job.attempts, job.max_attempts), (3, 3));
+    assert_eq!(job.last_error.as_deref(), Some("task 1 does not exist"));
+    let dead = store.jobs_in_state(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.iter().map(|j| &j.id).collect::<Vec<_>>(), [&done.id]);
+    // Now the task exists; a retry runs the job again, to completion.
+    let task = store
+        .create_task(&NewTask {
+            title: "Late".into(),
+            status: "open".into(),
+            deadline: None,
+            assignee_id: Some(7),
+            created_by_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(task.id, 1);
+    retry_dead(store, &r.queue, &done.id).await.unwrap();
+    wait_for_state(store, &done.id, JobState::Done).await;
+    assert_eq!(
+        store
+            .list_notifications_after(7, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Only dead jobs are retried.
+    let again = retry_dead(store, &r.queue, &done.id).await.unwrap_err();
+    assert!(again.to_string().contains("not dead"), "{again}");
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
+
+on_every_queue!(a_repeated_dedup_key_queues_once, dedup_body);
+async fn dedup_body(case: Case) {
+    let r = start(case).await;
+    let store = &r.env.db.store;
+    let payload =
+        json!({"user_id": 5, "title": "Once", "message": "m", "notification_type": "info"});
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut once = submission("notify", payload.clone());
+        once.dedup_key = Some("welcome-5".into());
+        answers.push(
+            submit(store, &r.queue, &r.env.settings.queue, once)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(!answers[0].existing);
+    assert!(
+        answers[1..]
+            .iter()
+            .all(|a| a.existing && a.id == answers[0].id)
+    );
+    wait_for_state(store, &answers[0].id, JobState::Done).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store
+            .list_notifications_after(5, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.count_jobs(JobState::Done).await.unwrap(), 1);
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
