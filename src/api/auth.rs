@@ -3,7 +3,7 @@
 //! other address it refuses everything until `api.key` is set.
 
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -32,11 +32,11 @@ impl ApiAuth {
     }
 
     /// `Err` is the 401 answer, saying why without echoing what was sent.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let expected = match self {
             ApiAuth::OpenOnLoopback => return Ok(()),
             ApiAuth::Closed => {
-                return Err(refuse(
+                return Err(Refused(
                     "the job API is disabled: api.key is not set and herald listens on a \
                      non-loopback address",
                 ));
@@ -48,18 +48,24 @@ impl ApiAuth {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         match presented {
-            None => Err(refuse("missing `Authorization: Bearer <api key>` header")),
+            None => Err(Refused("missing `Authorization: Bearer <api key>` header")),
             Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
-            Some(_) => Err(refuse("invalid API key")),
+            Some(_) => Err(Refused("invalid API key")),
         }
     }
 }
 
-fn refuse(reason: &str) -> Response {
-    let mut response = error(StatusCode::UNAUTHORIZED, reason, json!({}));
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
+/// Why a request was refused; answers 401 with the reason.
+#[derive(Debug)]
+pub(crate) struct Refused(&'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = error(StatusCode::UNAUTHORIZED, self.0, json!({}));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
 }

@@ -96,7 +96,7 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(refused) = state.auth.check(&headers) {
-        return refused;
+        return refused.into_response();
     }
     let body = match body {
         Ok(body) => body,
@@ -163,7 +163,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(refused) = state.auth.check(&headers) {
-        return refused;
+        return refused.into_response();
     }
     match state.store.get_job(&id).await {
         Ok(Some(job)) => axum::Json(job).into_response(),
@@ -183,7 +183,7 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(refused) = state.auth.check(&headers) {
-        return refused;
+        return refused.into_response();
     }
     let states = ["queued", "running", "retrying", "done", "dead"];
     let wanted = query.ok().map(|Query(q)| q.state);
@@ -206,7 +206,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(refused) = state.auth.check(&headers) {
-        return refused;
+        return refused.into_response();
     }
     match retry_dead(&state.store, &state.queue, &id).await {
         Ok(()) => (

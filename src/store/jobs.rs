@@ -100,7 +100,7 @@ impl From<JobRow> for JobRecord {
 pub enum Recorded {
     New,
     /// The dedup key belongs to this job; nothing was recorded.
-    Existing(JobRecord),
+    Existing(Box<JobRecord>),
 }
 
 /// A job to record.
@@ -148,7 +148,9 @@ impl Store {
             None => self.get_job(job.id).await?,
         };
         // The holder vanished in between: the key is free again.
-        existing.map_or(Err(StoreError::Conflict), |job| Ok(Recorded::Existing(job)))
+        existing.map_or(Err(StoreError::Conflict), |job| {
+            Ok(Recorded::Existing(Box::new(job)))
+        })
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {

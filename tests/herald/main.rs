@@ -1,6 +1,7 @@
 //! Herald's integration tests: one binary, one harness (`helpers`). Store
 //! tests run the same body on SQLite and PostgreSQL, each on a fresh database.
 
+mod api;
 mod catalog;
 mod cli;
 mod helpers;
@@ -10,6 +11,9 @@ mod layer_redis;
 mod payload;
 mod publish;
 mod queue;
+mod resilience;
 mod scheduler;
+#[path = "../support/servers.rs"]
+mod servers;
 mod store;
 mod tokens;

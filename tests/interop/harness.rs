@@ -1,7 +1,6 @@
 //! Running the Python peer (`peer.py`) and private Redis servers.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
@@ -189,81 +188,7 @@ pub(crate) fn type_sig(value: &Value) -> Value {
     }
 }
 
-/// A redis-server of the test's own on a free port, killed on drop.
-pub(crate) struct RedisServer {
-    pub(crate) port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    pub(crate) fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            port,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        server.launch();
-        server
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server on port {} did not come up", self.port);
-    }
-
-    /// Kills the server (its data is gone: it keeps nothing) and starts a
-    /// new one on the same port.
-    pub(crate) fn restart(&mut self) {
-        self.stop();
-        std::thread::sleep(Duration::from_millis(300));
-        self.launch();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+pub(crate) use crate::servers::RedisServer;
 
 /// A plain Redis connection for inspecting keys.
 pub(crate) async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {

@@ -6,4 +6,6 @@
 mod django;
 mod harness;
 mod layer;
+#[path = "../support/servers.rs"]
+mod servers;
 mod sidecar;

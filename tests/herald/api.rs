@@ -1,0 +1,241 @@
+//! The HTTP job API on a random port: each bad input gets its status and a
+//! JSON reason and queues nothing; the bearer key is required when set; with
+//! no key the API is open on loopback only.
+
+use std::net::SocketAddr;
+
+use herald::api::{ApiAuth, ApiState, router};
+use herald::queue::JobQueue;
+use herald::store::JobState;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::queue::{Case, QueueEnv, queue_env};
+
+struct Api {
+    addr: SocketAddr,
+    env: QueueEnv,
+}
+
+async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
+    let env = queue_env(Case::Sqlite).await;
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let state = ApiState {
+        store: env.db.store.clone(),
+        queue,
+        settings: env.settings.queue.clone(),
+        auth: auth(&env),
+    };
+    let app = router(state, 1024);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Api { addr, env }
+}
+
+impl Api {
+    /// One request; the status and the JSON body.
+    async fn call(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, Value) {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let status = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, body: &Value) -> (u16, Value) {
+        self.call("POST", "/api/jobs", &[], body.to_string().as_bytes())
+            .await
+    }
+
+    /// Jobs in the ledger, in any state.
+    async fn recorded(&self) -> i64 {
+        let mut total = 0;
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Done,
+            JobState::Dead,
+        ] {
+            total += self.env.db.store.count_jobs(state).await.unwrap();
+        }
+        total
+    }
+}
+
+fn notify(user_id: i64) -> Value {
+    json!({"kind": "notify", "payload": {"user_id": user_id, "title": "t", "message": "m",
+        "notification_type": "info"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let (status, body) = api.post(&json!({"kind": "fax", "payload": {}})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown job kind \"fax\"")
+    );
+    assert_eq!(body["kinds"].as_array().unwrap().len(), 5);
+
+    let bad_payload = json!({"kind": "notify", "payload": {"user_id": "seven", "title": "t",
+        "message": "m", "notification_type": "info"}});
+    let (status, body) = api.post(&bad_payload).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("user_id")),
+        "{body}"
+    );
+
+    let missing = json!({"kind": "notify", "payload": {"user_id": 1}});
+    let (status, body) = api.post(&missing).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `title`"),
+        "{body}"
+    );
+
+    let (status, body) = api.call("POST", "/api/jobs", &[], b"{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON body"),
+        "{body}"
+    );
+
+    let (status, body) = api.post(&json!({"payload": {}})).await;
+    assert_eq!(status, 400, "a body without kind: {body}");
+
+    let big = json!({"kind": "notify", "payload": {"user_id": 1, "title": "x".repeat(2000),
+        "message": "m", "notification_type": "info"}});
+    let (status, body) = api.post(&big).await;
+    assert_eq!(status, 413);
+    assert!(
+        body["error"].as_str().unwrap().contains("length limit"),
+        "{body}"
+    );
+
+    let mut empty_key = notify(1);
+    empty_key["dedup_key"] = json!("");
+    let (status, body) = api.post(&empty_key).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("dedup_key")));
+
+    assert_eq!(api.recorded().await, 0, "nothing was queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_accepted_shown_and_deduplicated() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let mut body = notify(3);
+    body["dedup_key"] = json!("once");
+    body["run_at"] = json!("2030-01-01T00:00:00Z");
+    let (status, first) = api.post(&body).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        (first["state"].as_str(), first["existing"].as_bool()),
+        (Some("queued"), Some(false))
+    );
+    let (status, again) = api.post(&body).await;
+    assert_eq!(
+        (status, &again["id"], again["existing"].as_bool()),
+        (200, &first["id"], Some(true))
+    );
+    assert_eq!(api.recorded().await, 1);
+
+    let id = first["id"].as_str().unwrap();
+    let (status, job) = api.call("GET", &format!("/api/jobs/{id}"), &[], b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(job["kind"], "notify");
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["attempts"], 0);
+    assert_eq!(job["last_error"], Value::Null);
+    assert_eq!(job["run_at"], "2030-01-01T00:00:00Z");
+
+    let (status, body) = api.call("GET", "/api/jobs/NOPE", &[], b"").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("no job NOPE")));
+    let (status, list) = api.call("GET", "/api/jobs?state=queued", &[], b"").await;
+    assert_eq!((status, list["jobs"][0]["id"].as_str()), (200, Some(id)));
+    let (status, _) = api.call("GET", "/api/jobs?state=lost", &[], b"").await;
+    assert_eq!(status, 400);
+    let (status, body) = api
+        .call("POST", &format!("/api/jobs/{id}/retry"), &[], b"")
+        .await;
+    assert_eq!(status, 409, "only dead jobs are retried: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_key_is_required_and_compared() {
+    let key = SecretString::from("k3y-for-tests-only");
+    let api = serve(|_| ApiAuth::new(&key, true)).await;
+    let (status, body) = api.post(&notify(1)).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("missing"),
+        "{body}"
+    );
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/jobs",
+            &["Authorization: Bearer wrong"],
+            notify(1).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid API key"))
+    );
+    let (status, _) = api.call("GET", "/api/jobs/x", &[], b"").await;
+    assert_eq!(status, 401, "reading needs the key too");
+    assert_eq!(api.recorded().await, 0);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/jobs",
+            &["Authorization: Bearer k3y-for-tests-only"],
+            notify(1).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_only_loopback_is_open() {
+    let none = SecretString::from("");
+    assert!(matches!(ApiAuth::new(&none, true), ApiAuth::OpenOnLoopback));
+    let api = serve(|_| ApiAuth::new(&SecretString::from(""), false)).await;
+    let (status, body) = api.post(&notify(1)).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("api.key is not set"),
+        "{body}"
+    );
+    assert_eq!(api.recorded().await, 0);
+}
