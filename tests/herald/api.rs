@@ -9,8 +9,8 @@ use herald::queue::JobQueue;
 use herald::store::JobState;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::helpers::http;
 use crate::queue::{Case, QueueEnv, queue_env};
 
 struct Api {
@@ -37,25 +37,7 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
 impl Api {
     /// One request; the status and the JSON body.
     async fn call(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, Value) {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for header in headers {
-            request.push_str(header);
-            request.push_str("\r\n");
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(body).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        let text = String::from_utf8_lossy(&response);
-        let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        http(self.addr, method, path, headers, body).await.unwrap()
     }
 
     async fn post(&self, body: &Value) -> (u16, Value) {

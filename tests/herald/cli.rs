@@ -4,6 +4,8 @@
 use std::process::{Command, Output};
 
 use herald::store::Backend;
+
+use crate::helpers::http;
 use secrecy::SecretString;
 
 fn herald(data_dir: &std::path::Path) -> Command {
@@ -37,7 +39,7 @@ async fn migrate_twice(backend: Backend) {
     let first = run();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied 3 migration"),
+        stdout(&first).contains("applied 4 migration"),
         "{}",
         stdout(&first)
     );
@@ -224,4 +226,173 @@ fn unreachable_database_fails_with_status_1_and_a_message() {
         "{}",
         stderr(&output)
     );
+}
+
+/// Runs `herald <args>` on an embedded data dir.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    herald(dir).args(args).output().unwrap()
+}
+
+#[test]
+fn enqueue_prints_the_job_and_refuses_bad_input_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run_in(dir.path(), &["migrate"]).status.success());
+    let payload = r#"{"user_id": 4, "title": "t", "message": "m", "notification_type": "info"}"#;
+    let queued = run_in(
+        dir.path(),
+        &["enqueue", "notify", payload, "--dedup-key", "k1"],
+    );
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&queued)).unwrap();
+    assert_eq!(
+        (answer["state"].as_str(), answer["existing"].as_bool()),
+        (Some("queued"), Some(false))
+    );
+    let again = run_in(
+        dir.path(),
+        &["enqueue", "notify", payload, "--dedup-key", "k1"],
+    );
+    let again: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(
+        (&again["id"], again["existing"].as_bool()),
+        (&answer["id"], Some(true))
+    );
+
+    for (args, expected) in [
+        (
+            vec!["enqueue", "fax", "{}"],
+            "known kinds: deadline_reminder",
+        ),
+        (
+            vec!["enqueue", "notify", "{not json"],
+            "payload is not valid JSON",
+        ),
+        (
+            vec!["enqueue", "notify", r#"{"user_id": "x"}"#],
+            "payload field `user_id`",
+        ),
+        (
+            vec!["enqueue", "notify", payload, "--run-at", "tomorrow"],
+            "--run-at",
+        ),
+    ] {
+        let refused = run_in(dir.path(), &args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(expected),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_failed_lists_dead_jobs_and_retry_queues_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run_in(dir.path(), &["migrate"]).status.success());
+    let payload = r#"{"task_id": 77, "file_id": 1, "file_name": "a", "uploaded_by": 2}"#;
+    let queued = run_in(dir.path(), &["enqueue", "file_attached", payload]);
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&queued)).unwrap();
+    let id = answer["id"].as_str().unwrap();
+    // Mark it dead as the worker would after its last attempt.
+    let url = format!("sqlite://{}", dir.path().join("herald.sqlite3").display());
+    let options = herald::store::PoolOptions {
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = herald::store::Store::connect(&url, options).await.unwrap();
+    store
+        .finish_job_attempt(
+            id,
+            herald::store::JobState::Dead,
+            Some("task 77 does not exist"),
+            None,
+        )
+        .await
+        .unwrap();
+    let failed = run_in(dir.path(), &["jobs", "failed"]);
+    assert!(failed.status.success(), "{}", stderr(&failed));
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&failed)).unwrap();
+    assert_eq!(
+        (listed["id"].as_str(), listed["last_error"].as_str()),
+        (Some(id), Some("task 77 does not exist"))
+    );
+    let retried = run_in(dir.path(), &["jobs", "retry", id]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (herald::store::JobState::Queued, 0)
+    );
+    assert_eq!(stdout(&run_in(dir.path(), &["jobs", "failed"])), "");
+    let again = run_in(dir.path(), &["jobs", "retry", id]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("not dead"), "{}", stderr(&again));
+    let unknown = run_in(dir.path(), &["jobs", "retry", "NOPE"]);
+    assert_eq!(
+        (
+            unknown.status.code(),
+            stderr(&unknown).contains("no job NOPE")
+        ),
+        (Some(2), true)
+    );
+}
+
+#[tokio::test]
+async fn run_serves_jobs_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = herald(dir.path())
+        .arg("run")
+        .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = r#"{"kind": "notify", "payload": {"user_id": 4, "title": "t", "message": "m", "notification_type": "info"}}"#;
+    let mut answer = None;
+    for _ in 0..200 {
+        if let Ok(reply) = http(addr, "POST", "/api/jobs", &[], body.as_bytes()).await {
+            answer = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, accepted) = answer.expect("herald run answers");
+    assert_eq!(status, 202, "{accepted}");
+    let path = format!("/api/jobs/{}", accepted["id"].as_str().unwrap());
+    let mut state = serde_json::Value::Null;
+    for _ in 0..200 {
+        state = http(addr, "GET", &path, &[], b"").await.unwrap().1["state"].clone();
+        if state == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "done");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("herald run exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
 }
