@@ -142,6 +142,8 @@ pub struct WorkerSettings {
     pub deadline_reminder_schedule: String,
     #[serde(with = "humantime_serde")]
     pub outbox_retry_every: Duration,
+    /// Where `herald worker` serves /metrics; empty: nowhere.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

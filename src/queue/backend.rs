@@ -60,14 +60,11 @@ macro_rules! storage_config {
             .queue($settings.queue_name($kind))
             .heartbeat_interval($settings.heartbeat_interval)
             .missed_heartbeats(2)
-            .batch_size(BATCH)
+            // A fetch takes as many entries as the kind runs at once.
+            .batch_size($settings.concurrency_of($kind))
     };
 }
 pub(crate) use storage_config;
-
-/// Entries a worker takes per fetch: small, so that on shutdown little was
-/// fetched and not started.
-pub(crate) const BATCH: usize = 4;
 
 impl JobQueue {
     /// Connects to the configured backend and creates its tables.
@@ -90,9 +87,14 @@ impl JobQueue {
     /// Queues `item` to run at `run_at` (whole seconds; sooner means now).
     pub async fn push(&self, item: Queued, run_at: DateTime<Utc>) -> Result<(), QueueError> {
         let kind = item.job.kind();
-        let task = TaskBuilder::new(item)
-            .run_at_time(SystemTime::from(run_at))
-            .build();
+        // Only a job for later gets a run time: apalis-redis puts timed
+        // entries in a scheduled set, and its fetch script fails for good
+        // once about 8,000 of them are due together (Lua's unpack limit).
+        let mut task = TaskBuilder::new(item);
+        if run_at > Utc::now() {
+            task = task.run_at_time(SystemTime::from(run_at));
+        }
+        let task = task.build();
         let settings = &self.settings;
         let pushed = match &self.storage {
             Storage::Sqlite(pool) => {
@@ -164,6 +166,45 @@ impl Storage {
                 PostgresStorage::migrations().run(&pool).await?;
                 Ok(Storage::Postgres(pool))
             }
+        }
+    }
+}
+
+/// Entries [`promote_due`] moves per round trip.
+const PROMOTE_CHUNK: usize = 1000;
+
+/// apalis-redis queues every entry through its scheduled set, and its fetch
+/// script moves all due entries at once with one Lua `unpack`, which fails
+/// (for good, on every fetch) past about 8,000. This moves due entries to the
+/// queue's active list in chunks first, as that fetch would; run it on every
+/// poll. Returns how many it moved.
+pub(crate) async fn promote_due(
+    conn: &mut ConnectionManager,
+    config: &apalis_redis::Config,
+) -> Result<usize, redis::RedisError> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r#"local due = redis.call("zrangebyscore", KEYS[1], 0, ARGV[1], "LIMIT", 0, tonumber(ARGV[2]))
+if #due > 0 then
+    redis.call("rpush", KEYS[2], unpack(due))
+    redis.call("zrem", KEYS[1], unpack(due))
+end
+return #due"#,
+        )
+    });
+    let now = Utc::now().timestamp();
+    let mut moved = 0;
+    loop {
+        let count: usize = SCRIPT
+            .key(config.scheduled_jobs_set())
+            .key(config.active_jobs_list())
+            .arg(now)
+            .arg(PROMOTE_CHUNK)
+            .invoke_async(conn)
+            .await?;
+        moved += count;
+        if count < PROMOTE_CHUNK {
+            return Ok(moved);
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_postgres::PostgresStorage;
 use apalis_redis::RedisStorage;
@@ -26,7 +27,7 @@ use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
-use crate::queue::backend::{BATCH, Storage, storage_config};
+use crate::queue::backend::{Storage, promote_due, storage_config};
 use crate::queue::{JobQueue, Queued};
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
@@ -174,11 +175,29 @@ where
     let layer = crate::layer::build(&settings.layer)?;
     let queue = JobQueue::connect(settings).await?;
     let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
+    let listen = &settings.worker.listen;
+    if !listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("could not listen on {listen} (worker.listen)"))?;
+        tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
+        tokio::spawn(async move { axum::serve(listener, metrics_router()).await });
+    }
     shutdown.await;
     worker.shutdown(settings.queue.shutdown_timeout).await;
     queue.close().await;
     store.close().await;
     Ok(())
+}
+
+/// `/metrics` (Prometheus text) and `/healthz` for `herald worker`.
+fn metrics_router() -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { crate::telemetry::metrics::prometheus().render() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
 }
 
 /// `herald-<host>-<pid>-<random>`: apalis needs a name no other live worker
@@ -268,8 +287,35 @@ async fn run_kind(
         }
         Storage::Redis(conn) => {
             let config = storage_config!(apalis_redis::Config, settings, kind);
+            let promoter = tokio::spawn(promote_loop(
+                conn.clone(),
+                config.clone(),
+                settings.poll_interval,
+                stop.clone(),
+            ));
             let storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
-            run_worker!(storage, shared, kind, name, stop)
+            let result = run_worker!(storage, shared, kind, name, stop);
+            promoter.abort();
+            result
+        }
+    }
+}
+
+/// Moves due entries of a Redis queue to its active list every `every`
+/// (see [`promote_due`]).
+async fn promote_loop(
+    mut conn: redis::aio::ConnectionManager,
+    config: apalis_redis::Config,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(error) = promote_due(&mut conn, &config).await {
+            tracing::debug!(%error, "could not promote due queue entries");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -312,8 +312,16 @@ async fn two_worker_processes_run_each_scan_period_once() {
         ("RUST_LOG", "herald::worker::scheduler=info"),
         ("HERALD_LOG_FORMAT", "json"),
     ];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut with_metrics = every_second.to_vec();
+    with_metrics.push(("HERALD_WORKER__LISTEN", &listen));
     let workers = [
-        worker_process(&env.settings, &every_second),
+        worker_process(&env.settings, &with_metrics),
         worker_process(&env.settings, &every_second),
     ];
     wait_until("30 overdue notices", Duration::from_secs(60), async || {
@@ -321,6 +329,13 @@ async fn two_worker_processes_run_each_scan_period_once() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The first worker serves its metrics (worker.listen).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let metrics = metrics_text(addr).await;
+    assert!(
+        metrics.contains("herald_queue_depth{state=\"queued\"}"),
+        "{metrics}"
+    );
     let mut periods = Vec::new();
     for (mut worker, log) in workers {
         worker.kill().unwrap();
@@ -342,4 +357,17 @@ async fn two_worker_processes_run_each_scan_period_once() {
     assert!(ran >= 4, "the scan ran every second ({ran} periods)");
     assert_eq!(periods.len(), ran, "no period ran in both processes");
     assert_eq!(notification_count(store).await, 30, "each task once");
+}
+
+/// The text of GET /metrics at `addr`.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
 }

@@ -1,0 +1,288 @@
+//! Worker benchmark: herald's job worker end to end against the
+//! application's Celery worker doing the same job, in one run, on the same
+//! PostgreSQL and Redis; then the overdue scan over a million tasks.
+//!
+//!     scripts/bench-worker     (= cargo bench --bench worker, with the venv)
+//!
+//! * End to end: N `file_attached` jobs (each: read the task, write a
+//!   notification for its assignee and its creator, publish both with
+//!   `group_send` on a Redis channel layer) are submitted first; then the
+//!   worker starts, and the clock runs until every job is done and every
+//!   notification committed and published. Herald runs once per queue
+//!   backend (PostgreSQL, Redis). The peer, `benches/worker_peer.py`, is a
+//!   Celery 5 worker (Redis broker, prefork, 2 processes: one per core)
+//!   running the same job with psycopg and channels_redis, as the
+//!   application's Celery tasks do.
+//! * Scan: 1,000,000 tasks of which 100,000 are overdue; one overdue check
+//!   (one insert-select, then publishing every new notification).
+//!
+//! Environment: HERALD_BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432/test),
+//! HERALD_BENCH_REDIS (redis://127.0.0.1:6379), HERALD_BENCH_JOBS (100000),
+//! HERALD_BENCH_PEER_JOBS (5000), HERALD_BENCH_TASKS (1000000),
+//! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone).
+//! Each run uses databases and key prefixes of its own and drops them.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use herald::config::{LayerBackend, QueueBackend, Settings};
+use herald::jobs::{Job, JobContext, OverdueCheck};
+use herald::publish::outbox::Publisher;
+use herald::queue::{JobQueue, Submission, submit};
+use herald::store::{JobState, PoolOptions, Store};
+use herald::worker::Worker;
+use serde_json::json;
+use sqlx::Connection;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    env_or(name, &default.to_string())
+        .parse()
+        .unwrap_or(default)
+}
+
+/// A fresh, migrated PostgreSQL database: its URL and a store on it.
+async fn fresh_database(admin: &str, tag: &str) -> (String, Store) {
+    let name = format!("herald_bench_{tag}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let options = PoolOptions {
+        max_connections: 20,
+        acquire_timeout: Duration::from_secs(60),
+    };
+    let store = Store::connect(&url, options).await.unwrap();
+    store.migrate().await.unwrap();
+    (url, store)
+}
+
+async fn drop_database(admin: &str, url: &str) {
+    let name = url.rsplit_once('/').unwrap().1;
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await;
+}
+
+async fn execute(store: &Store, sql: &'static str) {
+    if let Store::Postgres(pool) = store {
+        sqlx::raw_sql(sql).execute(pool).await.unwrap();
+    }
+}
+
+/// 1,000 open tasks, each with an assignee and a creator.
+async fn seed_tasks(store: &Store) {
+    execute(
+        store,
+        "INSERT INTO tasks_task (title, status, deadline, assignee_id, created_by_id, created_at, updated_at) \
+         SELECT 'Task ' || i, 'open', NULL, 1000 + i, 5000 + i, now(), now() FROM generate_series(1, 1000) i",
+    )
+    .await;
+}
+
+fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
+    let mut settings = Settings::defaults();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    settings.database.url = url.into();
+    settings.database.max_connections = 20;
+    settings.data_dir = std::env::temp_dir().join(format!("herald-bench-{tag}"));
+    settings.secret_key = Some("bench-secret".to_string().into());
+    settings.layer.backend = LayerBackend::Redis;
+    settings.layer.hosts = vec![redis.into()];
+    settings.layer.prefix = format!("bench-{tag}");
+    settings.queue.backend = backend;
+    settings.queue.redis_url = redis.into();
+    settings.queue.prefix = format!("bench-{tag}");
+    settings.queue.poll_interval = Duration::from_millis(10);
+    settings
+        .queue
+        .concurrency
+        .insert("file_attached".into(), 64);
+    settings
+}
+
+/// Submits `jobs` file_attached jobs, 32 at a time; returns jobs/s.
+async fn enqueue(store: &Store, queue: &JobQueue, settings: &Settings, jobs: usize) -> f64 {
+    let started = Instant::now();
+    let submits = (0..jobs).map(|i| {
+        let payload = json!({"task_id": 1 + i % 1000, "file_id": i, "file_name": format!("f{i}.pdf"),
+            "uploaded_by": 1});
+        submit(
+            store,
+            queue,
+            &settings.queue,
+            Submission {
+                kind: "file_attached".into(),
+                payload,
+                run_at: None,
+                dedup_key: None,
+            },
+        )
+    });
+    let results: Vec<_> = futures_util::stream::iter(submits)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "every job queued");
+    jobs as f64 / started.elapsed().as_secs_f64()
+}
+
+/// End to end on one queue backend: jobs/s from worker start to the last
+/// notification published, and the enqueue rate.
+async fn herald_end_to_end(
+    admin: &str,
+    redis: &str,
+    backend: QueueBackend,
+    jobs: usize,
+) -> (f64, f64) {
+    let (url, store) = fresh_database(admin, "e2e").await;
+    seed_tasks(&store).await;
+    let settings = settings(&url, redis, backend);
+    let queue = JobQueue::connect(&settings).await.unwrap();
+    let enqueue_rate = enqueue(&store, &queue, &settings, jobs).await;
+    let layer = herald::layer::build(&settings.layer).unwrap();
+    let started = Instant::now();
+    let worker = Worker::start(&settings, store.clone(), layer, queue.clone())
+        .await
+        .unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done = store.count_jobs(JobState::Done).await.unwrap();
+        if done == jobs as i64 && store.outbox_len().await.unwrap() == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "herald stalled at {done} jobs"
+        );
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    worker.shutdown(Duration::from_secs(10)).await;
+    queue.close().await;
+    store.close().await;
+    drop_database(admin, &url).await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+    (rate, enqueue_rate)
+}
+
+/// The overdue scan over `tasks` tasks, a tenth overdue: seconds, created.
+async fn herald_scan(admin: &str, redis: &str, tasks: usize) -> (f64, usize) {
+    let (url, store) = fresh_database(admin, "scan").await;
+    if let Store::Postgres(pool) = &store {
+        // Every tenth task is open and past its deadline (the overdue
+        // ones); as many more are past it but closed, which the scan skips.
+        sqlx::query(
+            "INSERT INTO tasks_task (title, status, deadline, assignee_id, created_by_id, created_at, updated_at) \
+             SELECT 'Task ' || i, CASE WHEN i % 10 = 5 THEN 'done' ELSE 'open' END, \
+                    CASE WHEN i % 10 IN (0, 5) THEN now() - interval '1 hour' \
+                         ELSE now() + interval '3 days' END, \
+                    1 + i % 50000, NULL, now(), now() FROM generate_series(1, $1) i",
+        )
+        .bind(tasks as i64)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql("VACUUM ANALYZE tasks_task")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let settings = settings(&url, redis, QueueBackend::Database);
+    let layer = herald::layer::build(&settings.layer).unwrap();
+    let ctx = JobContext {
+        store: store.clone(),
+        publisher: Publisher::new(store.clone(), layer),
+        reminder_offsets: settings.worker.reminder_offsets.clone(),
+        closed_statuses: settings.worker.closed_statuses.clone(),
+        job_id: "bench-scan".into(),
+    };
+    let started = Instant::now();
+    let outcome = Job::OverdueCheck(OverdueCheck {}).run(&ctx).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(outcome.published.failed, 0, "every notice published");
+    store.close().await;
+    drop_database(admin, &url).await;
+    (seconds, outcome.created)
+}
+
+/// Runs the Celery peer; its jobs/s, or None when skipped or failed.
+async fn celery_end_to_end(admin: &str, redis: &str, jobs: usize) -> Option<f64> {
+    let python = env_or("HERALD_BENCH_PYTHON", "skip");
+    if python == "skip" {
+        return None;
+    }
+    let (url, store) = fresh_database(admin, "celery").await;
+    seed_tasks(&store).await;
+    store.close().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/worker_peer.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(script)
+        .args([
+            "--database",
+            &url,
+            "--redis",
+            redis,
+            "--jobs",
+            &jobs.to_string(),
+        ])
+        .output()
+        .await;
+    drop_database(admin, &url).await;
+    let output = output.ok()?;
+    let line = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = match serde_json::from_str(line.trim()) {
+        Ok(report) => report,
+        Err(_) => {
+            eprintln!(
+                "celery peer failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return None;
+        }
+    };
+    report["jobs_per_second"].as_f64()
+}
+
+fn main() {
+    herald::telemetry::init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = env_or("HERALD_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test");
+        let redis = env_or("HERALD_BENCH_REDIS", "redis://127.0.0.1:6379");
+        let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
+        let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 5_000);
+        let tasks = env_number("HERALD_BENCH_TASKS", 1_000_000);
+        let celery = celery_end_to_end(&admin, &redis, peer_jobs).await;
+        let mut rows = Vec::new();
+        let backends = match env_or("HERALD_BENCH_QUEUES", "postgres,redis").as_str() {
+            "postgres" => vec![("postgres", QueueBackend::Database)],
+            "redis" => vec![("redis", QueueBackend::Redis)],
+            _ => vec![("postgres", QueueBackend::Database), ("redis", QueueBackend::Redis)],
+        };
+        for (name, backend) in backends {
+            let (rate, enqueue_rate) = herald_end_to_end(&admin, &redis, backend, jobs).await;
+            rows.push((name, rate, enqueue_rate));
+        }
+        let (scan_seconds, created) = herald_scan(&admin, &redis, tasks).await;
+        println!("\nEnd to end: file_attached jobs, committed and published (PostgreSQL + Redis layer)");
+        println!("| worker | queue | jobs | jobs/s (run) | jobs/s (enqueue) | vs Celery |");
+        println!("|---|---|---:|---:|---:|---:|");
+        if let Some(peer) = celery {
+            println!("| Celery 5.7 (prefork, 2) | Redis | {peer_jobs} | {peer:.0} | - | 1.0x |");
+        }
+        for (name, rate, enqueue_rate) in &rows {
+            let ratio = celery.map_or("-".to_string(), |peer| format!("{:.1}x", rate / peer));
+            println!("| herald | {name} | {jobs} | {rate:.0} | {enqueue_rate:.0} | {ratio} |");
+        }
+        println!("\nOverdue scan: {tasks} tasks, {created} notices created and published in {scan_seconds:.2} s");
+    });
+}
