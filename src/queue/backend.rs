@@ -132,7 +132,14 @@ impl Storage {
         match settings.queue.backend {
             QueueBackend::Redis => {
                 let url = settings.queue_redis_url().unwrap_or_default();
-                Ok(Storage::Redis(apalis_redis::connect(url).await?))
+                // Longer than the default response timeout: a fetch or an
+                // ack over a deep queue may take a while under load.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(10)))
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                let client = redis::Client::open(url)?;
+                let conn = client.get_connection_manager_with_config(config).await?;
+                Ok(Storage::Redis(conn))
             }
             QueueBackend::Database if database.starts_with("sqlite:") => {
                 std::fs::create_dir_all(&settings.data_dir)?;

@@ -34,6 +34,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// may publish it: the job that created it publishes it first.
 pub const OUTBOX_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
+/// Rows (or ids) per statement where a list is bound: under the 65,535
+/// parameters a PostgreSQL statement takes, and SQLite's 32,766.
+pub(crate) const ID_CHUNK: usize = 5000;
+
 /// Errors from the store; callers mostly retry `Database` and report the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

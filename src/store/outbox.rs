@@ -39,12 +39,15 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        with_pool!(self, pool => {
-            let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_outbox WHERE notification_id");
-            push_id_list(&mut sql, ids);
-            sql.build().execute(pool).await?;
-            Ok(())
-        })
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql =
+                    sqlx::QueryBuilder::new("DELETE FROM herald_outbox WHERE notification_id");
+                push_id_list(&mut sql, ids);
+                sql.build().execute(pool).await?;
+            });
+        }
+        Ok(())
     }
 
     /// Counts a failed attempt and sets when to try again.
@@ -52,16 +55,18 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        with_pool!(self, pool => {
-            let mut sql = sqlx::QueryBuilder::new(
-                "UPDATE herald_outbox SET attempts = attempts + 1, next_attempt_at = ",
-            );
-            sql.push_bind(db_time(at));
-            sql.push(" WHERE notification_id");
-            push_id_list(&mut sql, ids);
-            sql.build().execute(pool).await?;
-            Ok(())
-        })
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "UPDATE herald_outbox SET attempts = attempts + 1, next_attempt_at = ",
+                );
+                sql.push_bind(db_time(at));
+                sql.push(" WHERE notification_id");
+                push_id_list(&mut sql, ids);
+                sql.build().execute(pool).await?;
+            });
+        }
+        Ok(())
     }
 
     /// How many notifications wait to be published.

@@ -133,11 +133,12 @@ impl Store {
             sql.push(RETURNING);
             let mut tx = pool.begin().await?;
             let rows: Vec<Notification> = sql.build_query_as().fetch_all(&mut *tx).await?;
-            if !rows.is_empty() {
+            // In chunks: a statement takes at most 65,535 parameters.
+            for chunk in rows.chunks(super::ID_CHUNK) {
                 let mut outbox = sqlx::QueryBuilder::new(
                     "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
                 );
-                outbox.push_values(&rows, |mut row, n| {
+                outbox.push_values(chunk, |mut row, n| {
                     row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(fallback_at));
                 });
                 outbox.build().execute(&mut *tx).await?;

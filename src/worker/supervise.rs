@@ -213,18 +213,21 @@ fn unique_name() -> String {
 /// Runs the apalis worker of `kind` until `stop`, starting it again (with
 /// a new name) whenever its backend fails.
 async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(200);
+    const FIRST_DELAY: Duration = Duration::from_millis(200);
+    let mut delay = FIRST_DELAY;
     for generation in 0u64.. {
         let name = format!("{base}-{kind}-{generation}");
+        let started = tokio::time::Instant::now();
         let result = run_kind(shared.clone(), kind, &name, stop.clone()).await;
         if stop.is_cancelled() {
             return;
         }
-        match result {
-            Ok(()) => delay = Duration::from_millis(200),
-            Err(error) => {
-                tracing::warn!(worker = %name, %error, ?delay, "queue worker failed; restarting");
-            }
+        // A worker that ran a while failed afresh: start the backoff over.
+        if result.is_ok() || started.elapsed() > Duration::from_secs(30) {
+            delay = FIRST_DELAY;
+        }
+        if let Err(error) = result {
+            tracing::warn!(worker = %name, %error, ?delay, "queue worker failed; restarting");
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -287,6 +290,8 @@ async fn run_kind(
         }
         Storage::Redis(conn) => {
             let config = storage_config!(apalis_redis::Config, settings, kind);
+            // Due entries first, so apalis's first fetch finds few.
+            promote_due(&mut conn.clone(), &config).await?;
             let promoter = tokio::spawn(promote_loop(
                 conn.clone(),
                 config.clone(),

@@ -472,3 +472,44 @@ async fn runs_are_counted_in_metrics() {
     assert!(value("herald_notifications_published_total") >= 1.0);
     assert!(text.contains("# HELP herald_jobs_total"));
 }
+
+on_both_databases!(
+    a_scan_past_the_parameter_limit_commits_and_publishes_all,
+    large_scan_body
+);
+async fn large_scan_body(db: TestStore) {
+    // 25,000 overdue tasks: their outbox rows (3 parameters each) exceed what
+    // one statement binds on either database.
+    const TASKS: i64 = 25_000;
+    let past = (Utc::now() - TimeDelta::hours(1)).naive_utc();
+    let seed = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO tasks_task (title, status, deadline, assignee_id, created_by_id, created_at, updated_at) \
+         SELECT 'T' || i, 'open', $2, i, NULL, $2, $2 FROM n";
+    match &db.store {
+        Store::Sqlite(pool) => {
+            sqlx::query(seed)
+                .bind(TASKS)
+                .bind(past)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        Store::Postgres(pool) => {
+            let past = past.and_utc();
+            let seed = seed.replace("SELECT 1 UNION", "SELECT 1::bigint UNION");
+            sqlx::query(sqlx::AssertSqlSafe(seed))
+                .bind(TASKS)
+                .bind(past)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    let outcome = Job::OverdueCheck(herald::jobs::OverdueCheck {})
+        .run(&context(&db.store, memory_layer(), "big"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.created, TASKS as usize);
+    assert_eq!(outcome.published.sent, TASKS as usize);
+    assert_eq!(db.store.outbox_len().await.unwrap(), 0);
+}
