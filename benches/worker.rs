@@ -111,16 +111,12 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
 }
 
 /// Submits `jobs` file_attached jobs, 32 at a time; returns jobs/s.
-async fn enqueue(store: &Store, queue: &JobQueue, settings: &Settings, jobs: usize) -> f64 {
+async fn enqueue(store: &Store, queue: &JobQueue, jobs: usize) -> f64 {
     let started = Instant::now();
     let submits = (0..jobs).map(|i| {
         let payload = json!({"task_id": 1 + i % 1000, "file_id": i, "file_name": format!("f{i}.pdf"),
             "uploaded_by": 1});
-        submit(
-            store,
-            queue,
-            &settings.queue,
-            Submission {
+        submit(store, queue, Submission {
                 kind: "file_attached".into(),
                 payload,
                 run_at: None,
@@ -148,7 +144,7 @@ async fn herald_end_to_end(
     seed_tasks(&store).await;
     let settings = settings(&url, redis, backend);
     let queue = JobQueue::connect(&settings).await.unwrap();
-    let enqueue_rate = enqueue(&store, &queue, &settings, jobs).await;
+    let enqueue_rate = enqueue(&store, &queue, jobs).await;
     let layer = herald::layer::build(&settings.layer).unwrap();
     let started = Instant::now();
     let worker = Worker::start(&settings, store.clone(), layer, queue.clone())

@@ -49,7 +49,7 @@ pub async fn enqueue(
     let queue = crate::queue::JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;
-    let submitted = crate::queue::submit(&store, &queue, &settings.queue, submission).await;
+    let submitted = crate::queue::submit(&store, &queue, submission).await;
     queue.close().await;
     store.close().await;
     let done = submitted?;

@@ -4,9 +4,7 @@
 //! start. `main` only calls [`run`].
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 
-use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::queue::JobQueue;
 use crate::sidecar::{self, SidecarState};
@@ -27,16 +25,9 @@ where
     let queue = JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;
-    let listener = TcpListener::bind(&settings.sidecar.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", settings.sidecar.listen))?;
-    let address = listener.local_addr()?;
+    let (listener, api) = sidecar::bind_with_api(settings, &store, &queue).await?;
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
-    tracing::info!(%address, queue = queue.name(), "herald running");
-    let api = api::router(
-        ApiState::new(settings, store.clone(), queue.clone(), address),
-        settings.api.max_body_size,
-    );
+    tracing::info!(address = %listener.local_addr()?, queue = queue.name(), "herald running");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
     let served = sidecar::serve_with(listener, state, api, shutdown).await;
     worker.shutdown(settings.queue.shutdown_timeout).await;

@@ -15,9 +15,11 @@ mod auth;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -26,7 +28,6 @@ use serde_json::{Value, json};
 
 pub use auth::ApiAuth;
 
-use crate::config::QueueSettings;
 use crate::jobs::{JobInputError, KINDS};
 use crate::queue::{JobQueue, Submission, SubmitError, retry_dead, submit};
 use crate::store::{JobState, Store};
@@ -39,7 +40,6 @@ const LIST_LIMIT: i64 = 100;
 pub struct ApiState {
     pub store: Store,
     pub queue: JobQueue,
-    pub settings: QueueSettings,
     pub auth: ApiAuth,
 }
 
@@ -54,7 +54,6 @@ impl ApiState {
         ApiState {
             store,
             queue,
-            settings: settings.queue.clone(),
             auth: ApiAuth::new(&settings.api.key, address.ip().is_loopback()),
         }
     }
@@ -67,7 +66,17 @@ pub fn router(state: ApiState, max_body_size: usize) -> Router {
         .route("/api/jobs/{id}", get(show))
         .route("/api/jobs/{id}/retry", post(retry))
         .layer(DefaultBodyLimit::max(max_body_size))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// Every route needs the API key (see [`ApiAuth`]); checked before the body
+/// is read.
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match state.auth.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// An error answer: status and `{"error": reason, ...extra}`.
@@ -90,14 +99,7 @@ struct SubmitBody {
     dedup_key: Option<String>,
 }
 
-async fn create(
-    State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(refused) = state.auth.check(&headers) {
-        return refused.into_response();
-    }
+async fn create(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text(), json!({})),
@@ -118,7 +120,7 @@ async fn create(
         run_at: body.run_at,
         dedup_key: body.dedup_key,
     };
-    match submit(&state.store, &state.queue, &state.settings, submission).await {
+    match submit(&state.store, &state.queue, submission).await {
         Ok(done) => {
             let status = if done.existing {
                 StatusCode::OK
@@ -157,14 +159,7 @@ fn submit_error(e: SubmitError) -> Response {
     }
 }
 
-async fn show(
-    State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = state.auth.check(&headers) {
-        return refused.into_response();
-    }
+async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match state.store.get_job(&id).await {
         Ok(Some(job)) => axum::Json(job).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}"), json!({})),
@@ -179,12 +174,8 @@ struct ListQuery {
 
 async fn list(
     State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(refused) = state.auth.check(&headers) {
-        return refused.into_response();
-    }
     let states = ["queued", "running", "retrying", "done", "dead"];
     let wanted = query.ok().map(|Query(q)| q.state);
     let Some(job_state) = wanted.as_deref().and_then(JobState::from_name) else {
@@ -200,14 +191,7 @@ async fn list(
     }
 }
 
-async fn retry(
-    State(state): State<ApiState>,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(refused) = state.auth.check(&headers) {
-        return refused.into_response();
-    }
+async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match retry_dead(&state.store, &state.queue, &id).await {
         Ok(()) => (
             StatusCode::ACCEPTED,

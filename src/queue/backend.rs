@@ -45,6 +45,13 @@ pub struct JobQueue {
     pub(crate) settings: QueueSettings,
 }
 
+impl JobQueue {
+    /// The queue settings it was opened with (names, batches, retry policy).
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+}
+
 /// The connection, per backend.
 #[derive(Clone)]
 pub(crate) enum Storage {

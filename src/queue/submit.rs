@@ -55,9 +55,9 @@ pub enum SubmitError {
 pub async fn submit(
     store: &Store,
     queue: &JobQueue,
-    settings: &QueueSettings,
     submission: Submission,
 ) -> Result<Submitted, SubmitError> {
+    let settings = queue.settings();
     let job = jobs::parse(&submission.kind, submission.payload)?;
     let dedup_key = submission.dedup_key.as_deref();
     match dedup_key {

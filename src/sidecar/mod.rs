@@ -254,21 +254,33 @@ where
     let queue = crate::queue::JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;
-    let listener = TcpListener::bind(&settings.sidecar.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", settings.sidecar.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "sidecar listening");
-    let api = crate::api::router(
-        crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
-        settings.api.max_body_size,
-    );
+    let (listener, api) = bind_with_api(settings, &store, &queue).await?;
+    tracing::info!(address = %listener.local_addr()?, "sidecar listening");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
     serve_with(listener, state, api, shutdown).await?;
     queue.close().await;
     store.close().await;
     tracing::info!("sidecar stopped");
     Ok(())
+}
+
+/// Binds `sidecar.listen` and builds the job API for that address (whose
+/// being loopback or not decides the API's access rule).
+pub async fn bind_with_api(
+    settings: &Settings,
+    store: &Store,
+    queue: &crate::queue::JobQueue,
+) -> anyhow::Result<(TcpListener, Router)> {
+    let listen = &settings.sidecar.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    let api = crate::api::router(
+        crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
+        settings.api.max_body_size,
+    );
+    Ok((listener, api))
 }
 
 /// Query parameters of the WebSocket handshake.

@@ -9,7 +9,6 @@ mod supervise;
 
 use chrono::Utc;
 
-use crate::config::QueueSettings;
 use crate::jobs::{JobContext, JobError};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, StoreError};
@@ -21,7 +20,6 @@ pub use supervise::{Worker, run};
 pub struct Runner {
     pub ctx: JobContext,
     pub queue: JobQueue,
-    pub settings: QueueSettings,
 }
 
 /// The ledger or the queue could not be written.
@@ -71,7 +69,7 @@ pub async fn attempt(runner: &Runner, item: Queued) -> Result<Attempted, Attempt
         Err(error) => error,
     };
     let message = error.to_string();
-    let attempts = runner.settings.attempts_of(kind) as i32;
+    let attempts = runner.queue.settings().attempts_of(kind) as i32;
     if !error.is_retryable() || attempt >= attempts {
         store
             .finish_job_attempt(&item.id, JobState::Dead, Some(&message), None)
@@ -97,7 +95,7 @@ async fn retry_later(
     attempt: i32,
     error: &JobError,
 ) -> Result<(), AttemptError> {
-    let delay = backoff(&runner.settings, attempt as u32);
+    let delay = backoff(runner.queue.settings(), attempt as u32);
     let run_at = Utc::now() + delay;
     let (id, kind) = (item.id.clone(), item.job.kind());
     let message = error.to_string();

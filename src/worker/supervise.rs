@@ -92,7 +92,6 @@ impl Worker {
             runner: Runner {
                 ctx: ctx.clone(),
                 queue,
-                settings: settings.queue.clone(),
             },
             in_flight: InFlight::default(),
         });
@@ -252,7 +251,7 @@ async fn handle(item: Queued, shared: Data<Arc<Shared>>) -> Result<(), BoxDynErr
 /// Builds and runs one apalis worker on `$storage` until `$stop`.
 macro_rules! run_worker {
     ($storage:expr, $shared:expr, $kind:expr, $name:expr, $stop:expr) => {{
-        let settings = &$shared.runner.settings;
+        let settings = $shared.runner.queue.settings();
         let poll = settings.poll_interval;
         let concurrency = settings.concurrency_of($kind);
         let stop = $stop;
@@ -276,7 +275,7 @@ async fn run_kind(
     name: &str,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let settings = &shared.runner.settings;
+    let settings = shared.runner.queue.settings();
     match &shared.runner.queue.storage {
         Storage::Sqlite(pool) => {
             let config = storage_config!(apalis_sqlite::Config, settings, kind);

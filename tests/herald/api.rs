@@ -24,7 +24,6 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let state = ApiState {
         store: env.db.store.clone(),
         queue,
-        settings: env.settings.queue.clone(),
         auth: auth(&env),
     };
     let app = router(state, 1024);

@@ -157,14 +157,9 @@ async fn run_body(case: Case) {
         json!({"user_id": 7, "title": "Hello", "message": "m", "notification_type": "info"});
     let mut ids = Vec::new();
     for (kind, payload) in [("file_attached", attached), ("notify", notify)] {
-        let done = submit(
-            store,
-            &r.queue,
-            &r.env.settings.queue,
-            submission(kind, payload),
-        )
-        .await
-        .unwrap();
+        let done = submit(store, &r.queue, submission(kind, payload))
+            .await
+            .unwrap();
         assert_eq!((done.existing, done.state), (false, JobState::Queued));
         ids.push(done.id);
     }
@@ -198,14 +193,9 @@ async fn dead_body(case: Case) {
     let store = &r.env.db.store;
     // Task 1 does not exist yet: every attempt fails.
     let payload = json!({"task_id": 1, "file_id": 3, "file_name": "a.pdf", "uploaded_by": 9});
-    let done = submit(
-        store,
-        &r.queue,
-        &r.env.settings.queue,
-        submission("file_attached", payload),
-    )
-    .await
-    .unwrap();
+    let done = submit(store, &r.queue, submission("file_attached", payload))
+        .await
+        .unwrap();
     wait_for_state(store, &done.id, JobState::Dead).await;
     let job = store.get_job(&done.id).await.unwrap().unwrap();
     assert_eq!((job.attempts, job.max_attempts), (3, 3));
@@ -250,11 +240,7 @@ async fn dedup_body(case: Case) {
     for _ in 0..3 {
         let mut once = submission("notify", payload.clone());
         once.dedup_key = Some("welcome-5".into());
-        answers.push(
-            submit(store, &r.queue, &r.env.settings.queue, once)
-                .await
-                .unwrap(),
-        );
+        answers.push(submit(store, &r.queue, once).await.unwrap());
     }
     assert!(!answers[0].existing);
     assert!(

@@ -77,11 +77,10 @@ async fn tasks(store: &Store) -> Vec<i64> {
 /// Submits `count` file_attached jobs (file ids 0..count) over `tasks`.
 async fn submit_files(env: &QueueEnv, queue: &JobQueue, tasks: &[i64], count: usize) {
     let store = &env.db.store;
-    let settings = &env.settings.queue;
     let submits = (0..count).map(|i| {
         let payload = json!({"task_id": tasks[i % tasks.len()], "file_id": i,
             "file_name": format!("f{i}.pdf"), "uploaded_by": 9});
-        submit(store, queue, settings, submission("file_attached", payload))
+        submit(store, queue, submission("file_attached", payload))
     });
     let results: Vec<_> = futures_util::stream::iter(submits)
         .buffer_unordered(8)
@@ -174,6 +173,20 @@ async fn kill_body(case: Case) {
     assert_eq!(store.count_jobs(JobState::Dead).await.unwrap(), 0);
 }
 
+/// Submits `count` notify jobs for user 7; their ids.
+async fn submit_notifies(store: &Store, queue: &JobQueue, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let payload = json!({"user_id": 7, "title": format!("n{i}"), "message": "m",
+            "notification_type": "info"});
+        let done = submit(store, queue, submission("notify", payload))
+            .await
+            .unwrap();
+        ids.push(done.id);
+    }
+    ids
+}
+
 /// A worker in this process on `env`, publishing through `layer`.
 async fn worker_on(
     env: &QueueEnv,
@@ -203,20 +216,7 @@ async fn redis_stopped_while_jobs_run_loses_nothing() {
     let worker = worker_on(&env, &queue, layer.clone()).await;
     let store = &env.db.store;
     redis.stop();
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let payload = json!({"user_id": 7, "title": format!("n{i}"), "message": "m",
-            "notification_type": "info"});
-        let done = submit(
-            store,
-            &queue,
-            &env.settings.queue,
-            submission("notify", payload),
-        )
-        .await
-        .unwrap();
-        ids.push(done.id);
-    }
+    let ids = submit_notifies(store, &queue, 20).await;
     for id in &ids {
         wait_for_state(store, id, JobState::Done).await;
     }
@@ -256,20 +256,7 @@ async fn postgres_restarted_while_jobs_run_the_jobs_complete() {
     let worker = Worker::start(&env.settings, store.clone(), layer, queue.clone())
         .await
         .unwrap();
-    let mut ids = Vec::new();
-    for i in 0..300 {
-        let payload = json!({"user_id": 7, "title": format!("n{i}"), "message": "m",
-            "notification_type": "info"});
-        let done = submit(
-            &store,
-            &queue,
-            &env.settings.queue,
-            submission("notify", payload),
-        )
-        .await
-        .unwrap();
-        ids.push(done.id);
-    }
+    let ids = submit_notifies(&store, &queue, 300).await;
     postgres.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     postgres.start_again();
