@@ -254,8 +254,10 @@ pub struct SidecarSettings {
     /// the `access` cookie; empty means the sidecar's own host only.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
-    /// Serve the demo page at `/demo/` (static: a token is pasted in).
-    pub demo: bool,
+    /// Serve the demo page at `/`; unset means yes in `herald run` and no
+    /// in `herald sidecar`.
+    #[serde(default)]
+    pub demo: Option<bool>,
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -520,6 +522,12 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The embedded mode: the SQLite store (no database URL, or a sqlite: one).
+    pub fn is_embedded(&self) -> bool {
+        let url = self.database.url.trim();
+        url.is_empty() || url.starts_with("sqlite:")
     }
 
     /// The database URL to use: the configured one, or the embedded SQLite

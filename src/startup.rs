@@ -25,7 +25,8 @@ where
     let queue = JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;
-    let (listener, api) = sidecar::bind_with_api(settings, &store, &queue).await?;
+    let (listener, api) =
+        sidecar::bind_with_api(settings, &store, &queue, sidecar::demo::Mode::AllInOne).await?;
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
     tracing::info!(address = %listener.local_addr()?, queue = queue.name(), "herald running");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod connection;
+pub mod demo;
 pub mod metrics;
 pub mod protocol;
 pub mod schema;
@@ -173,16 +174,10 @@ impl SidecarState {
 
 /// The sidecar's routes: `/ws/notifications/`, `/healthz` (the process
 /// answers), `/readyz` (database migrated and channel layer reachable),
-/// `/metrics`, and with `sidecar.demo` the demo page at `/demo/`.
+/// and `/metrics`. The demo page and the job API are added by
+/// [`bind_with_api`].
 pub fn router(state: SidecarState) -> Router {
-    let router = if state.0.settings.demo {
-        Router::new()
-            .route("/demo/", get(demo_page))
-            .route("/demo/herald-notifications.js", get(demo_client))
-    } else {
-        Router::new()
-    };
-    router
+    Router::new()
         .route("/ws/notifications/", get(notifications))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -254,7 +249,7 @@ where
     let queue = crate::queue::JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;
-    let (listener, api) = bind_with_api(settings, &store, &queue).await?;
+    let (listener, api) = bind_with_api(settings, &store, &queue, demo::Mode::SidecarOnly).await?;
     tracing::info!(address = %listener.local_addr()?, "sidecar listening");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
     serve_with(listener, state, api, shutdown).await?;
@@ -264,12 +259,14 @@ where
     Ok(())
 }
 
-/// Binds `sidecar.listen` and builds the job API for that address (whose
-/// being loopback or not decides the API's access rule).
+/// Binds `sidecar.listen` and builds the job API and the demo routes for
+/// that address (whose being loopback or not decides the API's access rule
+/// and whether the demo mints tokens).
 pub async fn bind_with_api(
     settings: &Settings,
     store: &Store,
     queue: &crate::queue::JobQueue,
+    mode: demo::Mode,
 ) -> anyhow::Result<(TcpListener, Router)> {
     let listen = &settings.sidecar.listen;
     let listener = TcpListener::bind(listen)
@@ -280,7 +277,8 @@ pub async fn bind_with_api(
         crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
         settings.api.max_body_size,
     );
-    Ok((listener, api))
+    let demo = demo::routes(settings, mode, address)?;
+    Ok((listener, api.merge(demo)))
 }
 
 /// Query parameters of the WebSocket handshake.
@@ -363,22 +361,6 @@ async fn notifications(
             Err((code, reason)) => connection::refuse(socket, code, reason).await,
         }
     })
-}
-
-/// The demo page (`sidecar.demo`).
-async fn demo_page() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("demo/index.html"),
-    )
-}
-
-/// The JavaScript client the demo page imports: clients/herald-notifications.js.
-async fn demo_client() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../clients/herald-notifications.js"),
-    )
 }
 
 /// How long a readiness check may take.

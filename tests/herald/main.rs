@@ -2,8 +2,10 @@
 //! tests run the same body on SQLite and PostgreSQL, each on a fresh database.
 
 mod api;
+mod browser;
 mod catalog;
 mod cli;
+mod demo;
 mod helpers;
 mod jobs;
 mod layer_memory;

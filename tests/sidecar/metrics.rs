@@ -67,16 +67,3 @@ async fn readyz_checks_the_database_and_the_layer() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("channel layer:"), "{answer}");
 }
-
-#[tokio::test]
-async fn the_demo_page_is_served_only_when_enabled() {
-    let off = spawn(|_| {}).await;
-    assert!(get(off.addr, "/demo/").await.starts_with("HTTP/1.1 404"));
-    let on = spawn(|s| s.demo = true).await;
-    let page = get(on.addr, "/demo/").await;
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.contains("import { HeraldNotifications } from \"./herald-notifications.js\""));
-    let client = get(on.addr, "/demo/herald-notifications.js").await;
-    assert!(client.contains("text/javascript"), "{client}");
-    assert!(client.contains("export class HeraldNotifications"));
-}
