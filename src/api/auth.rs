@@ -5,10 +5,11 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa::openapi::{self, Content, Object, Ref, RefOr, Type, header::HeaderBuilder};
 
-use super::error;
+use super::body::{ErrorBody, error};
 
 /// The API's access rule.
 #[derive(Clone)]
@@ -61,11 +62,33 @@ pub(crate) struct Refused(&'static str);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let mut response = error(StatusCode::UNAUTHORIZED, self.0, json!({}));
+        let mut response = error(StatusCode::UNAUTHORIZED, self.0);
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
         response
+    }
+}
+
+/// The 401 answer in the OpenAPI document, shared by every job route.
+impl<'r> utoipa::ToResponse<'r> for Refused {
+    fn response() -> (&'r str, RefOr<openapi::Response>) {
+        let challenge = HeaderBuilder::new()
+            .schema(Some(Object::with_type(Type::String)))
+            .description(Some("`Bearer`"))
+            .build();
+        let response = openapi::ResponseBuilder::new()
+            .description(
+                "No `Authorization: Bearer <api.key>` header, a wrong key, or no key configured \
+                 while herald listens on a non-loopback address; the reason says which.",
+            )
+            .header("WWW-Authenticate", challenge)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name(ErrorBody::name()))),
+            )
+            .build();
+        ("Unauthorized", response.into())
     }
 }

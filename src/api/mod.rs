@@ -7,11 +7,15 @@
 //!   limit, 401 without the right bearer key;
 //! - `GET /api/jobs/{id}`: state, attempts, last error;
 //! - `GET /api/jobs?state=dead`: jobs in a state (newest first, at most 100);
-//! - `POST /api/jobs/{id}/retry`: queues a dead job again.
+//! - `POST /api/jobs/{id}/retry`: queues a dead job again;
+//! - `GET /api/openapi.json`: the OpenAPI document of these routes
+//!   ([`openapi`]), served without the key.
 //!
 //! Every error is `{"error": "..."}` with the reason.
 
 mod auth;
+mod body;
+pub mod openapi;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,15 +26,15 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 pub use auth::ApiAuth;
 
+use body::{ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody, error};
+
 use crate::jobs::{JobInputError, KINDS};
 use crate::queue::{JobQueue, Submission, SubmitError, retry_dead, submit};
-use crate::store::{JobState, Store};
+use crate::store::{JobRecord, JobState, Store};
 
 /// Jobs one list answer holds at most.
 const LIST_LIMIT: i64 = 100;
@@ -59,7 +63,8 @@ impl ApiState {
     }
 }
 
-/// The `/api/jobs` routes, with the body size limit applied.
+/// The `/api/jobs` routes, with the body size limit applied, and the
+/// unauthenticated `/api/openapi.json`.
 pub fn router(state: ApiState, max_body_size: usize) -> Router {
     Router::new()
         .route("/api/jobs", post(create).get(list))
@@ -67,11 +72,13 @@ pub fn router(state: ApiState, max_body_size: usize) -> Router {
         .route("/api/jobs/{id}/retry", post(retry))
         .layer(DefaultBodyLimit::max(max_body_size))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // After the auth layer: the description of the API is public.
+        .route("/api/openapi.json", get(openapi::serve))
         .with_state(state)
 }
 
-/// Every route needs the API key (see [`ApiAuth`]); checked before the body
-/// is read.
+/// Every job route needs the API key (see [`ApiAuth`]); checked before the
+/// body is read.
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     match state.auth.check(request.headers()) {
         Ok(()) => next.run(request).await,
@@ -79,40 +86,38 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
     }
 }
 
-/// An error answer: status and `{"error": reason, ...extra}`.
-pub(crate) fn error(status: StatusCode, reason: impl Into<String>, extra: Value) -> Response {
-    let mut body = json!({ "error": reason.into() });
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    (status, axum::Json(body)).into_response()
-}
-
-/// The submission body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    kind: String,
-    #[serde(default)]
-    payload: Value,
-    run_at: Option<DateTime<Utc>>,
-    dedup_key: Option<String>,
-}
-
+/// Submits a job.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    operation_id = "submit_job",
+    tag = "jobs",
+    request_body = SubmitBody,
+    responses(
+        (status = 202, description = "Checked, recorded and queued (`existing: false`).",
+            body = SubmitAnswer),
+        (status = 200, description = "`dedup_key` names a job submitted earlier: its id and \
+            state, `existing: true`; nothing new is queued.", body = SubmitAnswer),
+        (status = 400, description = "The body is not JSON, lacks `kind` or has an unknown \
+            field; or the kind is unknown (then `kinds` lists the known ones).",
+            body = ErrorBody),
+        (status = 401, response = auth::Refused),
+        (status = 413, description = "The body is over `api.max_body_size`.", body = ErrorBody),
+        (status = 422, description = "The payload breaks the kind's schema, or `dedup_key` is \
+            empty or too long: `field` names the field.", body = ErrorBody),
+        (status = 503, description = "The database or the queue could not be written; nothing \
+            is queued.", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 async fn create(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), rejection.body_text(), json!({})),
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
     let body: SubmitBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid JSON body: {e}"),
-                json!({}),
-            );
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
     let submission = Submission {
         kind: body.kind,
@@ -127,42 +132,56 @@ async fn create(State(state): State<ApiState>, body: Result<Bytes, BytesRejectio
             } else {
                 StatusCode::ACCEPTED
             };
-            let body = json!({"id": done.id, "state": done.state, "existing": done.existing});
-            (status, axum::Json(body)).into_response()
+            (status, axum::Json(SubmitAnswer::from(done))).into_response()
         }
         Err(e) => submit_error(e),
     }
 }
 
 fn submit_error(e: SubmitError) -> Response {
-    let reason = e.to_string();
-    match e {
+    let mut body = ErrorBody::new(e.to_string());
+    let status = match e {
         SubmitError::Input(JobInputError::UnknownKind { .. }) => {
-            error(StatusCode::BAD_REQUEST, reason, json!({"kinds": KINDS}))
+            body.kinds = Some(KINDS.map(String::from).to_vec());
+            StatusCode::BAD_REQUEST
         }
-        SubmitError::Input(JobInputError::InvalidPayload { field, .. }) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            reason,
-            json!({"field": field}),
-        ),
-        SubmitError::DedupKey(_) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            reason,
-            json!({"field": "dedup_key"}),
-        ),
-        SubmitError::NotFound(_) => error(StatusCode::NOT_FOUND, reason, json!({})),
-        SubmitError::NotDead { .. } => error(StatusCode::CONFLICT, reason, json!({})),
+        SubmitError::Input(JobInputError::InvalidPayload { field, .. }) => {
+            body.field = Some(field);
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        SubmitError::DedupKey(_) => {
+            body.field = Some("dedup_key".into());
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
+        SubmitError::NotDead { .. } => StatusCode::CONFLICT,
         SubmitError::Store(_) | SubmitError::Queue(_) => {
-            tracing::error!(error = %reason, "job submission failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, reason, json!({}))
+            tracing::error!(error = %body.error, "job submission failed");
+            StatusCode::SERVICE_UNAVAILABLE
         }
-    }
+    };
+    body.answer(status)
 }
 
+/// One job: its state, attempts and last error.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id, as submitting answered it.")),
+    responses(
+        (status = 200, description = "The job.", body = JobRecord),
+        (status = 401, response = auth::Refused),
+        (status = 404, description = "No job has this id.", body = ErrorBody),
+        (status = 503, description = "The database could not be read.", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match state.store.get_job(&id).await {
         Ok(Some(job)) => axum::Json(job).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}"), json!({})),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => submit_error(e.into()),
     }
 }
@@ -172,6 +191,21 @@ struct ListQuery {
     state: String,
 }
 
+/// The jobs in one state, newest first, at most 100.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    params(("state" = JobState, Query, description = "The state to list, e.g. `dead`.")),
+    responses(
+        (status = 200, description = "The jobs.", body = JobList),
+        (status = 400, description = "`state` is missing or not a state.", body = ErrorBody),
+        (status = 401, response = auth::Refused),
+        (status = 503, description = "The database could not be read.", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -183,21 +217,45 @@ async fn list(
             "query parameter `state` must be one of: {}",
             states.join(", ")
         );
-        return error(StatusCode::BAD_REQUEST, reason, json!({}));
+        return error(StatusCode::BAD_REQUEST, reason);
     };
     match state.store.jobs_in_state(job_state, LIST_LIMIT).await {
-        Ok(jobs) => axum::Json(json!({ "jobs": jobs })).into_response(),
+        Ok(jobs) => axum::Json(JobList { jobs }).into_response(),
         Err(e) => submit_error(e.into()),
     }
 }
 
+/// Queues a dead job again, with a fresh set of attempts.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    operation_id = "retry_job",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The id of a dead job.")),
+    responses(
+        (status = 202, description = "Queued again.", body = RetryAnswer),
+        (status = 400, description = "The job's kind is no longer known (a job recorded by \
+            another herald version); `kinds` lists the known ones.", body = ErrorBody),
+        (status = 401, response = auth::Refused),
+        (status = 404, description = "No job has this id.", body = ErrorBody),
+        (status = 409, description = "The job is not dead; only dead jobs are retried.",
+            body = ErrorBody),
+        (status = 422, description = "The job's stored payload no longer fits its kind's \
+            schema (a job recorded by another herald version).", body = ErrorBody),
+        (status = 503, description = "The database or the queue could not be written.",
+            body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match retry_dead(&state.store, &state.queue, &id).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"id": id, "state": "queued"})),
-        )
-            .into_response(),
+        Ok(()) => {
+            let body = RetryAnswer {
+                id,
+                state: JobState::Queued,
+            };
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
         Err(e) => submit_error(e),
     }
 }

@@ -2,7 +2,8 @@
 //! generated from the Rust payload type and an example payload, kept in
 //! `jobs/<kind>.schema.json` and `jobs/<kind>.example.json`. A test fails
 //! when the files are stale; `HERALD_WRITE_CATALOG=1 cargo test catalog`
-//! rewrites them.
+//! rewrites them. The API's OpenAPI document embeds the schemas too
+//! (`HERALD_BLESS=1 cargo test --test herald openapi` rewrites its copy).
 
 use schemars::schema_for;
 use serde_json::{Value, json};

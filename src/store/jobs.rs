@@ -5,11 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{Store, StoreError, now, with_pool};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting in the queue (or for its `run_at`).
@@ -46,17 +47,23 @@ impl JobState {
     }
 }
 
-/// A ledger row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A ledger row (also the API's answer for one job).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobRecord {
+    /// A ULID, given at submission.
     pub id: String,
     pub kind: String,
+    /// The payload as checked against the kind's schema.
     pub payload: serde_json::Value,
     pub dedup_key: Option<String>,
     pub state: JobState,
+    /// Attempts started so far.
     pub attempts: i32,
     pub max_attempts: i32,
+    /// The error of the last failed attempt.
     pub last_error: Option<String>,
+    /// When the job is due (a retry moves it to after the backoff).
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

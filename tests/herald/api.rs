@@ -1,6 +1,7 @@
 //! The HTTP job API on a random port: each bad input gets its status and a
 //! JSON reason and queues nothing; the bearer key is required when set; with
-//! no key the API is open on loopback only.
+//! no key the API is open on loopback only; its OpenAPI document is served
+//! without the key and matches docs/openapi.json.
 
 use std::net::SocketAddr;
 
@@ -110,6 +111,8 @@ async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
 
     let (status, body) = api.post(&json!({"payload": {}})).await;
     assert_eq!(status, 400, "a body without kind: {body}");
+    let (status, body) = api.post(&json!({"kind": "overdue_check"})).await;
+    assert_eq!(status, 422, "a payload is required, even `{{}}`: {body}");
 
     let big = json!({"kind": "notify", "payload": {"user_id": 1, "title": "x".repeat(2000),
         "message": "m", "notification_type": "info"}});
@@ -219,4 +222,49 @@ async fn without_a_key_only_loopback_is_open() {
         "{body}"
     );
     assert_eq!(api.recorded().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_without_the_key() {
+    let key = SecretString::from("k3y-for-tests-only");
+    let api = serve(|_| ApiAuth::new(&key, true)).await;
+    let (status, served) = api.call("GET", "/api/openapi.json", &[], b"").await;
+    assert_eq!(status, 200);
+    let text = std::fs::read_to_string(crate::openapi::checked_in_path()).unwrap();
+    let checked_in: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        served == checked_in,
+        "docs/openapi.json differs from the served document: \
+         run HERALD_BLESS=1 cargo test --test herald openapi"
+    );
+    let mut operations = Vec::new();
+    for (path, item) in served["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((method.to_uppercase(), path.clone(), operation.clone()));
+        }
+    }
+    for (method, path) in [
+        ("POST", "/api/jobs"),
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/{id}"),
+        ("POST", "/api/jobs/{id}/retry"),
+    ] {
+        let found = operations.iter().find(|(m, p, _)| m == method && p == path);
+        let (_, _, operation) = found.unwrap_or_else(|| panic!("{method} {path} undocumented"));
+        assert_eq!(operation["security"], json!([{"api_key": []}]));
+        assert_eq!(
+            operation["responses"]["401"]["$ref"],
+            "#/components/responses/Unauthorized"
+        );
+    }
+    // Every documented route is served: the job routes refuse without the key.
+    for (method, path, operation) in &operations {
+        let (status, _) = api.call(method, &path.replace("{id}", "x"), &[], b"").await;
+        let expected = if operation.get("security").is_some() {
+            401
+        } else {
+            200
+        };
+        assert_eq!(status, expected, "{method} {path}");
+    }
 }

@@ -10,6 +10,7 @@ mod helpers;
 mod jobs;
 mod layer_memory;
 mod layer_redis;
+mod openapi;
 mod payload;
 mod publish;
 mod queue;
