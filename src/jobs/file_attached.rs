@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, load_task, recipients};
-use crate::store::NewNotification;
+use super::recipients;
+use crate::store::{NewNotification, Task};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -20,12 +20,8 @@ pub struct FileAttached {
 }
 
 impl FileAttached {
-    pub(super) async fn notifications(
-        &self,
-        ctx: &JobContext,
-    ) -> Result<Vec<NewNotification>, JobError> {
-        let task = load_task(ctx, self.task_id).await?;
-        Ok(recipients(&task, self.uploaded_by)
+    pub(super) fn notifications(&self, task: &Task) -> Vec<NewNotification> {
+        recipients(task, self.uploaded_by)
             .into_iter()
             .map(|user_id| NewNotification {
                 user_id,
@@ -38,6 +34,6 @@ impl FileAttached {
                 data: json!({"task_id": task.id, "file_id": self.file_id}),
                 dedup_key: Some(format!("file_attached:{}", self.file_id)),
             })
-            .collect())
+            .collect()
     }
 }

@@ -12,6 +12,7 @@ mod notify;
 mod overdue_check;
 mod status_changed;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -25,7 +26,9 @@ pub use overdue_check::OverdueCheck;
 pub use status_changed::StatusChanged;
 
 use crate::publish::outbox::{Published, Publisher};
-use crate::store::{NewNotification, Notification, ReminderWindow, Store, StoreError};
+use crate::store::{
+    Inserted, NewNotification, Notification, ReminderWindow, Store, StoreError, Task,
+};
 use crate::telemetry::metrics as m;
 
 /// The kinds, as submitted in `{"kind": ..., "payload": ...}`.
@@ -147,62 +150,172 @@ impl Job {
         }
     }
 
-    /// Runs the job: its notifications are committed, then published.
-    /// Counts and times the run by kind and outcome.
-    pub async fn run(&self, ctx: &JobContext) -> Result<JobOutcome, JobError> {
-        let started = std::time::Instant::now();
-        let result = self.run_inner(ctx).await;
-        let kind = self.kind();
-        let outcome = if result.is_ok() { "done" } else { "failed" };
-        metrics::counter!(m::JOBS, "kind" => kind, "outcome" => outcome).increment(1);
-        metrics::histogram!(m::JOB_DURATION, "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
-        if let Ok(done) = &result {
-            metrics::counter!(m::NOTIFICATIONS_CREATED).increment(done.created as u64);
-        }
-        result
+    /// Whether the job is a set-based scan (long, run alone) rather than an
+    /// event (short, run in batches).
+    pub fn is_scan(&self) -> bool {
+        matches!(self, Job::DeadlineReminder(_) | Job::OverdueCheck(_))
     }
 
-    async fn run_inner(&self, ctx: &JobContext) -> Result<JobOutcome, JobError> {
-        let (created, existing) = match self {
-            Job::DeadlineReminder(job) => (job.scan(ctx).await?, 0),
-            Job::OverdueCheck(job) => (job.scan(ctx).await?, 0),
-            Job::FileAttached(job) => commit(ctx, job.notifications(ctx).await?).await?,
-            Job::StatusChanged(job) => commit(ctx, job.notifications(ctx).await?).await?,
-            Job::Notify(job) => commit(ctx, vec![job.notification(&ctx.job_id)]).await?,
-        };
-        let published = ctx.publisher.publish(&created, FIRST_RETRY).await?;
-        Ok(JobOutcome {
-            created: created.len(),
-            existing,
-            published,
+    /// Runs the job (as `ctx.job_id`): its notifications are committed,
+    /// then published.
+    pub async fn run(&self, ctx: &JobContext) -> Result<JobOutcome, JobError> {
+        let mut results = run_many(ctx, &[(ctx.job_id.clone(), self.clone())]).await;
+        results.remove(0)
+    }
+
+    /// The task an event is about.
+    fn task_id(&self) -> Option<i64> {
+        match self {
+            Job::FileAttached(job) => Some(job.task_id),
+            Job::StatusChanged(job) => Some(job.task_id),
+            _ => None,
+        }
+    }
+
+    /// An event's notifications, given the tasks read for its batch.
+    fn notifications(
+        &self,
+        job_id: &str,
+        tasks: &HashMap<i64, Task>,
+    ) -> Result<Vec<NewNotification>, JobError> {
+        let task = |id| tasks.get(&id).ok_or(JobError::TaskNotFound(id));
+        Ok(match self {
+            Job::FileAttached(job) => job.notifications(task(job.task_id)?),
+            Job::StatusChanged(job) => job.notifications(task(job.task_id)?, job_id),
+            Job::Notify(job) => vec![job.notification(job_id)],
+            Job::DeadlineReminder(_) | Job::OverdueCheck(_) => Vec::new(),
         })
     }
-}
 
-/// Stores the notifications; returns the new rows and how many existed.
-async fn commit(
-    ctx: &JobContext,
-    batch: Vec<NewNotification>,
-) -> Result<(Vec<Notification>, usize), JobError> {
-    let mut created = Vec::new();
-    let mut existing = 0;
-    for outcome in ctx.store.create_notifications(&batch).await? {
-        if outcome.is_new() {
-            created.push(outcome.into_inner());
-        } else {
-            existing += 1;
+    /// A scan's new notifications.
+    async fn scan(&self, ctx: &JobContext) -> Result<Vec<Notification>, JobError> {
+        match self {
+            Job::DeadlineReminder(job) => job.scan(ctx).await,
+            Job::OverdueCheck(job) => job.scan(ctx).await,
+            _ => Ok(Vec::new()),
         }
     }
-    Ok((created, existing))
 }
 
-/// The task a job is about, or the permanent `TaskNotFound`.
-async fn load_task(ctx: &JobContext, task_id: i64) -> Result<crate::store::Task, JobError> {
-    ctx.store
-        .get_task(task_id)
-        .await?
-        .ok_or(JobError::TaskNotFound(task_id))
+/// Runs `(job id, job)` pairs together and answers in their order: the
+/// events' tasks are read in one query, their notifications committed in
+/// one transaction (a group commit) and published together; scans run one
+/// after another. When the batch as a whole fails (the database), each job
+/// runs again alone, so each gets its own outcome. Counts and times every
+/// job by kind and outcome.
+pub async fn run_many(
+    ctx: &JobContext,
+    jobs: &[(String, Job)],
+) -> Vec<Result<JobOutcome, JobError>> {
+    let started = std::time::Instant::now();
+    let results = match run_together(ctx, jobs).await {
+        Ok(results) => results,
+        Err(error) if jobs.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, jobs = jobs.len(), "job batch failed; running its jobs one by one");
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let alone = run_together(ctx, std::slice::from_ref(job)).await;
+                results.push(alone.and_then(|mut answer| answer.remove(0)));
+            }
+            results
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    for ((_, job), result) in jobs.iter().zip(&results) {
+        let kind = job.kind();
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        metrics::counter!(m::JOBS, "kind" => kind, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::JOB_DURATION, "kind" => kind).record(elapsed);
+        if let Ok(done) = result {
+            metrics::counter!(m::NOTIFICATIONS_CREATED).increment(done.created as u64);
+        }
+    }
+    results
+}
+
+/// What one job of a batch came to before publishing.
+enum Part {
+    /// New rows and how many existed already.
+    Rows(Vec<Notification>, usize),
+    /// Its notifications are `batch[range]` of the group commit.
+    Pending(std::ops::Range<usize>),
+    Failed(JobError),
+}
+
+/// One pass over `jobs`; an `Err` is the batch's, a job's own failure (its
+/// task is missing, its scan failed) is its entry.
+async fn run_together(
+    ctx: &JobContext,
+    jobs: &[(String, Job)],
+) -> Result<Vec<Result<JobOutcome, JobError>>, JobError> {
+    let mut task_ids: Vec<i64> = jobs.iter().filter_map(|(_, job)| job.task_id()).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+    let tasks = ctx.store.get_tasks(&task_ids).await?;
+    let mut batch = Vec::new();
+    let mut parts = Vec::with_capacity(jobs.len());
+    for (id, job) in jobs {
+        let part = if job.is_scan() {
+            match job.scan(ctx).await {
+                Ok(rows) => Part::Rows(rows, 0),
+                Err(error) => Part::Failed(error),
+            }
+        } else {
+            match job.notifications(id, &tasks) {
+                Ok(new) => {
+                    let start = batch.len();
+                    batch.extend(new);
+                    Part::Pending(start..batch.len())
+                }
+                Err(error) => Part::Failed(error),
+            }
+        };
+        parts.push(part);
+    }
+    let mut answers = ctx.store.create_notifications(&batch).await?.into_iter();
+    for part in &mut parts {
+        if let Part::Pending(range) = part {
+            let (mut created, mut existing) = (Vec::new(), 0);
+            for answer in answers.by_ref().take(range.len()) {
+                match answer {
+                    Inserted::New(row) => created.push(row),
+                    Inserted::Existing(_) => existing += 1,
+                }
+            }
+            *part = Part::Rows(created, existing);
+        }
+    }
+    let rows: Vec<Notification> = parts
+        .iter()
+        .flat_map(|part| match part {
+            Part::Rows(rows, _) => rows.as_slice(),
+            _ => &[],
+        })
+        .cloned()
+        .collect();
+    let unsent = ctx.publisher.publish_rows(&rows, FIRST_RETRY).await?;
+    Ok(parts
+        .into_iter()
+        .map(|part| match part {
+            Part::Rows(created, existing) => {
+                let failed = created
+                    .iter()
+                    .filter(|row| unsent.contains(&row.id))
+                    .count();
+                Ok(JobOutcome {
+                    created: created.len(),
+                    existing,
+                    published: Published {
+                        sent: created.len() - failed,
+                        failed,
+                    },
+                })
+            }
+            Part::Failed(error) => Err(error),
+            Part::Pending(_) => unreachable!("every pending part was resolved above"),
+        })
+        .collect())
 }
 
 /// Assignee and creator of a task, without `actor`, without repeats.

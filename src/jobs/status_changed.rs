@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, load_task, recipients};
-use crate::store::NewNotification;
+use super::recipients;
+use crate::store::{NewNotification, Task};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,11 +23,7 @@ pub struct StatusChanged {
 }
 
 impl StatusChanged {
-    pub(super) async fn notifications(
-        &self,
-        ctx: &JobContext,
-    ) -> Result<Vec<NewNotification>, JobError> {
-        let task = load_task(ctx, self.task_id).await?;
+    pub(super) fn notifications(&self, task: &Task, job_id: &str) -> Vec<NewNotification> {
         let mut message = format!(
             "Task \"{}\" moved from {} to {}.",
             task.title, self.old_status, self.new_status
@@ -35,7 +31,7 @@ impl StatusChanged {
         if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
             message.push_str(&format!(" Reason: {reason}"));
         }
-        Ok(recipients(&task, self.changed_by)
+        recipients(task, self.changed_by)
             .into_iter()
             .map(|user_id| NewNotification {
                 user_id,
@@ -44,8 +40,8 @@ impl StatusChanged {
                 notification_type: "status_change".into(),
                 data: json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status}),
                 // One per job: the same change can happen again later.
-                dedup_key: Some(format!("status_changed:{}", ctx.job_id)),
+                dedup_key: Some(format!("status_changed:{job_id}")),
             })
-            .collect())
+            .collect()
     }
 }

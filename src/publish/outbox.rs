@@ -3,6 +3,7 @@
 //! whatever failed (Redis down) or was stranded (a crash between commit and
 //! publish) is retried by [`Publisher::run`] with backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,22 @@ impl Publisher {
         rows: &[Notification],
         retry_in: Duration,
     ) -> Result<Published, StoreError> {
+        let failed = self.publish_rows(rows, retry_in).await?;
+        Ok(Published {
+            sent: rows.len() - failed.len(),
+            failed: failed.len(),
+        })
+    }
+
+    /// [`Publisher::publish`], answering the ids of the rows that failed.
+    pub async fn publish_rows(
+        &self,
+        rows: &[Notification],
+        retry_in: Duration,
+    ) -> Result<HashSet<i64>, StoreError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
         // Owned values in each future keep it Send for any caller.
         let sends: Vec<_> = rows
             .iter()
@@ -72,10 +89,7 @@ impl Publisher {
         let retry_at =
             crate::store::now() + TimeDelta::from_std(retry_in).unwrap_or(TimeDelta::seconds(1));
         self.store.outbox_retry_at(&failed, retry_at).await?;
-        Ok(Published {
-            sent: sent.len(),
-            failed: failed.len(),
-        })
+        Ok(failed.into_iter().collect())
     }
 
     /// One pass over the outbox rows that are due.

@@ -166,9 +166,16 @@ impl Storage {
             }
             QueueBackend::Database => {
                 let pool = PgPool::connect(&database).await?;
-                sqlx::query("CREATE SCHEMA IF NOT EXISTS apalis")
-                    .execute(&pool)
+                // Two processes starting at once would both create the schema
+                // (IF NOT EXISTS is not atomic): one waits for the other.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.apalis_schema'))")
+                    .execute(&mut *tx)
                     .await?;
+                sqlx::query("CREATE SCHEMA IF NOT EXISTS apalis")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 pool.close().await;
                 let options =
                     PgConnectOptions::from_str(&database)?.options([("search_path", "apalis")]);

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Store, StoreError, now, with_pool};
+use std::collections::HashMap;
+
+use super::{Store, StoreError, now, push_id_list, with_pool};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -191,17 +193,46 @@ impl Store {
         Ok(())
     }
 
-    /// Starts an attempt: state `running`, attempts + 1. Returns the
-    /// attempt number, or `None` when the job is already done or dead (a
-    /// stale queue entry).
-    pub async fn start_job_attempt(&self, id: &str) -> Result<Option<i32>, StoreError> {
-        const SQL: &str = "UPDATE herald_jobs SET state = 'running', attempts = attempts + 1, \
-             updated_at = $2 WHERE id = $1 AND state NOT IN ('done', 'dead') RETURNING attempts";
-        with_pool!(self, pool => Ok(sqlx::query_scalar(SQL)
-            .bind(id)
-            .bind(db_time(now()))
-            .fetch_optional(pool)
-            .await?))
+    /// Starts an attempt of each job among `ids` that has not ended (not
+    /// done, not dead): state `running`, one more attempt. Answers the
+    /// attempt number of each job started; a job missing from the answer
+    /// ended earlier (its queue entry is a duplicate).
+    pub async fn start_job_attempts(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, i32>, StoreError> {
+        let mut started = HashMap::with_capacity(ids.len());
+        let at = now();
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "UPDATE herald_jobs SET state = 'running', attempts = attempts + 1, updated_at = ",
+                );
+                sql.push_bind(db_time(at));
+                sql.push(" WHERE state NOT IN ('done', 'dead') AND id");
+                push_id_list(&mut sql, ids);
+                sql.push(" RETURNING id, attempts");
+                let rows: Vec<(String, i32)> = sql.build_query_as().fetch_all(pool).await?;
+                started.extend(rows);
+            });
+        }
+        Ok(started)
+    }
+
+    /// Ends the attempts of `ids`, all successful: state `done`.
+    pub async fn finish_jobs_done(&self, ids: &[String]) -> Result<(), StoreError> {
+        let at = now();
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql =
+                    sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'done', updated_at = ");
+                sql.push_bind(db_time(at));
+                sql.push(" WHERE id");
+                push_id_list(&mut sql, ids);
+                sql.build().execute(pool).await?;
+            });
+        }
+        Ok(())
     }
 
     /// Ends an attempt in `state`, keeping `error` (if any) as the last error.

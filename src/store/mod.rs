@@ -38,6 +38,20 @@ pub const OUTBOX_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// parameters a PostgreSQL statement takes, and SQLite's 32,766.
 pub(crate) const ID_CHUNK: usize = 5000;
 
+/// ` IN ($1, $2, ...)` over `ids`, for either database.
+pub(crate) fn push_id_list<DB, T>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[T])
+where
+    DB: sqlx::Database,
+    T: Clone + for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sql.push(" IN (");
+    let mut list = sql.separated(", ");
+    for id in ids {
+        list.push_bind(id.clone());
+    }
+    sql.push(")");
+}
+
 /// Errors from the store; callers mostly retry `Database` and report the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

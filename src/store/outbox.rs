@@ -4,21 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Notification, Store, StoreError, now, with_pool};
-
-/// ` IN ($1, $2, ...)` over `ids`, for either database.
-fn push_id_list<DB>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[i64])
-where
-    DB: sqlx::Database,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    sql.push(" IN (");
-    let mut list = sql.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    sql.push(")");
-}
+use super::{Notification, Store, StoreError, now, push_id_list, with_pool};
 
 impl Store {
     /// Up to `limit` notifications whose publish is due, oldest first.

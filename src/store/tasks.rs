@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, now, with_pool};
+use std::collections::HashMap;
+
+use super::{Store, StoreError, now, push_id_list, with_pool};
 
 macro_rules! columns {
     () => {
@@ -54,6 +56,21 @@ impl Store {
     pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM tasks_task WHERE id = $1");
         with_pool!(self, pool => Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// The tasks among `ids` that exist, by id (one query per
+    /// [`super::ID_CHUNK`] ids).
+    pub async fn get_tasks(&self, ids: &[i64]) -> Result<HashMap<i64, Task>, StoreError> {
+        let mut tasks = HashMap::with_capacity(ids.len());
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(concat!("SELECT ", columns!(), " FROM tasks_task WHERE id"));
+                push_id_list(&mut sql, ids);
+                let rows: Vec<Task> = sql.build_query_as().fetch_all(pool).await?;
+                tasks.extend(rows.into_iter().map(|task| (task.id, task)));
+            });
+        }
+        Ok(tasks)
     }
 
     /// Moves a task's deadline (Django does this in production).

@@ -4,19 +4,22 @@
 //! the job is dead). Beside them: the scan scheduler and the outbox
 //! publisher that retries failed publishes.
 
+mod batch;
 pub mod scheduler;
 mod supervise;
 
 use chrono::Utc;
 
-use crate::jobs::{JobContext, JobError};
+use crate::jobs::{Job, JobContext, JobError, run_many};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, StoreError};
 use crate::telemetry::metrics as m;
 
+pub use batch::Batcher;
 pub use supervise::{Worker, run};
 
 /// What every attempt needs; shared by the kind workers of one process.
+#[derive(Clone)]
 pub struct Runner {
     pub ctx: JobContext,
     pub queue: JobQueue,
@@ -29,6 +32,9 @@ pub enum AttemptError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The batch the entry joined ended without answering (it panicked).
+    #[error("the job's batch ended without an answer")]
+    BatchLost,
 }
 
 /// What became of one attempt.
@@ -52,26 +58,94 @@ pub enum Attempted {
 /// or the queue could not be written: apalis then keeps the entry and it
 /// runs again later (the handlers are idempotent).
 pub async fn attempt(runner: &Runner, item: Queued) -> Result<Attempted, AttemptError> {
-    let store = &runner.ctx.store;
-    let Some(attempt) = store.start_job_attempt(&item.id).await? else {
-        return Ok(Attempted::Skipped);
-    };
-    let mut ctx = runner.ctx.clone();
-    ctx.job_id = item.id.clone();
-    let kind = item.job.kind();
-    let error = match item.job.run(&ctx).await {
-        Ok(_) => {
-            store
-                .finish_job_attempt(&item.id, JobState::Done, None, None)
-                .await?;
-            return Ok(Attempted::Done);
+    let mut answers = attempt_many(runner, vec![item]).await;
+    answers.remove(0)
+}
+
+/// [`attempt`] for many entries at once, answering in their order: their
+/// attempts start in one statement, the jobs run through [`run_many`] (one
+/// group commit), and the successful ones end in one statement; failures
+/// take the retry policy one by one. When a batch statement fails, each
+/// entry is tried alone, so each gets its own answer.
+pub async fn attempt_many(
+    runner: &Runner,
+    items: Vec<Queued>,
+) -> Vec<Result<Attempted, AttemptError>> {
+    if items.len() > 1 {
+        match attempt_together(runner, &items).await {
+            Ok(answers) => return answers,
+            Err(error) => {
+                tracing::warn!(%error, jobs = items.len(), "job batch failed; trying its jobs one by one")
+            }
         }
-        Err(error) => error,
-    };
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    for item in &items {
+        let alone = attempt_together(runner, std::slice::from_ref(item)).await;
+        answers.push(alone.and_then(|mut answer| answer.remove(0)));
+    }
+    answers
+}
+
+/// One pass over `items`. Every batch statement runs before any entry's own
+/// retry or death is recorded, so a batch `Err` leaves nothing half done
+/// (a job that ran is idempotent and runs again).
+async fn attempt_together(
+    runner: &Runner,
+    items: &[Queued],
+) -> Result<Vec<Result<Attempted, AttemptError>>, AttemptError> {
+    let store = &runner.ctx.store;
+    let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+    let started = store.start_job_attempts(&ids).await?;
+    let runnable: Vec<(String, Job)> = items
+        .iter()
+        .filter(|item| started.contains_key(&item.id))
+        .map(|item| (item.id.clone(), item.job.clone()))
+        .collect();
+    let mut outcomes = run_many(&runner.ctx, &runnable).await.into_iter();
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for item in items {
+        let Some(&attempt) = started.get(&item.id) else {
+            continue;
+        };
+        match outcomes.next().expect("one outcome per runnable job") {
+            Ok(_) => done.push(item.id.clone()),
+            Err(error) => failed.push((item.id.clone(), attempt, error)),
+        }
+    }
+    store.finish_jobs_done(&done).await?;
+    let mut answers = Vec::with_capacity(items.len());
+    let mut failed = failed.into_iter().peekable();
+    for item in items {
+        let answer = if !started.contains_key(&item.id) {
+            Ok(Attempted::Skipped)
+        } else if failed.peek().is_some_and(|(id, _, _)| *id == item.id) {
+            let (_, attempt, error) = failed.next().expect("peeked");
+            after_failure(runner, item.clone(), attempt, error).await
+        } else {
+            Ok(Attempted::Done)
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// A failed attempt: queued again after its backoff, or dead after the
+/// kind's last attempt (or at once when the error cannot pass).
+async fn after_failure(
+    runner: &Runner,
+    item: Queued,
+    attempt: i32,
+    error: JobError,
+) -> Result<Attempted, AttemptError> {
     let message = error.to_string();
+    let kind = item.job.kind();
     let attempts = runner.queue.settings().attempts_of(kind) as i32;
     if !error.is_retryable() || attempt >= attempts {
-        store
+        runner
+            .ctx
+            .store
             .finish_job_attempt(&item.id, JobState::Dead, Some(&message), None)
             .await?;
         metrics::counter!(m::JOBS, "kind" => kind, "outcome" => "dead").increment(1);

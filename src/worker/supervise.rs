@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::JobScheduler;
 use tokio_util::sync::CancellationToken;
 
-use super::{Runner, attempt};
+use super::{AttemptError, Attempted, Batcher, Runner, attempt, attempt_many};
 use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
@@ -57,9 +57,15 @@ impl Drop for Running<'_> {
     }
 }
 
-/// What the apalis handler gets: the runner and the in-flight count.
+/// Most event jobs one batch takes, and how many batches run at once.
+const BATCH_MAX: usize = 256;
+const BATCHES_AT_ONCE: usize = 2;
+
+/// What the apalis handler gets: the runner, the batcher of event jobs and
+/// the in-flight count.
 struct Shared {
     runner: Runner,
+    events: Batcher<Queued, Result<Attempted, AttemptError>>,
     in_flight: InFlight,
 }
 
@@ -88,11 +94,18 @@ impl Worker {
             closed_statuses: settings.worker.closed_statuses.clone(),
             job_id: String::new(),
         };
+        let runner = Runner {
+            ctx: ctx.clone(),
+            queue,
+        };
+        let batch_runner = Arc::new(runner.clone());
+        let events = Batcher::spawn(BATCH_MAX, BATCHES_AT_ONCE, move |items| {
+            let runner = batch_runner.clone();
+            async move { attempt_many(&runner, items).await }
+        });
         let shared = Arc::new(Shared {
-            runner: Runner {
-                ctx: ctx.clone(),
-                queue,
-            },
+            runner,
+            events,
             in_flight: InFlight::default(),
         });
         let name = unique_name();
@@ -236,10 +249,17 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
     }
 }
 
-/// The apalis handler: one attempt under herald's policy.
+/// The apalis handler: one attempt under herald's policy; a scan alone,
+/// an event in a batch with the other events waiting now.
 async fn handle(item: Queued, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
     let _running = Running::new(&shared.in_flight);
-    match attempt(&shared.runner, item).await {
+    let answer = if item.job.is_scan() {
+        attempt(&shared.runner, item).await
+    } else {
+        let answer = shared.events.call(item).await;
+        answer.unwrap_or(Err(AttemptError::BatchLost))
+    };
+    match answer {
         Ok(_) => Ok(()),
         Err(error) => {
             tracing::warn!(%error, "job attempt could not be recorded; apalis keeps the entry");

@@ -296,17 +296,12 @@ async fn two_worker_processes_run_each_scan_period_once() {
     }
     let every_second = [
         ("HERALD_WORKER__OVERDUE_SCHEDULE", "* * * * * *"),
-        ("RUST_LOG", "herald::worker::scheduler=info"),
+        ("RUST_LOG", "herald::worker=info"),
         ("HERALD_LOG_FORMAT", "json"),
     ];
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
     let mut with_metrics = every_second.to_vec();
-    with_metrics.push(("HERALD_WORKER__LISTEN", &listen));
+    // Port 0: the worker logs the address it bound.
+    with_metrics.push(("HERALD_WORKER__LISTEN", "127.0.0.1:0"));
     let workers = [
         worker_process(&env.settings, &with_metrics),
         worker_process(&env.settings, &every_second),
@@ -317,8 +312,7 @@ async fn two_worker_processes_run_each_scan_period_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The first worker serves its metrics (worker.listen).
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let metrics = metrics_text(addr).await;
+    let metrics = metrics_text(logged_address(&workers[0].1)).await;
     assert!(
         metrics.contains("herald_queue_depth{state=\"queued\"}"),
         "{metrics}"
@@ -347,6 +341,26 @@ async fn two_worker_processes_run_each_scan_period_once() {
 }
 
 /// The text of GET /metrics at `addr`.
+/// The address a worker logged as its metrics listener.
+fn logged_address(log: &std::path::Path) -> std::net::SocketAddr {
+    for line in std::fs::read_to_string(log).unwrap().lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event["fields"]["message"] == "worker metrics listening" {
+            return event["fields"]["address"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    }
+    panic!(
+        "the worker logged no metrics address:\n{}",
+        std::fs::read_to_string(log).unwrap()
+    );
+}
+
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
