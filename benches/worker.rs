@@ -19,7 +19,9 @@
 //! Environment: HERALD_BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432/test),
 //! HERALD_BENCH_REDIS (redis://127.0.0.1:6379), HERALD_BENCH_JOBS (100000),
 //! HERALD_BENCH_PEER_JOBS (5000), HERALD_BENCH_TASKS (1000000),
-//! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone).
+//! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone),
+//! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_CONCURRENCY (the
+//! file_attached concurrency; default: the configured one).
 //! Each run uses databases and key prefixes of its own and drops them.
 
 use std::time::{Duration, Instant};
@@ -103,10 +105,10 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     settings.queue.redis_url = redis.into();
     settings.queue.prefix = format!("bench-{tag}");
     settings.queue.poll_interval = Duration::from_millis(10);
-    settings
-        .queue
-        .concurrency
-        .insert("file_attached".into(), 64);
+    if let Ok(n) = std::env::var("HERALD_BENCH_CONCURRENCY") {
+        let n = n.parse().expect("HERALD_BENCH_CONCURRENCY is a number");
+        settings.queue.concurrency.insert("file_attached".into(), n);
+    }
     settings
 }
 

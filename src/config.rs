@@ -98,6 +98,11 @@ pub struct QueueSettings {
     pub retry_max: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Most event jobs (file_attached, status_changed, notify) run as one
+    /// batch: one ledger read, one task read, one commit, one publish pass.
+    pub batch_size: usize,
+    /// Batches of event jobs that run at once in one process.
+    pub batches: usize,
     /// Per job kind.
     pub concurrency: BTreeMap<String, usize>,
     /// Per job kind.
@@ -454,6 +459,14 @@ impl Settings {
                 if value == 0 {
                     return Err(ConfigError::new(key, "must be greater than 0"));
                 }
+            }
+        }
+        for (key, value) in [
+            ("queue.batch_size", queue.batch_size),
+            ("queue.batches", queue.batches),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
         for (key, value) in [

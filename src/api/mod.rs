@@ -210,7 +210,7 @@ async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let states = ["queued", "running", "retrying", "done", "dead"];
+    let states = ["queued", "retrying", "done", "dead"];
     let wanted = query.ok().map(|Query(q)| q.state);
     let Some(job_state) = wanted.as_deref().and_then(JobState::from_name) else {
         let reason = format!(

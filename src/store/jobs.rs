@@ -15,9 +15,9 @@ use super::{Store, StoreError, now, push_id_list, with_pool};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
-    /// Waiting in the queue (or for its `run_at`).
+    /// Waiting in the queue (or for its `run_at`), or running now: an
+    /// attempt is recorded when it ends, so a running job writes nothing.
     Queued,
-    Running,
     /// Failed; queued again after a backoff.
     Retrying,
     Done,
@@ -29,7 +29,6 @@ impl JobState {
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
-            JobState::Running => "running",
             JobState::Retrying => "retrying",
             JobState::Done => "done",
             JobState::Dead => "dead",
@@ -40,7 +39,6 @@ impl JobState {
     pub fn from_name(name: &str) -> Option<JobState> {
         Some(match name {
             "queued" => JobState::Queued,
-            "running" => JobState::Running,
             "retrying" => JobState::Retrying,
             "done" => JobState::Done,
             "dead" => JobState::Dead,
@@ -193,39 +191,35 @@ impl Store {
         Ok(())
     }
 
-    /// Starts an attempt of each job among `ids` that has not ended (not
-    /// done, not dead): state `running`, one more attempt. Answers the
-    /// attempt number of each job started; a job missing from the answer
-    /// ended earlier (its queue entry is a duplicate).
-    pub async fn start_job_attempts(
+    /// The jobs among `ids` that have not ended (not done, not dead), each
+    /// with the number its next attempt gets. A job missing from the answer
+    /// ended earlier (its queue entry is a duplicate). Reads only: the
+    /// attempt is written when it ends.
+    pub async fn next_job_attempts(
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, i32>, StoreError> {
-        let mut started = HashMap::with_capacity(ids.len());
-        let at = now();
+        let mut next = HashMap::with_capacity(ids.len());
         for ids in ids.chunks(super::ID_CHUNK) {
             with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new(
-                    "UPDATE herald_jobs SET state = 'running', attempts = attempts + 1, updated_at = ",
+                    "SELECT id, attempts + 1 FROM herald_jobs WHERE state NOT IN ('done', 'dead') AND id",
                 );
-                sql.push_bind(db_time(at));
-                sql.push(" WHERE state NOT IN ('done', 'dead') AND id");
                 push_id_list(&mut sql, ids);
-                sql.push(" RETURNING id, attempts");
                 let rows: Vec<(String, i32)> = sql.build_query_as().fetch_all(pool).await?;
-                started.extend(rows);
+                next.extend(rows);
             });
         }
-        Ok(started)
+        Ok(next)
     }
 
-    /// Ends the attempts of `ids`, all successful: state `done`.
+    /// Records one successful attempt of each of `ids`: state `done`.
     pub async fn finish_jobs_done(&self, ids: &[String]) -> Result<(), StoreError> {
         let at = now();
         for ids in ids.chunks(super::ID_CHUNK) {
             with_pool!(self, pool => {
                 let mut sql =
-                    sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'done', updated_at = ");
+                    sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'done', attempts = attempts + 1, updated_at = ");
                 sql.push_bind(db_time(at));
                 sql.push(" WHERE id");
                 push_id_list(&mut sql, ids);
@@ -235,15 +229,16 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an attempt in `state`, keeping `error` (if any) as the last error.
-    pub async fn finish_job_attempt(
+    /// Records one failed attempt: state `retrying` (again at `run_at`) or
+    /// `dead`, keeping `error` as the last error.
+    pub async fn record_failed_attempt(
         &self,
         id: &str,
         state: JobState,
         error: Option<&str>,
         run_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE herald_jobs SET state = $2, \
+        const SQL: &str = "UPDATE herald_jobs SET state = $2, attempts = attempts + 1, \
              last_error = COALESCE($3, last_error), run_at = COALESCE($4, run_at), \
              updated_at = $5 WHERE id = $1";
         with_pool!(self, pool => {

@@ -62,10 +62,11 @@ pub async fn attempt(runner: &Runner, item: Queued) -> Result<Attempted, Attempt
     answers.remove(0)
 }
 
-/// [`attempt`] for many entries at once, answering in their order: their
-/// attempts start in one statement, the jobs run through [`run_many`] (one
-/// group commit), and the successful ones end in one statement; failures
-/// take the retry policy one by one. When a batch statement fails, each
+/// [`attempt`] for many entries at once, answering in their order: one
+/// query reads their attempt numbers (and skips jobs that already ended),
+/// the jobs run through [`run_many`] (one group commit), and one statement
+/// records the successful attempts; failures take the retry policy one by
+/// one. When a batch statement fails, each
 /// entry is tried alone, so each gets its own answer.
 pub async fn attempt_many(
     runner: &Runner,
@@ -96,7 +97,7 @@ async fn attempt_together(
 ) -> Result<Vec<Result<Attempted, AttemptError>>, AttemptError> {
     let store = &runner.ctx.store;
     let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
-    let started = store.start_job_attempts(&ids).await?;
+    let started = store.next_job_attempts(&ids).await?; // not ended yet
     let runnable: Vec<(String, Job)> = items
         .iter()
         .filter(|item| started.contains_key(&item.id))
@@ -146,7 +147,7 @@ async fn after_failure(
         runner
             .ctx
             .store
-            .finish_job_attempt(&item.id, JobState::Dead, Some(&message), None)
+            .record_failed_attempt(&item.id, JobState::Dead, Some(&message), None)
             .await?;
         metrics::counter!(m::JOBS, "kind" => kind, "outcome" => "dead").increment(1);
         tracing::error!(job_id = %item.id, kind, attempt, error = %message, "job is dead");
@@ -176,7 +177,7 @@ async fn retry_later(
     runner
         .ctx
         .store
-        .finish_job_attempt(&id, JobState::Retrying, Some(&message), Some(run_at))
+        .record_failed_attempt(&id, JobState::Retrying, Some(&message), Some(run_at))
         .await?;
     // Not queued again: the error fails this entry, so apalis keeps it.
     runner.queue.push(item, run_at).await?;

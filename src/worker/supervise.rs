@@ -57,10 +57,6 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Most event jobs one batch takes, and how many batches run at once.
-const BATCH_MAX: usize = 256;
-const BATCHES_AT_ONCE: usize = 2;
-
 /// What the apalis handler gets: the runner, the batcher of event jobs and
 /// the in-flight count.
 struct Shared {
@@ -99,7 +95,8 @@ impl Worker {
             queue,
         };
         let batch_runner = Arc::new(runner.clone());
-        let events = Batcher::spawn(BATCH_MAX, BATCHES_AT_ONCE, move |items| {
+        let (size, batches) = (settings.queue.batch_size, settings.queue.batches);
+        let events = Batcher::spawn(size, batches, move |items| {
             let runner = batch_runner.clone();
             async move { attempt_many(&runner, items).await }
         });
@@ -347,7 +344,7 @@ async fn promote_loop(
 /// Keeps `herald_queue_depth` current from the ledger.
 async fn depth_gauge(store: Store, stop: CancellationToken) {
     loop {
-        for state in [JobState::Queued, JobState::Retrying, JobState::Running] {
+        for state in [JobState::Queued, JobState::Retrying] {
             if let Ok(count) = store.count_jobs(state).await {
                 metrics::gauge!(m::QUEUE_DEPTH, "state" => state.as_str()).set(count as f64);
             }

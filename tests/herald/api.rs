@@ -50,7 +50,6 @@ impl Api {
         let mut total = 0;
         for state in [
             JobState::Queued,
-            JobState::Running,
             JobState::Retrying,
             JobState::Done,
             JobState::Dead,

@@ -307,7 +307,7 @@ async fn jobs_failed_lists_dead_jobs_and_retry_queues_them_again() {
     };
     let store = herald::store::Store::connect(&url, options).await.unwrap();
     store
-        .finish_job_attempt(
+        .record_failed_attempt(
             id,
             herald::store::JobState::Dead,
             Some("task 77 does not exist"),

@@ -261,3 +261,103 @@ async fn dedup_body(case: Case) {
     assert_eq!(store.count_jobs(JobState::Done).await.unwrap(), 1);
     r.worker.shutdown(Duration::from_secs(5)).await;
 }
+
+on_every_queue!(
+    a_batch_ends_its_jobs_together_and_fails_only_its_bad_one,
+    batch_body
+);
+async fn batch_body(case: Case) {
+    use herald::jobs::JobContext;
+    use herald::publish::outbox::Publisher;
+    use herald::queue::Queued;
+    use herald::worker::{Attempted, Runner, attempt_many};
+
+    let env = queue_env(case).await;
+    let store = &env.db.store;
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+    let runner = Runner {
+        ctx: JobContext {
+            store: store.clone(),
+            publisher: Publisher::new(store.clone(), layer),
+            reminder_offsets: env.settings.worker.reminder_offsets.clone(),
+            closed_statuses: env.settings.worker.closed_statuses.clone(),
+            job_id: String::new(),
+        },
+        queue: queue.clone(),
+    };
+    let task = store
+        .create_task(&NewTask {
+            title: "Batch".into(),
+            status: "open".into(),
+            deadline: None,
+            assignee_id: Some(7),
+            created_by_id: Some(8),
+        })
+        .await
+        .unwrap();
+    // 20 jobs on the task, one on a task that does not exist, and the first
+    // one's entry twice (a queue that delivered it again).
+    let mut items = Vec::new();
+    for file in 0..21 {
+        let task_id = if file == 20 { task.id + 1000 } else { task.id };
+        let payload = json!({"task_id": task_id, "file_id": file, "file_name": "f.pdf",
+            "uploaded_by": 9});
+        let job = herald::jobs::parse("file_attached", payload.clone()).unwrap();
+        let queued = submit(store, &queue, submission("file_attached", payload))
+            .await
+            .unwrap();
+        items.push(Queued { id: queued.id, job });
+    }
+    items.push(items[0].clone());
+    let answers: Vec<Attempted> = attempt_many(&runner, items.clone())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        answers[..20].iter().all(|a| *a == Attempted::Done),
+        "{answers:?}"
+    );
+    let missing = format!("task {} does not exist", task.id + 1000);
+    assert_eq!(
+        answers[20],
+        Attempted::Retrying {
+            attempt: 1,
+            error: missing.clone()
+        }
+    );
+    assert_eq!(
+        answers[21],
+        Attempted::Done,
+        "the repeated entry is idempotent"
+    );
+    for item in &items[..20] {
+        let job = store.get_job(&item.id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempts), (JobState::Done, 1), "{job:?}");
+    }
+    let bad = store.get_job(&items[20].id).await.unwrap().unwrap();
+    assert_eq!((bad.state, bad.attempts), (JobState::Retrying, 1));
+    assert_eq!(bad.last_error.as_deref(), Some(missing.as_str()));
+    let for_7 = store.list_notifications_after(7, 0, 100).await.unwrap();
+    let for_8 = store.list_notifications_after(8, 0, 100).await.unwrap();
+    assert_eq!(
+        (for_7.len(), for_8.len()),
+        (20, 20),
+        "each job's notices once"
+    );
+    assert_eq!(store.outbox_len().await.unwrap(), 0, "all published");
+    // The same entries again: the ended jobs are skipped, the bad one fails
+    // its second attempt.
+    let again = attempt_many(&runner, items[..21].to_vec()).await;
+    assert!(
+        again[..20]
+            .iter()
+            .all(|a| matches!(a, Ok(Attempted::Skipped)))
+    );
+    assert!(matches!(
+        again[20],
+        Ok(Attempted::Retrying { attempt: 2, .. })
+    ));
+    queue.close().await;
+}

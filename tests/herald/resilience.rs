@@ -20,7 +20,34 @@ use crate::servers::{PostgresServer, RedisServer};
 
 /// `herald worker` configured as `settings` says, through the environment;
 /// its log goes to `<data_dir>/worker-<n>.log`.
-fn worker_process(settings: &Settings, extra: &[(&str, &str)]) -> (Child, std::path::PathBuf) {
+/// A `herald worker` child process, killed when dropped (a failing test
+/// leaves none running).
+struct WorkerProcess(Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker_process(
+    settings: &Settings,
+    extra: &[(&str, &str)],
+) -> (WorkerProcess, std::path::PathBuf) {
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let log_path = settings.data_dir.join(format!("worker-{n}.log"));
@@ -52,7 +79,8 @@ fn worker_process(settings: &Settings, extra: &[(&str, &str)]) -> (Child, std::p
     for (key, value) in extra {
         command.env(key, value);
     }
-    (command.spawn().expect("herald worker starts"), log_path)
+    let child = command.spawn().expect("herald worker starts");
+    (WorkerProcess(child), log_path)
 }
 
 /// 50 tasks, each with an assignee and a creator.
