@@ -95,7 +95,6 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     let mut settings = Settings::defaults();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     settings.database.url = url.into();
-    settings.database.max_connections = 20;
     settings.data_dir = std::env::temp_dir().join(format!("herald-bench-{tag}"));
     settings.secret_key = Some("bench-secret".to_string().into());
     settings.layer.backend = LayerBackend::Redis;
