@@ -159,7 +159,29 @@ macro_rules! on_every_queue_process {
 }
 
 on_every_queue_process!(kill_9_mid_run_then_restart_notifies_exactly_once, kill_body);
+on_every_queue_process!(
+    sigterm_mid_run_exits_0_and_a_restart_finishes_every_job_once,
+    term_body
+);
+async fn term_body(case: Case) {
+    interrupt_body(case, Interrupt::Term).await
+}
+
+/// How the first worker is stopped in the middle of the jobs.
+#[derive(Clone, Copy, PartialEq)]
+enum Interrupt {
+    /// SIGKILL: nothing is cleaned up.
+    Kill,
+    /// SIGTERM: the worker stops fetching, lets its running jobs end and
+    /// exits 0 within queue.shutdown_timeout.
+    Term,
+}
+
 async fn kill_body(case: Case) {
+    interrupt_body(case, Interrupt::Kill).await
+}
+
+async fn interrupt_body(case: Case, interrupt: Interrupt) {
     let env = queue_env(case).await;
     let store = &env.db.store;
     let queue = JobQueue::connect(&env.settings).await.unwrap();
@@ -170,8 +192,24 @@ async fn kill_body(case: Case) {
         store.count_jobs(JobState::Done).await.unwrap() >= 300
     })
     .await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    if interrupt == Interrupt::Kill {
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+    } else {
+        let pid = first.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let mut status = None;
+        for _ in 0..600 {
+            status = first.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = status.expect("herald worker exits within 30 s of SIGTERM");
+        assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    }
     let done_at_kill = store.count_jobs(JobState::Done).await.unwrap();
     assert!(
         done_at_kill < JOBS as i64,
