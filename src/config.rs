@@ -103,6 +103,10 @@ pub struct QueueSettings {
     pub batch_size: usize,
     /// Batches of event jobs that run at once in one process.
     pub batches: usize,
+    /// Done jobs (ledger rows and queue entries) are deleted this long
+    /// after they ended.
+    #[serde(with = "humantime_serde")]
+    pub keep_done: Duration,
     /// Per job kind.
     pub concurrency: BTreeMap<String, usize>,
     /// Per job kind.
@@ -474,6 +478,7 @@ impl Settings {
             ("queue.heartbeat_interval", queue.heartbeat_interval),
             ("queue.retry_base", queue.retry_base),
             ("queue.retry_max", queue.retry_max),
+            ("queue.keep_done", queue.keep_done),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be greater than 0"));

@@ -18,8 +18,11 @@ use redis::aio::ConnectionManager;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
+use apalis_core::backend::Vacuum;
+
 use super::Queued;
 use crate::config::{QueueBackend, QueueSettings, Settings};
+use crate::jobs::KINDS;
 
 /// Why the queue could not be reached or written.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,47 @@ impl JobQueue {
         pushed.map_err(QueueError::Push)
     }
 
+    /// Deletes the entries of herald's queues that finished (done) more
+    /// than `age` ago; how many. apalis keeps them otherwise, so queue
+    /// tables and Redis hashes would grow without end.
+    pub async fn prune_finished(&self, age: Duration) -> Result<u64, QueueError> {
+        let names: Vec<String> = KINDS.iter().map(|k| self.settings.queue_name(k)).collect();
+        let cutoff = ended_before(age);
+        match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "DELETE FROM Jobs WHERE status = 'Done' AND done_at IS NOT NULL AND done_at < ",
+                );
+                sql.push_bind(cutoff.timestamp());
+                sql.push(" AND job_type");
+                crate::store::push_id_list(&mut sql, &names);
+                Ok(sql.build().execute(pool).await?.rows_affected())
+            }
+            Storage::Postgres(pool) => {
+                const SQL: &str = "DELETE FROM apalis.jobs WHERE status = 'Done' \
+                     AND done_at < $1 AND job_type = ANY($2)";
+                let done = sqlx::query(SQL)
+                    .bind(cutoff)
+                    .bind(&names)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+            Storage::Redis(conn) => {
+                let mut pruned = 0;
+                for kind in KINDS {
+                    let config = storage_config!(apalis_redis::Config, self.settings, kind);
+                    let mut storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
+                    pruned += storage
+                        .vacuum_before(age)
+                        .await
+                        .map_err(|e| QueueError::Push(e.to_string()))?;
+                }
+                Ok(pruned as u64)
+            }
+        }
+    }
+
     /// Closes the connections.
     pub async fn close(&self) {
         match &self.storage {
@@ -189,6 +233,14 @@ impl Storage {
             }
         }
     }
+}
+
+/// The time `age` ago (the epoch when that is further back than time goes).
+pub(crate) fn ended_before(age: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// Entries [`promote_due`] moves per round trip.

@@ -290,6 +290,27 @@ impl Store {
             .collect()))
     }
 
+    /// Deletes done jobs last changed before `before`, in chunks; how many.
+    /// Their dedup keys are free again afterwards.
+    pub async fn prune_done_jobs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM herald_jobs WHERE id IN (SELECT id FROM herald_jobs \
+             WHERE state = 'done' AND updated_at < $1 LIMIT $2)";
+        let mut pruned = 0;
+        loop {
+            let chunk = super::ID_CHUNK as i64;
+            let deleted = with_pool!(self, pool => sqlx::query(SQL)
+                .bind(db_time(before))
+                .bind(chunk)
+                .execute(pool)
+                .await?
+                .rows_affected());
+            pruned += deleted;
+            if deleted < chunk as u64 {
+                return Ok(pruned);
+            }
+        }
+    }
+
     /// How many jobs are in each unfinished state (queue depth).
     pub async fn count_jobs(&self, state: JobState) -> Result<i64, StoreError> {
         const SQL: &str = "SELECT count(*) FROM herald_jobs WHERE state = $1";

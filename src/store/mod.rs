@@ -38,8 +38,9 @@ pub const OUTBOX_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// parameters a PostgreSQL statement takes, and SQLite's 32,766.
 pub(crate) const ID_CHUNK: usize = 5000;
 
-/// ` IN ($1, $2, ...)` over `ids`, for either database.
-pub(crate) fn push_id_list<DB, T>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[T])
+/// ` IN ($1, $2, ...)` over `ids`, for either database (and the queue's
+/// SQLite).
+pub fn push_id_list<DB, T>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[T])
 where
     DB: sqlx::Database,
     T: Clone + for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,

@@ -113,7 +113,10 @@ impl Worker {
             .collect();
         let every = settings.worker.outbox_retry_every;
         tasks.push(tokio::spawn(publisher.run(every, stop.clone())));
-        tasks.push(tokio::spawn(depth_gauge(store, stop.clone())));
+        tasks.push(tokio::spawn(depth_gauge(store.clone(), stop.clone())));
+        let keep = settings.queue.keep_done;
+        let queue = shared.runner.queue.clone();
+        tasks.push(tokio::spawn(prune_done(store, queue, keep, stop.clone())));
         let schedules =
             super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
         let scheduler = super::scheduler::start(schedules, ctx, name.clone()).await?;
@@ -336,6 +339,28 @@ async fn promote_loop(
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Every minute, deletes the done jobs older than `keep` from the ledger
+/// and the queue (several processes may do it; deleting twice is harmless).
+async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
+    loop {
+        let before = crate::queue::backend::ended_before(keep);
+        match store.prune_done_jobs(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
+            Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
+        }
+        match queue.prune_finished(keep).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
+            Err(error) => tracing::warn!(%error, "could not prune the queue"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
             () = stop.cancelled() => return,
         }
     }

@@ -361,3 +361,40 @@ async fn batch_body(case: Case) {
     ));
     queue.close().await;
 }
+
+on_every_queue!(done_jobs_are_pruned_from_ledger_and_queue, prune_body);
+async fn prune_body(case: Case) {
+    let r = start(case).await;
+    let store = &r.env.db.store;
+    let payload =
+        json!({"user_id": 5, "title": "Old", "message": "m", "notification_type": "info"});
+    let mut old = submission("notify", payload);
+    old.dedup_key = Some("old-5".into());
+    let done = submit(store, &r.queue, old).await.unwrap();
+    wait_for_state(store, &done.id, JobState::Done).await;
+    // Kept while younger than keep_done.
+    let a_day_ago = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    assert_eq!(store.prune_done_jobs(a_day_ago).await.unwrap(), 0);
+    // apalis acknowledges the entry just after the job ends.
+    let mut pruned = 0;
+    for _ in 0..100 {
+        pruned = r.queue.prune_finished(Duration::ZERO).await.unwrap();
+        if pruned > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pruned, 1, "the finished queue entry");
+    let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    assert_eq!(store.prune_done_jobs(later).await.unwrap(), 1);
+    assert!(store.get_job(&done.id).await.unwrap().is_none());
+    // Its dedup key is free again: the same key makes a new job.
+    let payload =
+        json!({"user_id": 5, "title": "New", "message": "m", "notification_type": "info"});
+    let mut again = submission("notify", payload);
+    again.dedup_key = Some("old-5".into());
+    let renewed = submit(store, &r.queue, again).await.unwrap();
+    assert!(!renewed.existing);
+    assert_ne!(renewed.id, done.id);
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
