@@ -37,6 +37,10 @@ const SECTIONS: [&str; 9] = [
 /// File inside `data_dir` that keeps the generated secret key.
 const SECRET_FILE: &str = "secret_key";
 
+/// Largest `queue.batch_size`: an event job makes at most two
+/// notifications of 8 bound values each, in one statement per batch.
+const MAX_BATCH_SIZE: usize = 2000;
+
 /// Why configuration could not be loaded; `key` is the dotted name of the
 /// setting (or the file or variable) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -465,6 +469,15 @@ impl Settings {
                 }
             }
         }
+        if queue.batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::new(
+                "queue.batch_size",
+                format!(
+                    "at most {MAX_BATCH_SIZE}: a batch's notifications go in one statement, \
+                     which SQLite bounds at 32,766 parameters"
+                ),
+            ));
+        }
         for (key, value) in [
             ("queue.batch_size", queue.batch_size),
             ("queue.batches", queue.batches),
@@ -697,6 +710,25 @@ mod tests {
         let mut settings = Settings::defaults();
         settings.sidecar.replay_limit = 501;
         assert_eq!(settings.validate().unwrap_err().key, "sidecar.replay_limit");
+    }
+
+    #[test]
+    fn queue_keys_are_checked() {
+        type Break = fn(&mut QueueSettings);
+        let cases: [(&str, Break); 5] = [
+            ("queue.batch_size", |q| q.batch_size = 0),
+            ("queue.batch_size", |q| q.batch_size = MAX_BATCH_SIZE + 1),
+            ("queue.batches", |q| q.batches = 0),
+            ("queue.keep_done", |q| q.keep_done = Duration::ZERO),
+            ("queue.concurrency.mail", |q| {
+                q.concurrency.insert("mail".into(), 3);
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut settings = Settings::defaults();
+            break_it(&mut settings.queue);
+            assert_eq!(settings.validate().unwrap_err().key, key);
+        }
     }
 
     #[test]

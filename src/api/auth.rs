@@ -1,6 +1,7 @@
 //! Who may use the job API: a bearer key compared in constant time. With
-//! no key configured the API is open only on a loopback listener; on any
-//! other address it refuses everything until `api.key` is set.
+//! no key configured the API is open only on a loopback listener, and only
+//! to requests that are plainly local ([`local_request`]); on any other
+//! address it refuses everything until `api.key` is set.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use super::body::{ErrorBody, error};
 pub enum ApiAuth {
     /// Requests must carry `Authorization: Bearer <key>`.
     Key(SecretString),
-    /// No key, loopback listener: anyone who can connect may submit.
+    /// No key, loopback listener: local requests may submit.
     OpenOnLoopback,
     /// No key, non-loopback listener: nobody may.
     Closed,
@@ -35,7 +36,7 @@ impl ApiAuth {
     /// `Err` is the 401 answer, saying why without echoing what was sent.
     pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let expected = match self {
-            ApiAuth::OpenOnLoopback => return Ok(()),
+            ApiAuth::OpenOnLoopback => return local_request(headers).map_err(Refused),
             ApiAuth::Closed => {
                 return Err(Refused(
                     "the job API is disabled: api.key is not set and herald listens on a \
@@ -53,6 +54,65 @@ impl ApiAuth {
             Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
             Some(_) => Err(Refused("invalid API key")),
         }
+    }
+}
+
+/// Whether a request reaching a loopback listener is plainly local: its
+/// `Host` names the loopback interface (so a page of another site whose DNS
+/// name was pointed at 127.0.0.1 is refused), no proxy forwarded it (a
+/// reverse proxy on the same machine would make a remote client look
+/// local), and a browser's `Origin`, when sent, is loopback too (so another
+/// site's page cannot post to it). `Err` says which rule failed.
+pub(crate) fn local_request(headers: &HeaderMap) -> Result<(), &'static str> {
+    const FORWARDED: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+    if FORWARDED.iter().any(|name| headers.contains_key(*name)) {
+        return Err(
+            "without api.key only direct local requests are served; this one was forwarded by a proxy",
+        );
+    }
+    if !headers.get(header::HOST).is_some_and(loopback_authority) {
+        return Err(
+            "without api.key only requests for a loopback Host (localhost, 127.0.0.1, [::1]) are served",
+        );
+    }
+    match headers.get(header::ORIGIN) {
+        Some(origin) if !loopback_origin(origin) => {
+            Err("without api.key only pages from a loopback origin may call this API")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `host[:port]` names the loopback interface.
+fn loopback_authority(value: &header::HeaderValue) -> bool {
+    let Some(uri) = value
+        .to_str()
+        .ok()
+        .and_then(|host| format!("http://{host}/").parse::<axum::http::Uri>().ok())
+    else {
+        return false;
+    };
+    loopback_name(uri.host())
+}
+
+/// Whether an `Origin` (`scheme://host[:port]`) is on the loopback interface.
+fn loopback_origin(value: &header::HeaderValue) -> bool {
+    let uri = value
+        .to_str()
+        .ok()
+        .and_then(|o| o.parse::<axum::http::Uri>().ok());
+    loopback_name(uri.as_ref().and_then(|uri| uri.host()))
+}
+
+fn loopback_name(host: Option<&str>) -> bool {
+    match host {
+        Some("localhost") => true,
+        Some(name) => name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -90,5 +150,58 @@ impl<'r> utoipa::ToResponse<'r> for Refused {
             )
             .build();
         ("Unauthorized", response.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_plainly_local_requests_count() {
+        for host in [
+            "localhost",
+            "localhost:8001",
+            "127.0.0.1:8001",
+            "[::1]:8001",
+            "127.1.2.3",
+        ] {
+            assert_eq!(local_request(&headers(&[("host", host)])), Ok(()), "{host}");
+        }
+        for host in [
+            "example.com",
+            "evil.localhost.example:80",
+            "10.0.0.1:8001",
+            "[::2]",
+        ] {
+            assert!(
+                local_request(&headers(&[("host", host)])).is_err(),
+                "{host}"
+            );
+        }
+        assert!(local_request(&HeaderMap::new()).is_err());
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert!(local_request(&proxied).unwrap_err().contains("proxy"));
+        let page = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("origin", "http://localhost:8001"),
+        ]);
+        assert_eq!(local_request(&page), Ok(()));
+        let other = headers(&[
+            ("host", "127.0.0.1:8001"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(local_request(&other).unwrap_err().contains("origin"));
     }
 }

@@ -4,7 +4,8 @@
 //!   job id (200 with `existing: true` when the dedup key names an earlier
 //!   job); 400 bad JSON or unknown kind (listing the kinds), 422 a payload
 //!   that breaks the kind's schema (naming the field), 413 over the size
-//!   limit, 401 without the right bearer key;
+//!   limit, 415 not sent as JSON, 401 without the right bearer key (or,
+//!   with no key, a request that is not plainly local);
 //! - `GET /api/jobs/{id}`: state, attempts, last error;
 //! - `GET /api/jobs?state=dead`: jobs in a state (newest first, at most 100);
 //! - `POST /api/jobs/{id}/retry`: queues a dead job again;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 pub use auth::ApiAuth;
+pub(crate) use auth::local_request;
 
 use body::{ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody, error};
 
@@ -103,6 +105,8 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
             body = ErrorBody),
         (status = 401, response = auth::Refused),
         (status = 413, description = "The body is over `api.max_body_size`.", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
+            body = ErrorBody),
         (status = 422, description = "The payload breaks the kind's schema, or `dedup_key` is \
             empty or too long: `field` names the field.", body = ErrorBody),
         (status = 503, description = "The database or the queue could not be written; nothing \
@@ -110,7 +114,24 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
     ),
     security(("api_key" = [])),
 )]
-async fn create(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn create(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // A browser sends a cross-site form or text/plain post without asking;
+    // requiring JSON keeps other sites' pages from submitting.
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the job as JSON with `Content-Type: application/json`",
+        );
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),

@@ -5,20 +5,22 @@
 //! count, mark read and a button that submits a `notify` job to
 //! `POST /api/jobs`. It gets its token from `POST /demo/token`, which mints
 //! one only in development: herald on a loopback address with the embedded
-//! SQLite store, asked by a loopback `Host` (so a page of another site that
-//! rebinds its DNS name to 127.0.0.1 gets nothing). Anywhere else the route
-//! answers 403 with the reason and the page asks for a pasted token.
+//! SQLite store and its generated secret (never a configured SECRET_KEY,
+//! which may be the application's real one), asked by a plainly local
+//! request (`api::local_request`: loopback `Host` and `Origin`, nothing
+//! forwarded by a proxy). Anywhere else the route answers 403 with the
+//! reason and the page asks for a pasted token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Json, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, http::Uri};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -56,6 +58,11 @@ pub fn routes(settings: &Settings, mode: Mode, address: SocketAddr) -> anyhow::R
         )
     } else if !settings.is_embedded() {
         Minting::Refused("development tokens are minted only with the embedded SQLite store")
+    } else if settings.secret_key.is_some() {
+        // A configured secret may be the application's real SECRET_KEY.
+        Minting::Refused(
+            "development tokens are minted only with herald's generated secret, not a configured SECRET_KEY",
+        )
     } else {
         Minting::Allowed {
             secret: settings.secret()?,
@@ -101,11 +108,9 @@ async fn mint(
         Minting::Allowed { secret, ttl } => (secret, *ttl),
         Minting::Refused(reason) => return error(StatusCode::FORBIDDEN, reason),
     };
-    if !loopback_host(&headers) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "development tokens are minted only for a loopback Host (localhost, 127.0.0.1, [::1])",
-        );
+    if let Err(reason) = crate::api::local_request(&headers) {
+        let reason = reason.replace("without api.key ", "development tokens: ");
+        return error(StatusCode::FORBIDDEN, &reason);
     }
     let request = match body {
         Ok(Json(request)) => request,
@@ -131,58 +136,6 @@ async fn mint(
     }
 }
 
-/// Whether the request's `Host` names the loopback interface.
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Ok(uri) = format!("http://{host}/").parse::<Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(name) => name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
 fn error(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "error": reason }))).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, value.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn only_loopback_hosts_count() {
-        for ok in [
-            "localhost",
-            "localhost:8001",
-            "127.0.0.1:8001",
-            "[::1]:8001",
-            "127.1.2.3",
-        ] {
-            assert!(loopback_host(&host(ok)), "{ok}");
-        }
-        for bad in [
-            "example.com",
-            "evil.localhost.example:80",
-            "10.0.0.1:8001",
-            "[::2]",
-        ] {
-            assert!(!loopback_host(&host(bad)), "{bad}");
-        }
-        assert!(!loopback_host(&HeaderMap::new()));
-    }
 }

@@ -58,7 +58,7 @@ pub struct JobRecord {
     pub payload: serde_json::Value,
     pub dedup_key: Option<String>,
     pub state: JobState,
-    /// Attempts started so far.
+    /// Attempts ended so far (an attempt is recorded when it ends).
     pub attempts: i32,
     pub max_attempts: i32,
     /// The error of the last failed attempt.
@@ -221,7 +221,7 @@ impl Store {
                 let mut sql =
                     sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'done', attempts = attempts + 1, updated_at = ");
                 sql.push_bind(db_time(at));
-                sql.push(" WHERE id");
+                sql.push(" WHERE state NOT IN ('done', 'dead') AND id");
                 push_id_list(&mut sql, ids);
                 sql.build().execute(pool).await?;
             });
@@ -238,9 +238,10 @@ impl Store {
         error: Option<&str>,
         run_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        // A job another entry already ended stays ended.
         const SQL: &str = "UPDATE herald_jobs SET state = $2, attempts = attempts + 1, \
              last_error = COALESCE($3, last_error), run_at = COALESCE($4, run_at), \
-             updated_at = $5 WHERE id = $1";
+             updated_at = $5 WHERE id = $1 AND state NOT IN ('done', 'dead')";
         with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(id)

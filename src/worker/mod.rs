@@ -50,7 +50,8 @@ pub enum Attempted {
         attempt: i32,
         error: String,
     },
-    /// The ledger says the job already finished (a duplicate queue entry).
+    /// The job already ended (a stale queue entry), or the entry repeats
+    /// one earlier in the same batch, which runs instead.
     Skipped,
 }
 
@@ -96,30 +97,36 @@ async fn attempt_together(
     items: &[Queued],
 ) -> Result<Vec<Result<Attempted, AttemptError>>, AttemptError> {
     let store = &runner.ctx.store;
-    let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+    // An entry repeated in the batch (a queue that delivered it again) runs
+    // once: its later copies are skipped.
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<bool> = items.iter().map(|item| seen.insert(&item.id)).collect();
+    let ids: Vec<String> = seen.into_iter().cloned().collect();
     let started = store.next_job_attempts(&ids).await?; // not ended yet
-    let runnable: Vec<(String, Job)> = items
+    let runs = |(item, first): &(&Queued, bool)| *first && started.contains_key(&item.id);
+    let entries: Vec<(&Queued, bool)> = items.iter().zip(firsts).collect();
+    let runnable: Vec<(String, Job)> = entries
         .iter()
-        .filter(|item| started.contains_key(&item.id))
-        .map(|item| (item.id.clone(), item.job.clone()))
+        .filter(|entry| runs(entry))
+        .map(|(item, _)| (item.id.clone(), item.job.clone()))
         .collect();
-    let mut outcomes = run_many(&runner.ctx, &runnable).await.into_iter();
+    let outcomes = run_many(&runner.ctx, &runnable).await;
+    let mut outcomes = outcomes.into_iter();
     let mut done = Vec::new();
     let mut failed = Vec::new();
-    for item in items {
-        let Some(&attempt) = started.get(&item.id) else {
-            continue;
-        };
+    for entry in entries.iter().filter(|entry| runs(entry)) {
+        let id = entry.0.id.clone();
         match outcomes.next().expect("one outcome per runnable job") {
-            Ok(_) => done.push(item.id.clone()),
-            Err(error) => failed.push((item.id.clone(), attempt, error)),
+            Ok(_) => done.push(id),
+            Err(error) => failed.push((id, started[&entry.0.id], error)),
         }
     }
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
     let mut failed = failed.into_iter().peekable();
-    for item in items {
-        let answer = if !started.contains_key(&item.id) {
+    for entry in &entries {
+        let item = entry.0;
+        let answer = if !runs(entry) {
             Ok(Attempted::Skipped)
         } else if failed.peek().is_some_and(|(id, _, _)| *id == item.id) {
             let (_, attempt, error) = failed.next().expect("peeked");

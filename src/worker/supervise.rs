@@ -348,16 +348,23 @@ async fn promote_loop(
 /// and the queue (several processes may do it; deleting twice is harmless).
 async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
     loop {
-        let before = crate::queue::backend::ended_before(keep);
-        match store.prune_done_jobs(before).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
-            Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
-        }
-        match queue.prune_finished(keep).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
-            Err(error) => tracing::warn!(%error, "could not prune the queue"),
+        let pass = async {
+            let before = crate::queue::backend::ended_before(keep);
+            match store.prune_done_jobs(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
+                Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
+            }
+            match queue.prune_finished(keep).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
+                Err(error) => tracing::warn!(%error, "could not prune the queue"),
+            }
+        };
+        // A long pass does not hold up shutdown; the next one goes on.
+        tokio::select! {
+            () = pass => {}
+            () = stop.cancelled() => return,
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}

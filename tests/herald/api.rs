@@ -267,3 +267,37 @@ async fn the_openapi_document_is_served_without_the_key() {
         assert_eq!(status, expected, "{method} {path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_only_plainly_local_json_requests_are_served() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let body = notify(1).to_string();
+    for (header, reason) in [
+        ("Host: attacker.example", "loopback Host"),
+        ("X-Forwarded-For: 203.0.113.9", "forwarded by a proxy"),
+        ("Origin: https://attacker.example", "loopback origin"),
+    ] {
+        let (status, answer) = api
+            .call("POST", "/api/jobs", &[header], body.as_bytes())
+            .await;
+        assert_eq!(status, 401, "{header}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{header}: {error}");
+    }
+    // A cross-site page can post text/plain without asking: refused.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!(
+        "POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    assert_eq!(api.recorded().await, 0, "nothing was queued");
+    let (status, _) = api.post(&notify(1)).await;
+    assert_eq!(status, 202);
+}

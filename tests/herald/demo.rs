@@ -10,13 +10,14 @@ use secrecy::SecretString;
 
 use crate::helpers::http;
 
-const SECRET: &str = "demo-test-secret-not-for-any-deployment";
-
-fn settings(configure: impl FnOnce(&mut Settings)) -> Settings {
+/// Defaults with a data directory of the test's own (the generated secret
+/// lives there), then `configure`.
+fn settings(configure: impl FnOnce(&mut Settings)) -> (Settings, tempfile::TempDir) {
     let mut settings = Settings::defaults();
-    settings.secret_key = Some(SecretString::from(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    settings.data_dir = dir.path().to_path_buf();
     configure(&mut settings);
-    settings
+    (settings, dir)
 }
 
 /// Serves `routes(settings, mode, as_if)` on a loopback port; `as_if` is the
@@ -52,7 +53,7 @@ async fn mint(addr: SocketAddr, host: &str, body: &str) -> (u16, serde_json::Val
 
 #[tokio::test]
 async fn the_page_is_on_by_default_in_run_only_and_can_be_switched() {
-    let defaults = settings(|_| {});
+    let (defaults, _defaults_dir) = settings(|_| {});
     assert_eq!(
         page_status(serve(&defaults, Mode::AllInOne, None).await).await,
         200
@@ -61,12 +62,12 @@ async fn the_page_is_on_by_default_in_run_only_and_can_be_switched() {
         page_status(serve(&defaults, Mode::SidecarOnly, None).await).await,
         404
     );
-    let on = settings(|s| s.sidecar.demo = Some(true));
+    let (on, _on_dir) = settings(|s| s.sidecar.demo = Some(true));
     assert_eq!(
         page_status(serve(&on, Mode::SidecarOnly, None).await).await,
         200
     );
-    let off = settings(|s| s.sidecar.demo = Some(false));
+    let (off, _off_dir) = settings(|s| s.sidecar.demo = Some(false));
     let addr = serve(&off, Mode::AllInOne, None).await;
     assert_eq!(page_status(addr).await, 404);
     assert_eq!(mint(addr, "127.0.0.1", r#"{"user_id": 1}"#).await.0, 404);
@@ -74,7 +75,8 @@ async fn the_page_is_on_by_default_in_run_only_and_can_be_switched() {
 
 #[tokio::test]
 async fn the_page_imports_the_standalone_client() {
-    let addr = serve(&settings(|_| {}), Mode::AllInOne, None).await;
+    let (defaults, _dir) = settings(|_| {});
+    let addr = serve(&defaults, Mode::AllInOne, None).await;
     let page = raw_get(addr, "/").await;
     assert!(page.contains("text/html"), "{page}");
     assert!(page.contains(r#"import { HeraldNotifications } from "./herald-notifications.js""#));
@@ -86,13 +88,13 @@ async fn the_page_imports_the_standalone_client() {
 
 #[tokio::test]
 async fn development_tokens_are_valid_for_the_asked_user() {
-    let settings = settings(|_| {});
+    let (settings, _settings_dir) = settings(|_| {});
     let addr = serve(&settings, Mode::AllInOne, None).await;
     for host in ["127.0.0.1", "localhost:8001", "[::1]:8001"] {
         let (status, body) = mint(addr, host, r#"{"user_id": 42}"#).await;
         assert_eq!(status, 200, "{host}: {body}");
         let token = body["access"].as_str().unwrap();
-        let access = herald::tokens::validate(&SecretString::from(SECRET), token).unwrap();
+        let access = herald::tokens::validate(&settings.secret().unwrap(), token).unwrap();
         assert_eq!(access.user_id, 42);
         assert_eq!(body["expires_in"], settings.tokens.access_ttl.as_secs());
     }
@@ -100,7 +102,7 @@ async fn development_tokens_are_valid_for_the_asked_user() {
 
 #[tokio::test]
 async fn token_requests_that_are_not_development_are_refused_with_the_reason() {
-    let embedded = settings(|_| {});
+    let (embedded, _embedded_dir) = settings(|_| {});
     let local = serve(&embedded, Mode::AllInOne, None).await;
     let (status, body) = mint(local, "attacker.example", r#"{"user_id": 1}"#).await;
     assert_eq!(
@@ -131,7 +133,18 @@ async fn token_requests_that_are_not_development_are_refused_with_the_reason() {
     );
     assert_eq!(page_status(public).await, 200, "the page itself is static");
 
-    let shared = settings(|s| s.database.url = "postgres://postgres@127.0.0.1:5432/test".into());
+    let (configured, _configured_dir) =
+        settings(|s| s.secret_key = Some(SecretString::from("the-app-secret")));
+    let addr = serve(&configured, Mode::AllInOne, None).await;
+    let (status, body) = mint(addr, "127.0.0.1", r#"{"user_id": 1}"#).await;
+    assert_eq!(status, 403);
+    assert!(
+        body["error"].as_str().unwrap().contains("generated secret"),
+        "{body}"
+    );
+
+    let (shared, _shared_dir) =
+        settings(|s| s.database.url = "postgres://postgres@127.0.0.1:5432/test".into());
     let addr = serve(&shared, Mode::AllInOne, None).await;
     let (status, body) = mint(addr, "127.0.0.1", r#"{"user_id": 1}"#).await;
     assert_eq!(status, 403);

@@ -133,7 +133,7 @@ pub(crate) async fn http(
         .iter()
         .any(|h| h.to_ascii_lowercase().starts_with("host:"))
     {
-        request.push_str("Host: test\r\n");
+        request.push_str("Host: 127.0.0.1\r\n");
     }
     for header in headers {
         request.push_str(header);
