@@ -53,17 +53,29 @@ async fn terminate(mut child: Child) {
     assert!(status.success(), "{status:?}");
 }
 
-async fn wait_for_port(port: u16) {
+/// `herald run` on `port`, once it answers there; `None` if it exited
+/// first (another test took the port between our probe and its bind).
+async fn run_on(data_dir: &Path, port: u16, prefix: &str) -> Option<Child> {
+    let mut run = herald(data_dir, port, prefix, "run").spawn().unwrap();
     for _ in 0..400 {
+        if run.try_wait().unwrap().is_some() {
+            return None;
+        }
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return;
+            return Some(run);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("nothing listens on port {port}");
+    panic!("herald run never answered on port {port}");
+}
+
+/// A free port now (it may be taken again before herald binds it).
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
 }
 
 /// The browser, stepped one JSON command at a time.
@@ -133,14 +145,16 @@ async fn rows_titled(data_dir: &Path, title: &str) -> i64 {
 async fn demo_page_shows_job_notifications_and_what_it_missed_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let prefix = format!("browser{}", ulid::Ulid::generate());
-    let run = herald(data, port, &prefix, "run").spawn().unwrap();
-    wait_for_port(port).await;
+    let mut started = None;
+    for _ in 0..5 {
+        let port = free_port();
+        if let Some(run) = run_on(data, port, &prefix).await {
+            started = Some((port, run));
+            break;
+        }
+    }
+    let (port, run) = started.expect("herald run starts on a free port");
 
     let mut browser = Browser::launch().await;
     let url = format!("http://127.0.0.1:{port}/");
@@ -188,7 +202,9 @@ async fn demo_page_shows_job_notifications_and_what_it_missed_exactly_once() {
     );
 
     // herald starts again: the page resumes from the last id it saw.
-    let run = herald(data, port, &prefix, "run").spawn().unwrap();
+    let run = run_on(data, port, &prefix)
+        .await
+        .expect("herald run starts again on its port");
     let resumed = browser
         .step(json!({"cmd": "wait_count", "title": DOWN_TITLE, "count": 1}))
         .await;
