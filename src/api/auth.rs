@@ -3,6 +3,8 @@
 //! to requests that are plainly local ([`local_request`]); on any other
 //! address it refuses everything until `api.key` is set.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -36,11 +38,15 @@ impl ApiAuth {
     /// `Err` is the 401 answer, saying why without echoing what was sent.
     pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let expected = match self {
-            ApiAuth::OpenOnLoopback => return local_request(headers).map_err(Refused),
+            ApiAuth::OpenOnLoopback => {
+                return local_request(headers)
+                    .map_err(|reason| Refused(format!("without api.key, {reason}").into()));
+            }
             ApiAuth::Closed => {
                 return Err(Refused(
                     "the job API is disabled: api.key is not set and herald listens on a \
-                     non-loopback address",
+                     non-loopback address"
+                        .into(),
                 ));
             }
             ApiAuth::Key(key) => key.expose_secret().as_bytes(),
@@ -50,9 +56,11 @@ impl ApiAuth {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         match presented {
-            None => Err(Refused("missing `Authorization: Bearer <api key>` header")),
+            None => Err(Refused(
+                "missing `Authorization: Bearer <api key>` header".into(),
+            )),
             Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
-            Some(_) => Err(Refused("invalid API key")),
+            Some(_) => Err(Refused("invalid API key".into())),
         }
     }
 }
@@ -66,46 +74,28 @@ impl ApiAuth {
 pub(crate) fn local_request(headers: &HeaderMap) -> Result<(), &'static str> {
     const FORWARDED: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
     if FORWARDED.iter().any(|name| headers.contains_key(*name)) {
-        return Err(
-            "without api.key only direct local requests are served; this one was forwarded by a proxy",
-        );
+        return Err("only direct local requests are served; this one was forwarded by a proxy");
     }
-    if !headers.get(header::HOST).is_some_and(loopback_authority) {
-        return Err(
-            "without api.key only requests for a loopback Host (localhost, 127.0.0.1, [::1]) are served",
-        );
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v: &header::HeaderValue| v.to_str().unwrap_or(""))
+    };
+    if !text(header::HOST).is_some_and(|host| loopback_url(&format!("http://{host}/"))) {
+        return Err("only requests for a loopback Host (localhost, 127.0.0.1, [::1]) are served");
     }
-    match headers.get(header::ORIGIN) {
-        Some(origin) if !loopback_origin(origin) => {
-            Err("without api.key only pages from a loopback origin may call this API")
-        }
-        _ => Ok(()),
+    if text(header::ORIGIN).is_some_and(|origin| !loopback_url(origin)) {
+        return Err("only pages from a loopback origin are served");
     }
+    Ok(())
 }
 
-/// Whether `host[:port]` names the loopback interface.
-fn loopback_authority(value: &header::HeaderValue) -> bool {
-    let Some(uri) = value
-        .to_str()
-        .ok()
-        .and_then(|host| format!("http://{host}/").parse::<axum::http::Uri>().ok())
-    else {
+/// Whether `url`'s host is the loopback interface.
+fn loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
         return false;
     };
-    loopback_name(uri.host())
-}
-
-/// Whether an `Origin` (`scheme://host[:port]`) is on the loopback interface.
-fn loopback_origin(value: &header::HeaderValue) -> bool {
-    let uri = value
-        .to_str()
-        .ok()
-        .and_then(|o| o.parse::<axum::http::Uri>().ok());
-    loopback_name(uri.as_ref().and_then(|uri| uri.host()))
-}
-
-fn loopback_name(host: Option<&str>) -> bool {
-    match host {
+    match uri.host() {
         Some("localhost") => true,
         Some(name) => name
             .trim_start_matches('[')
@@ -118,11 +108,11 @@ fn loopback_name(host: Option<&str>) -> bool {
 
 /// Why a request was refused; answers 401 with the reason.
 #[derive(Debug)]
-pub(crate) struct Refused(&'static str);
+pub(crate) struct Refused(Cow<'static, str>);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        let mut response = error(StatusCode::UNAUTHORIZED, self.0);
+        let mut response = error(StatusCode::UNAUTHORIZED, self.0.into_owned());
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),

@@ -31,8 +31,9 @@ use serde::Deserialize;
 
 pub use auth::ApiAuth;
 pub(crate) use auth::local_request;
+pub(crate) use body::error;
 
-use body::{ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody, error};
+use body::{ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
 
 use crate::jobs::{JobInputError, KINDS};
 use crate::queue::{JobQueue, Submission, SubmitError, retry_dead, submit};

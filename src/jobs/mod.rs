@@ -208,19 +208,7 @@ pub async fn run_many(
     jobs: &[(String, Job)],
 ) -> Vec<Result<JobOutcome, JobError>> {
     let started = std::time::Instant::now();
-    let results = match run_together(ctx, jobs).await {
-        Ok(results) => results,
-        Err(error) if jobs.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::warn!(%error, jobs = jobs.len(), "job batch failed; running its jobs one by one");
-            let mut results = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let alone = run_together(ctx, std::slice::from_ref(job)).await;
-                results.push(alone.and_then(|mut answer| answer.remove(0)));
-            }
-            results
-        }
-    };
+    let results = together_or_alone(jobs, |jobs| run_together(ctx, jobs)).await;
     let elapsed = started.elapsed().as_secs_f64();
     for ((_, job), result) in jobs.iter().zip(&results) {
         let kind = job.kind();
@@ -232,6 +220,33 @@ pub async fn run_many(
         }
     }
     results
+}
+
+/// Runs `items` through `together`; when that fails as a whole (a batch
+/// statement), runs each item alone, so each gets its own answer. A batch
+/// of one answers with the batch's error.
+pub(crate) async fn together_or_alone<'a, T, R, E, F, Fut>(
+    items: &'a [T],
+    together: F,
+) -> Vec<Result<R, E>>
+where
+    F: Fn(&'a [T]) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<R, E>>, E>>,
+    E: std::fmt::Display,
+{
+    match together(items).await {
+        Ok(answers) => answers,
+        Err(error) if items.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, jobs = items.len(), "job batch failed; trying its jobs one by one");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let alone = together(std::slice::from_ref(item)).await;
+                answers.push(alone.and_then(|mut answer| answer.remove(0)));
+            }
+            answers
+        }
+    }
 }
 
 /// What one job of a batch came to before publishing.

@@ -1,4 +1,5 @@
-//! Connecting to the configured apalis storage and pushing entries.
+//! Connecting to the configured apalis storage, pushing entries and pruning
+//! finished ones.
 //!
 //! SQLite: a file of its own in data_dir (`queue.sqlite3`), in WAL mode with
 //! `synchronous=FULL` (apalis's own `setup` would turn syncing off, so its
@@ -10,6 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_core::backend::Vacuum;
 use apalis_postgres::PostgresStorage;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
@@ -17,8 +19,6 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-
-use apalis_core::backend::Vacuum;
 
 use super::Queued;
 use crate::config::{QueueBackend, QueueSettings, Settings};
@@ -35,6 +35,8 @@ pub enum QueueError {
     Redis(#[from] redis::RedisError),
     #[error("queue push failed: {0}")]
     Push(String),
+    #[error("queue pruning failed: {0}")]
+    Prune(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("queue file: {0}")]
@@ -160,7 +162,7 @@ impl JobQueue {
                     pruned += storage
                         .vacuum_before(age)
                         .await
-                        .map_err(|e| QueueError::Push(e.to_string()))?;
+                        .map_err(|e| QueueError::Prune(e.to_string()))?;
                 }
                 Ok(pruned as u64)
             }

@@ -25,6 +25,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::error;
 use crate::config::Settings;
 
 /// Which command serves: the demo page is on by default only in `herald run`.
@@ -106,17 +107,19 @@ async fn mint(
 ) -> Response {
     let (secret, ttl) = match minting.as_ref() {
         Minting::Allowed { secret, ttl } => (secret, *ttl),
-        Minting::Refused(reason) => return error(StatusCode::FORBIDDEN, reason),
+        Minting::Refused(reason) => return error(StatusCode::FORBIDDEN, *reason),
     };
     if let Err(reason) = crate::api::local_request(&headers) {
-        let reason = reason.replace("without api.key ", "development tokens: ");
-        return error(StatusCode::FORBIDDEN, &reason);
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("development tokens: {reason}"),
+        );
     }
     let request = match body {
         Ok(Json(request)) => request,
         Err(rejection) => {
             let reason = format!("expected {{\"user_id\": N}}: {}", rejection.body_text());
-            return error(StatusCode::BAD_REQUEST, &reason);
+            return error(StatusCode::BAD_REQUEST, reason);
         }
     };
     match crate::tokens::mint(secret, request.user_id, ttl) {
@@ -134,8 +137,4 @@ async fn mint(
             )
         }
     }
-}
-
-fn error(status: StatusCode, reason: &str) -> Response {
-    (status, Json(json!({ "error": reason }))).into_response()
 }

@@ -8,9 +8,11 @@ mod batch;
 pub mod scheduler;
 mod supervise;
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 
-use crate::jobs::{Job, JobContext, JobError, run_many};
+use crate::jobs::{Job, JobContext, JobError, JobOutcome, run_many, together_or_alone};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, StoreError};
 use crate::telemetry::metrics as m;
@@ -67,26 +69,13 @@ pub async fn attempt(runner: &Runner, item: Queued) -> Result<Attempted, Attempt
 /// query reads their attempt numbers (and skips jobs that already ended),
 /// the jobs run through [`run_many`] (one group commit), and one statement
 /// records the successful attempts; failures take the retry policy one by
-/// one. When a batch statement fails, each
-/// entry is tried alone, so each gets its own answer.
+/// one. When a batch statement fails, each entry is tried alone, so each
+/// gets its own answer.
 pub async fn attempt_many(
     runner: &Runner,
     items: Vec<Queued>,
 ) -> Vec<Result<Attempted, AttemptError>> {
-    if items.len() > 1 {
-        match attempt_together(runner, &items).await {
-            Ok(answers) => return answers,
-            Err(error) => {
-                tracing::warn!(%error, jobs = items.len(), "job batch failed; trying its jobs one by one")
-            }
-        }
-    }
-    let mut answers = Vec::with_capacity(items.len());
-    for item in &items {
-        let alone = attempt_together(runner, std::slice::from_ref(item)).await;
-        answers.push(alone.and_then(|mut answer| answer.remove(0)));
-    }
-    answers
+    together_or_alone(&items, |items| attempt_together(runner, items)).await
 }
 
 /// One pass over `items`. Every batch statement runs before any entry's own
@@ -97,44 +86,46 @@ async fn attempt_together(
     items: &[Queued],
 ) -> Result<Vec<Result<Attempted, AttemptError>>, AttemptError> {
     let store = &runner.ctx.store;
-    // An entry repeated in the batch (a queue that delivered it again) runs
-    // once: its later copies are skipped.
-    let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<bool> = items.iter().map(|item| seen.insert(&item.id)).collect();
-    let ids: Vec<String> = seen.into_iter().cloned().collect();
-    let started = store.next_job_attempts(&ids).await?; // not ended yet
-    let runs = |(item, first): &(&Queued, bool)| *first && started.contains_key(&item.id);
-    let entries: Vec<(&Queued, bool)> = items.iter().zip(firsts).collect();
-    let runnable: Vec<(String, Job)> = entries
+    let ids: Vec<String> = items.iter().map(|item| item.id.clone()).collect();
+    let next = store.next_job_attempts(&ids).await?; // jobs not ended yet
+    // The attempt each entry runs as; `None` skips it: its job ended, or it
+    // repeats an entry earlier in the batch (a queue that delivered it again).
+    let mut seen = HashSet::new();
+    let attempts: Vec<Option<i32>> = items
         .iter()
-        .filter(|entry| runs(entry))
+        .map(|item| {
+            next.get(&item.id)
+                .copied()
+                .filter(|_| seen.insert(&item.id))
+        })
+        .collect();
+    let runnable: Vec<(String, Job)> = items
+        .iter()
+        .zip(&attempts)
+        .filter(|(_, attempt)| attempt.is_some())
         .map(|(item, _)| (item.id.clone(), item.job.clone()))
         .collect();
-    let outcomes = run_many(&runner.ctx, &runnable).await;
-    let mut outcomes = outcomes.into_iter();
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for entry in entries.iter().filter(|entry| runs(entry)) {
-        let id = entry.0.id.clone();
-        match outcomes.next().expect("one outcome per runnable job") {
-            Ok(_) => done.push(id),
-            Err(error) => failed.push((id, started[&entry.0.id], error)),
-        }
-    }
+    let mut outcomes = run_many(&runner.ctx, &runnable).await.into_iter();
+    let results: Vec<Option<Result<JobOutcome, JobError>>> = attempts
+        .iter()
+        .map(|attempt| attempt.map(|_| outcomes.next().expect("one outcome per runnable job")))
+        .collect();
+    let done: Vec<String> = items
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| matches!(result, Some(Ok(_))))
+        .map(|(item, _)| item.id.clone())
+        .collect();
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
-    let mut failed = failed.into_iter().peekable();
-    for entry in &entries {
-        let item = entry.0;
-        let answer = if !runs(entry) {
-            Ok(Attempted::Skipped)
-        } else if failed.peek().is_some_and(|(id, _, _)| *id == item.id) {
-            let (_, attempt, error) = failed.next().expect("peeked");
-            after_failure(runner, item.clone(), attempt, error).await
-        } else {
-            Ok(Attempted::Done)
-        };
-        answers.push(answer);
+    for ((item, attempt), result) in items.iter().zip(attempts).zip(results) {
+        answers.push(match (attempt, result) {
+            (Some(attempt), Some(Err(error))) => {
+                after_failure(runner, item.clone(), attempt, error).await
+            }
+            (_, Some(Ok(_))) => Ok(Attempted::Done),
+            _ => Ok(Attempted::Skipped),
+        });
     }
     Ok(answers)
 }

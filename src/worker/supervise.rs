@@ -325,65 +325,71 @@ async fn run_kind(
     }
 }
 
-/// Moves due entries of a Redis queue to its active list every `every`
-/// (see [`promote_due`]).
-async fn promote_loop(
-    mut conn: redis::aio::ConnectionManager,
-    config: apalis_redis::Config,
-    every: Duration,
-    stop: CancellationToken,
-) {
+/// Runs `pass` now and then every `period` until `stop`; a pass under way
+/// when `stop` comes is dropped, so none holds up shutdown.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
-        if let Err(error) = promote_due(&mut conn, &config).await {
-            tracing::debug!(%error, "could not promote due queue entries");
+        tokio::select! {
+            () = pass() => {}
+            () = stop.cancelled() => return,
         }
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(period) => {}
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// Moves due entries of a Redis queue to its active list every `period`
+/// (see [`promote_due`]).
+async fn promote_loop(
+    conn: redis::aio::ConnectionManager,
+    config: apalis_redis::Config,
+    period: Duration,
+    stop: CancellationToken,
+) {
+    every(period, stop, || {
+        let (mut conn, config) = (conn.clone(), config.clone());
+        async move {
+            if let Err(error) = promote_due(&mut conn, &config).await {
+                tracing::debug!(%error, "could not promote due queue entries");
+            }
+        }
+    })
+    .await
 }
 
 /// Every minute, deletes the done jobs older than `keep` from the ledger
 /// and the queue (several processes may do it; deleting twice is harmless).
 async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
-    loop {
-        let pass = async {
-            let before = crate::queue::backend::ended_before(keep);
-            match store.prune_done_jobs(before).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
-                Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
-            }
-            match queue.prune_finished(keep).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
-                Err(error) => tracing::warn!(%error, "could not prune the queue"),
-            }
-        };
-        // A long pass does not hold up shutdown; the next one goes on.
-        tokio::select! {
-            () = pass => {}
-            () = stop.cancelled() => return,
+    every(Duration::from_secs(60), stop, || async {
+        let before = crate::queue::backend::ended_before(keep);
+        match store.prune_done_jobs(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
+            Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            () = stop.cancelled() => return,
+        match queue.prune_finished(keep).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
+            Err(error) => tracing::warn!(%error, "could not prune the queue"),
         }
-    }
+    })
+    .await
 }
 
 /// Keeps `herald_queue_depth` current from the ledger.
 async fn depth_gauge(store: Store, stop: CancellationToken) {
-    loop {
+    every(Duration::from_secs(5), stop, || async {
         for state in [JobState::Queued, JobState::Retrying] {
             if let Ok(count) = store.count_jobs(state).await {
                 metrics::gauge!(m::QUEUE_DEPTH, "state" => state.as_str()).set(count as f64);
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
+    })
+    .await
 }

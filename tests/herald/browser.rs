@@ -121,6 +121,14 @@ impl Browser {
         answer
     }
 
+    /// Once the page is connected, clicks its button that submits a job.
+    async fn send_test_notification(&mut self) {
+        self.step(json!({"cmd": "wait_status", "status": "open"}))
+            .await;
+        self.step(json!({"cmd": "click", "selector": "#notify"}))
+            .await;
+    }
+
     async fn count(&mut self, title: &str) -> i64 {
         let answer = self.step(json!({"cmd": "count", "title": title})).await;
         answer["count"].as_i64().unwrap()
@@ -159,12 +167,7 @@ async fn demo_page_shows_job_notifications_and_what_it_missed_exactly_once() {
     let mut browser = Browser::launch().await;
     let url = format!("http://127.0.0.1:{port}/");
     browser.step(json!({"cmd": "open", "url": url})).await;
-    browser
-        .step(json!({"cmd": "wait_status", "status": "open"}))
-        .await;
-    browser
-        .step(json!({"cmd": "click", "selector": "#notify"}))
-        .await;
+    browser.send_test_notification().await;
     let shown = browser
         .step(json!({"cmd": "wait_count", "title": "Test notification", "count": 1}))
         .await;
@@ -211,12 +214,7 @@ async fn demo_page_shows_job_notifications_and_what_it_missed_exactly_once() {
     assert_eq!(resumed["count"], 1);
     // Live again: a second job's notification arrives, the missed one is
     // still shown once, and the first is not repeated.
-    browser
-        .step(json!({"cmd": "wait_status", "status": "open"}))
-        .await;
-    browser
-        .step(json!({"cmd": "click", "selector": "#notify"}))
-        .await;
+    browser.send_test_notification().await;
     browser
         .step(json!({"cmd": "wait_count", "title": "Test notification", "count": 2}))
         .await;

@@ -105,6 +105,18 @@ pub(crate) async fn wait_for_state(store: &Store, id: &str, state: JobState) {
     }
 }
 
+/// An open task without a deadline, assigned to user 7.
+async fn open_task(store: &Store, title: &str, created_by: Option<i64>) -> herald::store::Task {
+    let task = NewTask {
+        title: title.into(),
+        status: "open".into(),
+        deadline: None,
+        assignee_id: Some(7),
+        created_by_id: created_by,
+    };
+    store.create_task(&task).await.unwrap()
+}
+
 struct Running {
     env: QueueEnv,
     queue: JobQueue,
@@ -141,16 +153,7 @@ async fn run_body(case: Case) {
         .group_add(&notification_group(7), &channel)
         .await
         .unwrap();
-    let task = store
-        .create_task(&NewTask {
-            title: "Report".into(),
-            status: "open".into(),
-            deadline: None,
-            assignee_id: Some(7),
-            created_by_id: Some(8),
-        })
-        .await
-        .unwrap();
+    let task = open_task(store, "Report", Some(8)).await;
     let attached =
         json!({"task_id": task.id, "file_id": 3, "file_name": "a.pdf", "uploaded_by": 9});
     let notify =
@@ -203,16 +206,7 @@ async fn dead_body(case: Case) {
     let dead = store.jobs_in_state(JobState::Dead, 10).await.unwrap();
     assert_eq!(dead.iter().map(|j| &j.id).collect::<Vec<_>>(), [&done.id]);
     // Now the task exists; a retry runs the job again, to completion.
-    let task = store
-        .create_task(&NewTask {
-            title: "Late".into(),
-            status: "open".into(),
-            deadline: None,
-            assignee_id: Some(7),
-            created_by_id: None,
-        })
-        .await
-        .unwrap();
+    let task = open_task(store, "Late", None).await;
     assert_eq!(task.id, 1);
     retry_dead(store, &r.queue, &done.id).await.unwrap();
     wait_for_state(store, &done.id, JobState::Done).await;
@@ -286,16 +280,7 @@ async fn batch_body(case: Case) {
         },
         queue: queue.clone(),
     };
-    let task = store
-        .create_task(&NewTask {
-            title: "Batch".into(),
-            status: "open".into(),
-            deadline: None,
-            assignee_id: Some(7),
-            created_by_id: Some(8),
-        })
-        .await
-        .unwrap();
+    let task = open_task(store, "Batch", Some(8)).await;
     // 20 jobs on the task, one on a task that does not exist, and the first
     // one's and the bad one's entries twice (a queue that delivered them
     // again).
