@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::queue::MAX_BATCH;
 use crate::store::{PoolOptions, Store};
 
 /// Opens the configured database.
@@ -52,11 +53,47 @@ pub async fn enqueue(
     let submitted = crate::queue::submit(&store, &queue, submission).await;
     queue.close().await;
     store.close().await;
-    let done = submitted?;
-    Ok(
-        serde_json::json!({"id": done.id, "state": done.state, "existing": done.existing})
-            .to_string(),
-    )
+    Ok(answer_line(&submitted?))
+}
+
+/// `herald enqueue --file`: checks every job first (bad input anywhere
+/// queues nothing; the error names the job's index), then records and
+/// queues them [`MAX_BATCH`] at a time; prints one `{"id", "state",
+/// "existing"}` line per job. A database or queue failure keeps the
+/// batches queued before it, and says how many jobs they held.
+pub async fn enqueue_many(
+    settings: &Settings,
+    submissions: Vec<crate::queue::Submission>,
+) -> anyhow::Result<String> {
+    crate::queue::check_all(&submissions)?;
+    let store = connect_store(settings).await?;
+    let queue = crate::queue::JobQueue::connect(settings)
+        .await
+        .context("could not open the job queue")?;
+    let mut lines = Vec::with_capacity(submissions.len());
+    let mut failure = None;
+    for chunk in submissions.chunks(MAX_BATCH) {
+        match crate::queue::submit_many(&store, &queue, chunk.to_vec()).await {
+            Ok(done) => lines.extend(done.iter().map(answer_line)),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    queue.close().await;
+    store.close().await;
+    match failure {
+        None => Ok(lines.join("\n")),
+        Some(error) => Err(anyhow::Error::new(error).context(format!(
+            "{} job(s) were queued before the failure",
+            lines.len()
+        ))),
+    }
+}
+
+fn answer_line(done: &crate::queue::Submitted) -> String {
+    serde_json::json!({"id": done.id, "state": done.state, "existing": done.existing}).to_string()
 }
 
 /// `herald jobs failed`: the dead jobs, newest first, one JSON object per

@@ -141,6 +141,8 @@ pub struct ApiSettings {
     /// Empty: no key (accepted only on a loopback listener).
     pub key: SecretString,
     pub max_body_size: usize,
+    /// The body limit of `POST /api/jobs/batch`.
+    pub max_batch_body_size: usize,
 }
 
 /// The worker's scans and schedules.
@@ -510,11 +512,13 @@ impl Settings {
         if queue.prefix.is_empty() {
             return Err(ConfigError::new("queue.prefix", "must not be empty"));
         }
-        if self.api.max_body_size == 0 {
-            return Err(ConfigError::new(
-                "api.max_body_size",
-                "must be greater than 0",
-            ));
+        for (key, size) in [
+            ("api.max_body_size", self.api.max_body_size),
+            ("api.max_batch_body_size", self.api.max_batch_body_size),
+        ] {
+            if size == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
         }
         Ok(())
     }

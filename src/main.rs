@@ -1,12 +1,13 @@
 //! The `herald` command line: parses arguments, loads configuration and calls
 //! the library. Exit status 2 means bad usage or configuration, 1 a failure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use herald::config::{ConfigError, Settings};
+use herald::queue::BatchError;
 
 #[derive(Parser)]
 #[command(
@@ -44,18 +45,25 @@ enum Command {
     /// Everything in one process: worker, scheduler, sidecar and job API.
     /// With no configuration: embedded SQLite, in-memory layer.
     Run,
-    /// Submit a job: KIND and its JSON payload.
+    /// Submit a job: KIND and its JSON payload; or many with --file.
     Enqueue {
         /// deadline_reminder, overdue_check, file_attached, status_changed or notify.
-        kind: String,
+        #[arg(required_unless_present = "file")]
+        kind: Option<String>,
         /// The payload, as JSON (see jobs/<kind>.example.json).
-        payload: String,
+        #[arg(required_unless_present = "file")]
+        payload: Option<String>,
         /// When to run it (RFC 3339, such as 2026-12-01T09:00:00Z); default now.
         #[arg(long)]
         run_at: Option<chrono::DateTime<chrono::Utc>>,
         /// A repeat with the same key is not queued again.
         #[arg(long)]
         dedup_key: Option<String>,
+        /// Submit the jobs of a file instead (`-`: standard input), one JSON
+        /// object `{kind, payload, run_at?, dedup_key?}` per line; every line
+        /// is checked before any job is queued.
+        #[arg(long, conflicts_with_all = ["kind", "payload", "run_at", "dedup_key"])]
+        file: Option<PathBuf>,
     },
     /// Inspect and retry jobs.
     Jobs {
@@ -100,11 +108,18 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| String::new()),
             Command::Enqueue {
+                file: Some(file), ..
+            } => enqueue_file(&settings, &file).await,
+            Command::Enqueue {
                 kind,
                 payload,
                 run_at,
                 dedup_key,
-            } => enqueue(&settings, kind, &payload, run_at, dedup_key).await,
+                file: None,
+            } => {
+                let (kind, payload) = (kind.unwrap_or_default(), payload.unwrap_or_default());
+                enqueue(&settings, kind, &payload, run_at, dedup_key).await
+            }
             Command::Jobs { command } => match command {
                 JobsCommand::Failed { limit } => {
                     herald::commands::jobs_failed(&settings, limit).await
@@ -148,6 +163,39 @@ async fn enqueue(
         dedup_key,
     };
     herald::commands::enqueue(settings, submission).await
+}
+
+/// Reads `herald enqueue --file` (`-`: standard input), then submits.
+async fn enqueue_file(settings: &Settings, path: &Path) -> anyhow::Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = text.map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    let mut submissions = Vec::new();
+    let mut lines = Vec::new(); // the file line of each job
+    for (number, line) in text.lines().enumerate().map(|(i, line)| (i + 1, line)) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let submission = serde_json::from_str(line)
+            .map_err(|e| BadInput(format!("line {number}: not a job: {e}")))?;
+        submissions.push(submission);
+        lines.push(number);
+    }
+    if submissions.is_empty() {
+        return Err(BadInput(format!("{}: no jobs in it", path.display())).into());
+    }
+    herald::commands::enqueue_many(settings, submissions)
+        .await
+        .map_err(|error| match error.downcast_ref::<BatchError>() {
+            // Bad input names its job by file line.
+            Some(BatchError { at: Some(i), error }) => {
+                BadInput(format!("line {}: {error}", lines[*i])).into()
+            }
+            _ => error,
+        })
 }
 
 /// A command-line argument that cannot be used (exit status 2).

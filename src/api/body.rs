@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::queue::Submitted;
 use crate::queue::submit::MAX_DEDUP_KEY;
+use crate::queue::{Submission, Submitted};
 use crate::store::{JobRecord, JobState};
 
 /// A job to submit: `payload` must match the schema of `kind` (the job
@@ -31,6 +31,36 @@ pub(crate) struct SubmitBody {
     #[schema(min_length = 1, max_length = 255)]
     pub(crate) dedup_key: Option<String>,
 }
+
+impl From<SubmitBody> for Submission {
+    fn from(body: SubmitBody) -> Self {
+        Submission {
+            kind: body.kind,
+            payload: body.payload,
+            run_at: body.run_at,
+            dedup_key: body.dedup_key,
+        }
+    }
+}
+
+/// Many jobs to submit at once: checked whole before any is recorded.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BatchRequest)]
+pub(crate) struct BatchBody {
+    /// 1 to 1,000 jobs.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub(crate) jobs: Vec<SubmitBody>,
+}
+
+/// The answers to a batch, in the jobs' order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchAnswer {
+    pub(crate) jobs: Vec<SubmitAnswer>,
+}
+
+// The schemas' literals above must match the limits.
+const _: () = assert!(crate::queue::MAX_BATCH == 1000);
 
 // The schema's `max_length` above must be a literal.
 const _: () = assert!(MAX_DEDUP_KEY == 255);
@@ -74,10 +104,15 @@ pub(crate) struct ErrorBody {
     /// Why the request failed.
     pub(crate) error: String,
     /// With 422: the field that broke the schema (a payload path such as
-    /// `user_id`, or `dedup_key`).
+    /// `user_id`, or `dedup_key`; in a batch `jobs[i].payload.user_id` or
+    /// `jobs[i].dedup_key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub(crate) field: Option<String>,
+    /// With an error in a batch: the index of the job at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) index: Option<usize>,
     /// With 400 for an unknown kind: the known kinds.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -89,6 +124,7 @@ impl ErrorBody {
         ErrorBody {
             error: reason.into(),
             field: None,
+            index: None,
             kinds: None,
         }
     }

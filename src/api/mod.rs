@@ -6,6 +6,9 @@
 //!   that breaks the kind's schema (naming the field), 413 over the size
 //!   limit, 415 not sent as JSON, 401 without the right bearer key (or,
 //!   with no key, a request that is not plainly local);
+//! - `POST /api/jobs/batch` `{jobs: [...]}`: up to 1,000 jobs in one
+//!   request, checked whole before any is recorded (an error names the
+//!   job, `jobs[i]`), answered in order;
 //! - `GET /api/jobs/{id}`: state, attempts, last error;
 //! - `GET /api/jobs?state=dead`: jobs in a state (newest first, at most 100);
 //! - `POST /api/jobs/{id}/retry`: queues a dead job again;
@@ -33,10 +36,13 @@ pub use auth::ApiAuth;
 pub(crate) use auth::local_request;
 pub(crate) use body::error;
 
-use body::{ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
+use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
 
+use crate::config::ApiSettings;
 use crate::jobs::{JobInputError, KINDS};
-use crate::queue::{JobQueue, Submission, SubmitError, retry_dead, submit};
+use crate::queue::{
+    BatchError, JobQueue, MAX_BATCH, Submission, SubmitError, retry_dead, submit, submit_many,
+};
 use crate::store::{JobRecord, JobState, Store};
 
 /// Jobs one list answer holds at most.
@@ -68,12 +74,14 @@ impl ApiState {
 
 /// The `/api/jobs` routes, with the body size limit applied, and the
 /// unauthenticated `/api/openapi.json`.
-pub fn router(state: ApiState, max_body_size: usize) -> Router {
+pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
+    let batch = post(create_batch).layer(DefaultBodyLimit::max(limits.max_batch_body_size));
     Router::new()
         .route("/api/jobs", post(create).get(list))
         .route("/api/jobs/{id}", get(show))
         .route("/api/jobs/{id}/retry", post(retry))
-        .layer(DefaultBodyLimit::max(max_body_size))
+        .layer(DefaultBodyLimit::max(limits.max_body_size))
+        .route("/api/jobs/batch", batch)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         // After the auth layer: the description of the API is public.
         .route("/api/openapi.json", get(openapi::serve))
@@ -120,34 +128,11 @@ async fn create(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // A browser sends a cross-site form or text/plain post without asking;
-    // requiring JSON keeps other sites' pages from submitting.
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the job as JSON with `Content-Type: application/json`",
-        );
-    }
-    let body = match body {
+    let body: SubmitBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        Err((status, reason)) => return error(status, reason),
     };
-    let body: SubmitBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
-    };
-    let submission = Submission {
-        kind: body.kind,
-        payload: body.payload,
-        run_at: body.run_at,
-        dedup_key: body.dedup_key,
-    };
-    match submit(&state.store, &state.queue, submission).await {
+    match submit(&state.store, &state.queue, body.into()).await {
         Ok(done) => {
             let status = if done.existing {
                 StatusCode::OK
@@ -156,23 +141,119 @@ async fn create(
             };
             (status, axum::Json(SubmitAnswer::from(done))).into_response()
         }
-        Err(e) => submit_error(e),
+        Err(e) => submit_error(e, None),
     }
 }
 
-fn submit_error(e: SubmitError) -> Response {
-    let mut body = ErrorBody::new(e.to_string());
+/// Submits many jobs at once.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/batch",
+    operation_id = "submit_jobs",
+    tag = "jobs",
+    request_body = BatchBody,
+    responses(
+        (status = 202, description = "Every job checked, and the new ones recorded and queued; \
+            the answers follow the jobs' order (`existing: true` where `dedup_key` named an \
+            earlier job, also one earlier in this batch).", body = BatchAnswer),
+        (status = 200, description = "Every job's `dedup_key` named an earlier job; nothing \
+            new is queued.", body = BatchAnswer),
+        (status = 400, description = "The body is not JSON or has no jobs or too many (at most \
+            1,000); or a job's kind is unknown (`index` names the job, `kinds` lists the known \
+            ones). Nothing is queued.", body = ErrorBody),
+        (status = 401, response = auth::Refused),
+        (status = 413, description = "The body is over `api.max_batch_body_size`.",
+            body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
+            body = ErrorBody),
+        (status = 422, description = "A job's payload breaks its kind's schema, or its \
+            `dedup_key` is empty or too long: `index` names the job and `field` the field \
+            (`jobs[i].payload.<path>` or `jobs[i].dedup_key`). Nothing is queued.",
+            body = ErrorBody),
+        (status = 503, description = "The database or the queue could not be written; nothing \
+            is queued.", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
+async fn create_batch(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body: BatchBody = match json_body(&headers, body) {
+        Ok(body) => body,
+        Err((status, reason)) => return error(status, reason),
+    };
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        let reason = format!(
+            "`jobs` must hold 1 to {MAX_BATCH} jobs, not {}",
+            body.jobs.len()
+        );
+        return error(StatusCode::BAD_REQUEST, reason);
+    }
+    let submissions = body.jobs.into_iter().map(Submission::from).collect();
+    match submit_many(&state.store, &state.queue, submissions).await {
+        Ok(done) => {
+            let status = if done.iter().all(|job| job.existing) {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let jobs = done.into_iter().map(SubmitAnswer::from).collect();
+            (status, axum::Json(BatchAnswer { jobs })).into_response()
+        }
+        Err(BatchError { at, error }) => submit_error(error, at),
+    }
+}
+
+/// The body of a submission: JSON, sent as JSON. A browser sends a
+/// cross-site form or text/plain post without asking; requiring the JSON
+/// content type keeps other sites' pages from submitting.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, (StatusCode, String)> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let reason = "send the job as JSON with `Content-Type: application/json`";
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.into()));
+    }
+    let body = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// The answer to a failed submission; `at` is the index of the job at
+/// fault in a batch.
+fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
+    let prefix = at.map(|i| format!("jobs[{i}]")).unwrap_or_default();
+    let mut body = ErrorBody::new(match at {
+        Some(_) => format!("{prefix}: {e}"),
+        None => e.to_string(),
+    });
+    body.index = at;
+    let field = |name: String| match at {
+        Some(_) => format!("{prefix}.{name}"),
+        None => name,
+    };
     let status = match e {
         SubmitError::Input(JobInputError::UnknownKind { .. }) => {
             body.kinds = Some(KINDS.map(String::from).to_vec());
             StatusCode::BAD_REQUEST
         }
         SubmitError::Input(JobInputError::InvalidPayload { field, .. }) => {
-            body.field = Some(field);
+            body.field = Some(match at {
+                Some(_) => format!("{prefix}.payload.{field}"),
+                None => field,
+            });
             StatusCode::UNPROCESSABLE_ENTITY
         }
         SubmitError::DedupKey(_) => {
-            body.field = Some("dedup_key".into());
+            body.field = Some(field("dedup_key".into()));
             StatusCode::UNPROCESSABLE_ENTITY
         }
         SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -204,7 +285,7 @@ async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response
     match state.store.get_job(&id).await {
         Ok(Some(job)) => axum::Json(job).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => submit_error(e.into()),
+        Err(e) => submit_error(e.into(), None),
     }
 }
 
@@ -243,7 +324,7 @@ async fn list(
     };
     match state.store.jobs_in_state(job_state, LIST_LIMIT).await {
         Ok(jobs) => axum::Json(JobList { jobs }).into_response(),
-        Err(e) => submit_error(e.into()),
+        Err(e) => submit_error(e.into(), None),
     }
 }
 
@@ -278,6 +359,6 @@ async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Respons
             };
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
-        Err(e) => submit_error(e),
+        Err(e) => submit_error(e, None),
     }
 }

@@ -25,7 +25,7 @@ const SCHEME: &str = "api_key";
         description = "Submit, read and retry herald's background jobs. Every error answer is \
             `{\"error\": \"...\"}` with the reason. See docs/jobs.md."
     ),
-    paths(super::create, super::list, super::show, super::retry, serve),
+    paths(super::create, super::create_batch, super::list, super::show, super::retry, serve),
     components(schemas(ErrorBody), responses(Refused)),
     modifiers(&ApiKey),
     tags(

@@ -7,6 +7,7 @@
 //! `database.url`, apalis's tables in the `apalis` schema, its migration
 //! history kept there too, apart from herald's. Redis: `queue.redis_url`.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +75,11 @@ macro_rules! storage_config {
             .missed_heartbeats(2)
             // A fetch takes as many entries as the kind runs at once.
             .batch_size($settings.concurrency_of($kind))
+            // A fetch already marks its entries as this worker's, and a dead
+            // worker's entries go back by its heartbeat alone. apalis's extra
+            // per-task lock is one more write each (on Redis, a scan of the
+            // whole waiting list per entry), so it is left off.
+            .lock_tasks(false)
     };
 }
 pub(crate) use storage_config;
@@ -98,31 +104,56 @@ impl JobQueue {
 
     /// Queues `item` to run at `run_at` (whole seconds; sooner means now).
     pub async fn push(&self, item: Queued, run_at: DateTime<Utc>) -> Result<(), QueueError> {
-        let kind = item.job.kind();
-        // Only a job for later gets a run time: apalis-redis puts timed
-        // entries in a scheduled set, and its fetch script fails for good
-        // once about 8,000 of them are due together (Lua's unpack limit).
-        let mut task = TaskBuilder::new(item);
-        if run_at > Utc::now() {
-            task = task.run_at_time(SystemTime::from(run_at));
+        self.push_many(vec![(item, run_at)]).await
+    }
+
+    /// Queues each item to run at its time: one write per kind and
+    /// [`PUSH_CHUNK`] entries (one multi-row insert, or one Redis script).
+    pub async fn push_many(&self, items: Vec<(Queued, DateTime<Utc>)>) -> Result<(), QueueError> {
+        let mut by_kind: BTreeMap<&'static str, Vec<_>> = BTreeMap::new();
+        for (item, run_at) in items {
+            let kind = item.job.kind();
+            // Only a job for later gets a run time: apalis-redis puts timed
+            // entries in a scheduled set, and its fetch script fails for good
+            // once about 8,000 of them are due together (Lua's unpack limit).
+            let mut task = TaskBuilder::new(item);
+            if run_at > Utc::now() {
+                task = task.run_at_time(SystemTime::from(run_at));
+            }
+            by_kind.entry(kind).or_default().push(task.build());
         }
-        let task = task.build();
+        for (kind, tasks) in by_kind {
+            let mut tasks = tasks.into_iter().peekable();
+            while tasks.peek().is_some() {
+                let chunk: Vec<_> = tasks.by_ref().take(PUSH_CHUNK).collect();
+                self.push_chunk(kind, chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn push_chunk(
+        &self,
+        kind: &str,
+        tasks: Vec<apalis::prelude::Task<Queued>>,
+    ) -> Result<(), QueueError> {
         let settings = &self.settings;
+        let tasks = futures_util::stream::iter(tasks);
         let pushed = match &self.storage {
             Storage::Sqlite(pool) => {
                 let config = storage_config!(apalis_sqlite::Config, settings, kind);
                 let mut storage = SqliteStorage::<Queued>::new(pool).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
+                storage.push_all(tasks).await.map_err(|e| e.to_string())
             }
             Storage::Postgres(pool) => {
                 let config = storage_config!(apalis_postgres::Config, settings, kind);
                 let mut storage = PostgresStorage::<Queued>::new(pool).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
+                storage.push_all(tasks).await.map_err(|e| e.to_string())
             }
             Storage::Redis(conn) => {
                 let config = storage_config!(apalis_redis::Config, settings, kind);
                 let mut storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
-                storage.push_task(task).await.map_err(|e| e.to_string())
+                storage.push_all(tasks).await.map_err(|e| e.to_string())
             }
         };
         pushed.map_err(QueueError::Push)
@@ -244,6 +275,9 @@ pub(crate) fn ended_before(age: Duration) -> DateTime<Utc> {
         .and_then(|age| Utc::now().checked_sub_signed(age))
         .unwrap_or(DateTime::UNIX_EPOCH)
 }
+
+/// Entries one queue write carries at most.
+pub(crate) const PUSH_CHUNK: usize = 1000;
 
 /// Entries [`promote_due`] moves per round trip.
 const PROMOTE_CHUNK: usize = 1000;

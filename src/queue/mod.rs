@@ -12,7 +12,10 @@ pub mod submit;
 use serde::{Deserialize, Serialize};
 
 pub use backend::{JobQueue, QueueError};
-pub use submit::{Submission, SubmitError, Submitted, backoff, retry_dead, submit};
+pub use submit::{
+    BatchError, MAX_BATCH, Submission, SubmitError, Submitted, backoff, check_all, retry_dead,
+    submit, submit_many,
+};
 
 use crate::jobs::Job;
 

@@ -16,10 +16,13 @@ use crate::store::{JobState, NewJob, Recorded, Store, StoreError, now};
 /// Longest dedup key accepted (the ledger column's width).
 pub const MAX_DEDUP_KEY: usize = 255;
 
-/// A job as submitted by the API or `herald enqueue`.
-#[derive(Debug, Clone)]
+/// A job as submitted by the API or `herald enqueue` (also one line of
+/// `herald enqueue --file`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Submission {
     pub kind: String,
+    #[serde(default)]
     pub payload: Value,
     pub run_at: Option<DateTime<Utc>>,
     pub dedup_key: Option<String>,
@@ -51,56 +54,134 @@ pub enum SubmitError {
     Queue(#[from] QueueError),
 }
 
+/// Jobs one batch submission carries at most.
+pub const MAX_BATCH: usize = 1000;
+
+/// A batch submission failed; nothing of it was queued.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{error}", at.map(|i| format!("jobs[{i}]: ")).unwrap_or_default())]
+pub struct BatchError {
+    /// The job at fault, when one is (its input was bad).
+    pub at: Option<usize>,
+    pub error: SubmitError,
+}
+
+impl From<SubmitError> for BatchError {
+    fn from(error: SubmitError) -> Self {
+        BatchError { at: None, error }
+    }
+}
+
 /// Validates, records and queues a job.
 pub async fn submit(
     store: &Store,
     queue: &JobQueue,
     submission: Submission,
 ) -> Result<Submitted, SubmitError> {
+    let mut answers = submit_many(store, queue, vec![submission])
+        .await
+        .map_err(|batch| batch.error)?;
+    Ok(answers.remove(0))
+}
+
+/// Validates, records and queues jobs, answering in their order: every job
+/// is checked before any is recorded, the ledger takes them in one
+/// statement per chunk and each queue in one write per chunk. A job whose
+/// dedup key is taken (also by one before it in the batch) is answered with
+/// the holder and not queued. On any error nothing new stays recorded.
+pub async fn submit_many(
+    store: &Store,
+    queue: &JobQueue,
+    submissions: Vec<Submission>,
+) -> Result<Vec<Submitted>, BatchError> {
+    let checked = submissions
+        .into_iter()
+        .enumerate()
+        .map(|(i, submission)| check(submission).map_err(|error| BatchError { at: Some(i), error }))
+        .collect::<Result<Vec<_>, _>>()?;
     let settings = queue.settings();
+    let rows: Vec<NewJob> = checked
+        .iter()
+        .map(|job| NewJob {
+            id: &job.id,
+            kind: job.job.kind(),
+            payload: &job.payload,
+            dedup_key: job.dedup_key.as_deref(),
+            max_attempts: settings.attempts_of(job.job.kind()) as i32,
+            run_at: job.run_at,
+        })
+        .collect();
+    let recorded = store.insert_jobs(&rows).await.map_err(SubmitError::from)?;
+    let mut answers = Vec::with_capacity(checked.len());
+    let mut fresh = Vec::new();
+    for (job, recorded) in checked.into_iter().zip(recorded) {
+        match recorded {
+            Recorded::Existing(holder) => answers.push(Submitted {
+                id: holder.id,
+                existing: true,
+                state: holder.state,
+            }),
+            Recorded::New => {
+                answers.push(Submitted {
+                    id: job.id.clone(),
+                    existing: false,
+                    state: JobState::Queued,
+                });
+                fresh.push((
+                    Queued {
+                        id: job.id,
+                        job: job.job,
+                    },
+                    job.run_at,
+                ));
+            }
+        }
+    }
+    let ids: Vec<String> = fresh.iter().map(|(item, _)| item.id.clone()).collect();
+    if let Err(error) = queue.push_many(fresh).await {
+        // Not queued: leave no ledger row that would never run. (Entries
+        // pushed before the failure then find no row and are skipped.)
+        let _ = store.delete_jobs(&ids).await;
+        return Err(SubmitError::from(error).into());
+    }
+    metrics::counter!(crate::telemetry::metrics::JOBS_SUBMITTED).increment(ids.len() as u64);
+    Ok(answers)
+}
+
+/// Checks every submission as [`submit_many`] would, recording nothing.
+pub fn check_all(submissions: &[Submission]) -> Result<(), BatchError> {
+    for (i, submission) in submissions.iter().enumerate() {
+        check(submission.clone()).map_err(|error| BatchError { at: Some(i), error })?;
+    }
+    Ok(())
+}
+
+/// A submission checked against its kind, with its ledger id.
+struct Checked {
+    id: String,
+    job: jobs::Job,
+    /// The payload as the kind reads it (defaults filled in).
+    payload: Value,
+    dedup_key: Option<String>,
+    run_at: DateTime<Utc>,
+}
+
+fn check(submission: Submission) -> Result<Checked, SubmitError> {
     let job = jobs::parse(&submission.kind, submission.payload)?;
-    let dedup_key = submission.dedup_key.as_deref();
-    match dedup_key {
+    match submission.dedup_key.as_deref() {
         Some("") => return Err(SubmitError::DedupKey("must not be empty")),
         Some(key) if key.len() > MAX_DEDUP_KEY => {
             return Err(SubmitError::DedupKey("longer than 255 bytes"));
         }
         _ => {}
     }
-    let id = ulid::Ulid::generate().to_string();
-    let run_at = submission.run_at.unwrap_or_else(now);
-    let canonical = serde_json::to_value(&job).unwrap_or_default();
-    let recorded = store
-        .insert_job(&NewJob {
-            id: &id,
-            kind: job.kind(),
-            payload: &canonical["payload"],
-            dedup_key,
-            max_attempts: settings.attempts_of(job.kind()) as i32,
-            run_at,
-        })
-        .await?;
-    if let Recorded::Existing(record) = recorded {
-        return Ok(Submitted {
-            id: record.id,
-            existing: true,
-            state: record.state,
-        });
-    }
-    let queued = Queued {
-        id: id.clone(),
+    let mut canonical = serde_json::to_value(&job).unwrap_or_default();
+    Ok(Checked {
+        id: ulid::Ulid::generate().to_string(),
+        payload: canonical["payload"].take(),
         job,
-    };
-    if let Err(error) = queue.push(queued, run_at).await {
-        // Not queued: leave no ledger row that would never run.
-        let _ = store.delete_job(&id).await;
-        return Err(error.into());
-    }
-    metrics::counter!(crate::telemetry::metrics::JOBS_SUBMITTED).increment(1);
-    Ok(Submitted {
-        id,
-        existing: false,
-        state: JobState::Queued,
+        dedup_key: submission.dedup_key,
+        run_at: submission.run_at.unwrap_or_else(now),
     })
 }
 

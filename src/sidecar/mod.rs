@@ -275,7 +275,7 @@ pub async fn bind_with_api(
     let address = listener.local_addr()?;
     let api = crate::api::router(
         crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
-        settings.api.max_body_size,
+        &settings.api,
     );
     let demo = demo::routes(settings, mode, address)?;
     Ok((listener, api.merge(demo)))

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Store, StoreError, now, push_id_list, with_pool};
 
@@ -102,7 +102,7 @@ impl From<JobRow> for JobRecord {
     }
 }
 
-/// What [`Store::insert_job`] did.
+/// What [`Store::insert_jobs`] did with one job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
     New,
@@ -121,6 +121,9 @@ pub struct NewJob<'a> {
     pub run_at: DateTime<Utc>,
 }
 
+/// Jobs one ledger insert records at most (9 parameters each).
+pub(crate) const INSERT_CHUNK: usize = 500;
+
 macro_rules! job_columns {
     () => {
         "id, kind, payload, dedup_key, state, attempts, max_attempts, \
@@ -129,35 +132,53 @@ macro_rules! job_columns {
 }
 
 impl Store {
-    /// Records a queued job. When its dedup key is taken, records nothing
-    /// and returns the job that holds the key.
-    pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<Recorded, StoreError> {
-        const SQL: &str = "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, \
-             attempts, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING";
+    /// Records queued jobs, answering in their order; one statement per
+    /// [`INSERT_CHUNK`] jobs. A job whose dedup key is taken, by an earlier
+    /// job or by one before it in `jobs`, is not recorded: its answer is the
+    /// job holding the key.
+    pub async fn insert_jobs(&self, jobs: &[NewJob<'_>]) -> Result<Vec<Recorded>, StoreError> {
         let at = now();
-        let inserted = with_pool!(self, pool => sqlx::query(SQL)
-            .bind(job.id)
-            .bind(job.kind)
-            .bind(job.payload.to_string())
-            .bind(job.dedup_key)
-            .bind(job.max_attempts)
-            .bind(db_time(job.run_at))
-            .bind(db_time(at))
-            .execute(pool)
-            .await?
-            .rows_affected());
-        if inserted == 1 {
-            return Ok(Recorded::New);
+        let mut inserted = HashSet::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, attempts, \
+                     max_attempts, run_at, created_at, updated_at) ",
+                );
+                sql.push_values(chunk, |mut row, job| {
+                    row.push_bind(job.id.to_string())
+                        .push_bind(job.kind.to_string())
+                        .push_bind(job.payload.to_string())
+                        .push_bind(job.dedup_key.map(str::to_string))
+                        .push("'queued', 0")
+                        .push_bind(job.max_attempts)
+                        .push_bind(db_time(job.run_at))
+                        .push_bind(db_time(at))
+                        .push_bind(db_time(at));
+                });
+                sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+                let ids: Vec<String> = sql.build_query_scalar().fetch_all(pool).await?;
+                inserted.extend(ids);
+            });
         }
-        let existing = match job.dedup_key {
-            Some(key) => self.job_by_dedup_key(key).await?,
-            None => self.get_job(job.id).await?,
-        };
-        // The holder vanished in between: the key is free again.
-        existing.map_or(Err(StoreError::Conflict), |job| {
-            Ok(Recorded::Existing(Box::new(job)))
-        })
+        let taken: Vec<String> = jobs
+            .iter()
+            .filter(|job| !inserted.contains(job.id))
+            .filter_map(|job| job.dedup_key.map(str::to_string))
+            .collect();
+        let holders = self.jobs_by_dedup_keys(&taken).await?;
+        jobs.iter()
+            .map(|job| {
+                if inserted.contains(job.id) {
+                    return Ok(Recorded::New);
+                }
+                // The holder vanished in between: the key is free again.
+                let holder = job.dedup_key.and_then(|key| holders.get(key));
+                holder.map_or(Err(StoreError::Conflict), |holder| {
+                    Ok(Recorded::Existing(Box::new(holder.clone())))
+                })
+            })
+            .collect()
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -169,25 +190,36 @@ impl Store {
             .map(JobRecord::from)))
     }
 
-    async fn job_by_dedup_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM herald_jobs WHERE dedup_key = $1"
-        );
-        with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
-            .bind(key)
-            .fetch_optional(pool)
-            .await?
-            .map(JobRecord::from)))
+    /// The jobs holding `keys`, by key.
+    async fn jobs_by_dedup_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, JobRecord>, StoreError> {
+        let mut holders = HashMap::with_capacity(keys.len());
+        for keys in keys.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(concat!(
+                    "SELECT ", job_columns!(), " FROM herald_jobs WHERE dedup_key"
+                ));
+                push_id_list(&mut sql, keys);
+                let rows: Vec<JobRow> = sql.build_query_as().fetch_all(pool).await?;
+                holders.extend(rows.into_iter().map(JobRecord::from).filter_map(|job| {
+                    Some((job.dedup_key.clone()?, job))
+                }));
+            });
+        }
+        Ok(holders)
     }
 
-    /// Removes a job that could not be queued after all.
-    pub async fn delete_job(&self, id: &str) -> Result<(), StoreError> {
-        const SQL: &str = "DELETE FROM herald_jobs WHERE id = $1";
-        with_pool!(self, pool => {
-            sqlx::query(SQL).bind(id).execute(pool).await?;
-        });
+    /// Removes jobs that could not be queued after all.
+    pub async fn delete_jobs(&self, ids: &[String]) -> Result<(), StoreError> {
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_jobs WHERE id");
+                push_id_list(&mut sql, ids);
+                sql.build().execute(pool).await?;
+            });
+        }
         Ok(())
     }
 

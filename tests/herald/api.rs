@@ -27,7 +27,10 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
         queue,
         auth: auth(&env),
     };
-    let app = router(state, 1024);
+    let mut limits = env.settings.api.clone();
+    limits.max_body_size = 1024;
+    limits.max_batch_body_size = 64 * 1024;
+    let app = router(state, &limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -42,6 +45,12 @@ impl Api {
 
     async fn post(&self, body: &Value) -> (u16, Value) {
         self.call("POST", "/api/jobs", &[], body.to_string().as_bytes())
+            .await
+    }
+
+    async fn post_batch(&self, jobs: Vec<Value>) -> (u16, Value) {
+        let body = json!({ "jobs": jobs }).to_string();
+        self.call("POST", "/api/jobs/batch", &[], body.as_bytes())
             .await
     }
 
@@ -168,6 +177,91 @@ async fn a_job_is_accepted_shown_and_deduplicated() {
         .call("POST", &format!("/api/jobs/{id}/retry"), &[], b"")
         .await;
     assert_eq!(status, 409, "only dead jobs are retried: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_queued_in_order_with_its_repeats_found() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let mut earlier = notify(1);
+    earlier["dedup_key"] = json!("earlier");
+    let (_, held) = api.post(&earlier).await;
+    let mut twice = notify(2);
+    twice["dedup_key"] = json!("twice");
+    let jobs = vec![notify(3), earlier, twice.clone(), notify(4), twice];
+    let (status, body) = api.post_batch(jobs.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let answers = body["jobs"].as_array().unwrap();
+    let existing: Vec<_> = answers.iter().map(|a| a["existing"].as_bool()).collect();
+    assert_eq!(
+        existing,
+        [false, true, false, false, true].map(Some),
+        "{body}"
+    );
+    assert_eq!(
+        answers[1]["id"], held["id"],
+        "the earlier job holds its key"
+    );
+    assert_eq!(
+        answers[4]["id"], answers[2]["id"],
+        "the first of a repeated key holds it"
+    );
+    assert_eq!(api.recorded().await, 4, "1 earlier + 3 new");
+    let id = answers[3]["id"].as_str().unwrap();
+    let (status, job) = api.call("GET", &format!("/api/jobs/{id}"), &[], b"").await;
+    assert_eq!((status, &job["payload"]["user_id"]), (200, &json!(4)));
+
+    let repeats = vec![jobs[1].clone(), jobs[2].clone()];
+    let (status, body) = api.post_batch(repeats).await;
+    assert_eq!(status, 200, "only repeats: nothing new is queued: {body}");
+    assert_eq!(api.recorded().await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_job_in_a_batch_is_named_and_nothing_is_queued() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let mut bad = notify(1);
+    bad["payload"]["user_id"] = json!("seven");
+    let (status, body) = api.post_batch(vec![notify(1), notify(2), bad]).await;
+    assert_eq!(
+        (status, body["index"].as_u64(), body["field"].as_str()),
+        (422, Some(2), Some("jobs[2].payload.user_id")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().starts_with("jobs[2]: "),
+        "{body}"
+    );
+
+    let (status, body) = api
+        .post_batch(vec![notify(1), json!({"kind": "fax", "payload": {}})])
+        .await;
+    assert_eq!((status, body["index"].as_u64()), (400, Some(1)), "{body}");
+    assert_eq!(body["kinds"].as_array().unwrap().len(), 5);
+
+    let mut empty_key = notify(1);
+    empty_key["dedup_key"] = json!("");
+    let (status, body) = api.post_batch(vec![empty_key]).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("jobs[0].dedup_key"))
+    );
+
+    let (status, body) = api.post_batch(vec![]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("1 to 1000 jobs"),
+        "{body}"
+    );
+    let small = json!({"kind": "overdue_check", "payload": {}});
+    let (status, body) = api.post_batch(vec![small; 1001]).await;
+    assert_eq!(status, 400, "over 1,000 jobs: {body}");
+
+    // Bigger than the single route's limit is fine; over the batch's is not.
+    let (status, body) = api.post_batch(vec![notify(1); 40]).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = api.post_batch(vec![notify(1); 1000]).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(api.recorded().await, 40, "only the good batch was queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

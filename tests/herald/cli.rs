@@ -292,6 +292,62 @@ fn enqueue_prints_the_job_and_refuses_bad_input_with_status_2() {
 }
 
 #[tokio::test]
+async fn enqueue_file_checks_every_line_before_queueing_any() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run_in(dir.path(), &["migrate"]).status.success());
+    let url = format!("sqlite://{}", dir.path().join("herald.sqlite3").display());
+    let options = herald::store::PoolOptions {
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = herald::store::Store::connect(&url, options).await.unwrap();
+    let queued = || store.count_jobs(herald::store::JobState::Queued);
+    let job = |user: i64| {
+        format!(
+            r#"{{"kind": "notify", "payload": {{"user_id": {user}, "title": "t", "message": "m", "notification_type": "info"}}}}"#
+        )
+    };
+    let file = dir.path().join("jobs.ndjson");
+    let path = file.to_str().unwrap();
+    let bad = r#"{"kind": "notify", "payload": {"user_id": "x"}}"#;
+    for (text, expected) in [
+        (
+            format!("{}\n\n{}\n{bad}\n", job(1), job(2)),
+            "line 4: payload field `user_id`",
+        ),
+        (format!("{}\nnot json\n", job(1)), "line 2: not a job"),
+        ("\n".to_string(), "no jobs in it"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let refused = run_in(dir.path(), &["enqueue", "--file", path]);
+        assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+        assert!(stderr(&refused).contains(expected), "{}", stderr(&refused));
+    }
+    assert_eq!(queued().await.unwrap(), 0, "a bad file queues nothing");
+
+    let many: Vec<String> = (1..=1500).map(job).collect();
+    std::fs::write(&file, many.join("\n")).unwrap();
+    let done = run_in(dir.path(), &["enqueue", "--file", path]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    let answers: Vec<serde_json::Value> = stdout(&done)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1500, "one answer per job, over two batches");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["existing"] == false && a["state"] == "queued")
+    );
+    let ids: std::collections::HashSet<_> = answers.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(ids.len(), 1500);
+    assert_eq!(queued().await.unwrap(), 1500);
+
+    let both = run_in(dir.path(), &["enqueue", "notify", "{}", "--file", path]);
+    assert_eq!(both.status.code(), Some(2), "--file stands alone");
+}
+
+#[tokio::test]
 async fn jobs_failed_lists_dead_jobs_and_retry_queues_them_again() {
     let dir = tempfile::tempdir().unwrap();
     assert!(run_in(dir.path(), &["migrate"]).status.success());

@@ -3,13 +3,14 @@
 //! ends dead with its error, `retry_dead` runs it again, a dedup key queues
 //! once. Each test runs on every queue backend.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald::config::{QueueBackend, Settings};
 use herald::layer::{ChannelLayer, MemoryLayer};
 use herald::publish::notification_group;
-use herald::queue::{JobQueue, Submission, retry_dead, submit};
+use herald::queue::{JobQueue, Submission, retry_dead, submit, submit_many};
 use herald::store::{Backend, JobState, NewTask, Store};
 use herald::worker::Worker;
 use serde_json::{Value, json};
@@ -184,6 +185,48 @@ async fn run_body(case: Case) {
     }
     titles.sort();
     assert_eq!(titles, ["File Attached", "Hello"]);
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
+
+on_every_queue!(a_submitted_batch_runs_every_job_once, submitted_batch_body);
+async fn submitted_batch_body(case: Case) {
+    let r = start(case).await;
+    let store = &r.env.db.store;
+    let task = open_task(store, "Report", Some(8)).await;
+    // 1,200 jobs of two kinds: two queue writes for file_attached (over one
+    // chunk of 1,000), one for notify, and a later one.
+    let mut jobs: Vec<Submission> = (0..1200)
+        .map(|i| match i % 3 {
+            0 => submission(
+                "notify",
+                json!({"user_id": 9, "title": format!("n{i}"),
+                "message": "m", "notification_type": "info"}),
+            ),
+            _ => submission(
+                "file_attached",
+                json!({"task_id": task.id, "file_id": i,
+                "file_name": "a.pdf", "uploaded_by": 1}),
+            ),
+        })
+        .collect();
+    jobs[5].run_at = Some(chrono::Utc::now() + chrono::TimeDelta::seconds(2));
+    let done = submit_many(store, &r.queue, jobs).await.unwrap();
+    assert_eq!(done.len(), 1200);
+    let ids: HashSet<&str> = done.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(ids.len(), 1200, "every job has its own id");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.count_jobs(JobState::Done).await.unwrap() < 1200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never ran whole"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (for_9, for_7) = (store.unread_count(9).await, store.unread_count(7).await);
+    assert_eq!((for_9.unwrap(), for_7.unwrap()), (400, 800), "one per job");
+    for id in &ids {
+        assert_eq!(store.get_job(id).await.unwrap().unwrap().attempts, 1);
+    }
     r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
