@@ -24,7 +24,9 @@
 //! HERALD_BENCH_PEER_JOBS (5000), HERALD_BENCH_TASKS (1000000),
 //! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone),
 //! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_CONCURRENCY (the
-//! file_attached concurrency; default: the configured one).
+//! file_attached concurrency; default: the configured one),
+//! HERALD_BENCH_BATCH_SIZE and HERALD_BENCH_BATCHES (`queue.batch_size`,
+//! `queue.batches`; default: the configured ones).
 //! Each run uses databases and key prefixes of its own and drops them.
 
 use std::time::{Duration, Instant};
@@ -110,6 +112,12 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     if let Ok(n) = std::env::var("HERALD_BENCH_CONCURRENCY") {
         let n = n.parse().expect("HERALD_BENCH_CONCURRENCY is a number");
         settings.queue.concurrency.insert("file_attached".into(), n);
+    }
+    if let Ok(n) = std::env::var("HERALD_BENCH_BATCH_SIZE") {
+        settings.queue.batch_size = n.parse().expect("HERALD_BENCH_BATCH_SIZE is a number");
+    }
+    if let Ok(n) = std::env::var("HERALD_BENCH_BATCHES") {
+        settings.queue.batches = n.parse().expect("HERALD_BENCH_BATCHES is a number");
     }
     settings
 }

@@ -34,6 +34,9 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
+/// Group sends [`ChannelLayer::group_send_many`] has in flight at once.
+pub const GROUP_SEND_CONCURRENCY: usize = 64;
+
 /// A layer message: a map with string keys, `type` naming the handler.
 pub type Message = Map<String, Value>;
 
@@ -87,6 +90,21 @@ pub trait ChannelLayer: Send + Sync + 'static {
         group: &str,
         message: Message,
     ) -> Result<GroupSendReport, LayerError>;
+    /// [`group_send`](Self::group_send) of many messages, answering in
+    /// their order. A layer that can does it in fewer round trips; this
+    /// default sends them in turn, [`GROUP_SEND_CONCURRENCY`] at once. Not
+    /// part of Django's interface.
+    async fn group_send_many(
+        &self,
+        sends: Vec<(String, Message)>,
+    ) -> Vec<Result<GroupSendReport, LayerError>> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(sends)
+            .map(|(group, message)| async move { self.group_send(&group, message).await })
+            .buffered(GROUP_SEND_CONCURRENCY)
+            .collect()
+            .await
+    }
     /// Forgets a channel this process made: its buffer and memberships.
     /// Not part of Django's interface; connections call it when they close.
     async fn close_channel(&self, channel: &str) -> Result<(), LayerError>;

@@ -33,15 +33,30 @@ pub async fn send_notification_ws(
     user_id: i64,
     payload: &NotificationPayload,
 ) -> Result<GroupSendReport, LayerError> {
-    let group = notification_group(user_id);
-    let result = layer.group_send(&group, notification_event(payload)).await;
-    if let Err(error) = &result {
-        tracing::error!(
-            user_id,
-            notification_id = payload.id,
-            error = %error,
-            "Failed to send WebSocket notification"
-        );
+    let mut results = send_notifications_ws(layer, &[(user_id, payload)]).await;
+    results.remove(0)
+}
+
+/// [`send_notification_ws`] for many notifications, answering in their
+/// order; the layer sends them together ([`ChannelLayer::group_send_many`]).
+pub async fn send_notifications_ws(
+    layer: &dyn ChannelLayer,
+    notifications: &[(i64, &NotificationPayload)],
+) -> Vec<Result<GroupSendReport, LayerError>> {
+    let sends = notifications
+        .iter()
+        .map(|(user_id, payload)| (notification_group(*user_id), notification_event(payload)))
+        .collect();
+    let results = layer.group_send_many(sends).await;
+    for ((user_id, payload), result) in notifications.iter().zip(&results) {
+        if let Err(error) = result {
+            tracing::error!(
+                user_id,
+                notification_id = payload.id,
+                error = %error,
+                "Failed to send WebSocket notification"
+            );
+        }
     }
-    result
+    results
 }

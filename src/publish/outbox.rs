@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::layer::ChannelLayer;
 use crate::payload::NotificationPayload;
-use crate::publish::send_notification_ws;
+use crate::publish::send_notifications_ws;
 use crate::store::{Notification, Store, StoreError};
 use crate::telemetry::metrics as m;
 
-/// Group sends in flight at once.
-const CONCURRENCY: usize = 64;
+/// Notifications one layer call sends together.
+const SEND_CHUNK: usize = 500;
 /// Rows one retry pass takes.
 const RETRY_BATCH: i64 = 1000;
 
@@ -63,23 +62,19 @@ impl Publisher {
         if rows.is_empty() {
             return Ok(HashSet::new());
         }
-        // Owned values in each future keep it Send for any caller.
-        let sends: Vec<_> = rows
-            .iter()
-            .map(|row| {
-                let layer = self.layer.clone();
-                let (id, user_id) = (row.id, row.user_id);
-                let payload = NotificationPayload::from(row);
-                async move {
-                    let sent = send_notification_ws(layer.as_ref(), user_id, &payload).await;
-                    (id, sent.is_ok())
-                }
-            })
-            .collect();
-        let results: Vec<(i64, bool)> = futures_util::stream::iter(sends)
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+        let payloads: Vec<NotificationPayload> =
+            rows.iter().map(NotificationPayload::from).collect();
+        let mut results = Vec::with_capacity(rows.len());
+        for (rows, payloads) in rows.chunks(SEND_CHUNK).zip(payloads.chunks(SEND_CHUNK)) {
+            let notifications: Vec<(i64, &NotificationPayload)> =
+                rows.iter().map(|row| row.user_id).zip(payloads).collect();
+            let sent = send_notifications_ws(self.layer.as_ref(), &notifications).await;
+            results.extend(
+                rows.iter()
+                    .zip(sent)
+                    .map(|(row, sent)| (row.id, sent.is_ok())),
+            );
+        }
         let (sent, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, ok)| *ok);
         let sent: Vec<i64> = sent.into_iter().map(|(id, _)| id).collect();
         let failed: Vec<i64> = failed.into_iter().map(|(id, _)| id).collect();

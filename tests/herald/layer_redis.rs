@@ -116,6 +116,38 @@ async fn group_send_makes_one_copy_per_queue_key() {
 }
 
 #[tokio::test]
+async fn group_send_many_answers_each_send_in_order_across_shards() {
+    let mut s = settings();
+    let base = s.hosts[0].trim_end_matches('/').to_string();
+    s.hosts = vec![format!("{base}/0"), format!("{base}/1")]; // two shards
+    let layer = RedisLayer::new(&s).unwrap();
+    let mut channels = Vec::new();
+    let mut sends = Vec::new();
+    for n in 0..40 {
+        let channel = layer.new_channel("specific").await.unwrap();
+        layer.group_add(&format!("g{n}"), &channel).await.unwrap();
+        channels.push(channel);
+        sends.push((format!("g{n}"), message(n)));
+    }
+    sends.insert(7, ("bad name".into(), message(100)));
+    sends.insert(20, ("nobody".into(), message(101)));
+    let answers = layer.group_send_many(sends).await;
+    assert_eq!(answers.len(), 42);
+    assert!(matches!(answers[7], Err(LayerError::InvalidGroupName(_))));
+    assert_eq!(answers[20].as_ref().unwrap().delivered, 0, "no members");
+    let delivered: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7 && *i != 20)
+        .map(|(_, answer)| answer.as_ref().unwrap().delivered)
+        .collect();
+    assert_eq!(delivered, vec![1; 40]);
+    for (n, channel) in channels.iter().enumerate() {
+        assert_eq!(receive(&layer, channel).await["n"], n as i64);
+    }
+}
+
+#[tokio::test]
 async fn herald_to_herald_through_redis() {
     let s = settings();
     let sender = RedisLayer::new(&s).unwrap();

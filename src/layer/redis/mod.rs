@@ -281,33 +281,36 @@ impl ChannelLayer for RedisLayer {
         group: &str,
         message: Message,
     ) -> Result<GroupSendReport, LayerError> {
-        check_group_name(group)?;
+        let mut answers = self
+            .group_send_many(vec![(group.to_string(), message)])
+            .await;
+        answers.remove(0)
+    }
+
+    /// One script call per shard lists the members of every group; then
+    /// each message goes to its group's members as `group_send` would.
+    async fn group_send_many(
+        &self,
+        sends: Vec<(String, Message)>,
+    ) -> Vec<Result<GroupSendReport, LayerError>> {
+        use futures_util::StreamExt;
         let inner = &self.inner;
-        let mut conn = inner.shards[inner.shard_for(group)].conn().await?;
-        let members: Vec<String> = scripts::GROUP_MEMBERS
-            .key(group_key(&inner.prefix, group))
-            .arg(cutoff(inner.group_expiry))
-            .invoke_async(&mut conn)
+        let members = group_members(inner, &sends).await;
+        futures_util::stream::iter(sends.into_iter().zip(members))
+            .map(|((group, message), members)| async move {
+                let report = deliver(inner, &members?, &message).await?;
+                if report.dropped > 0 {
+                    tracing::warn!(
+                        group,
+                        dropped = report.dropped,
+                        "group_send: queues over capacity, copies dropped"
+                    );
+                }
+                Ok(report)
+            })
+            .buffered(super::GROUP_SEND_CONCURRENCY)
+            .collect()
             .await
-            .map_err(unavailable)?;
-        let mut report = GroupSendReport::default();
-        for (shard, batch) in bucket_by_queue(inner, &members, &message)? {
-            let over = send_batch(inner, shard, batch).await?;
-            report.dropped += over.dropped;
-            report.delivered += over.delivered;
-        }
-        if report.dropped > 0 {
-            inner
-                .dropped
-                .fetch_add(report.dropped as u64, Ordering::Relaxed);
-            tracing::warn!(
-                group,
-                dropped = report.dropped,
-                members = members.len(),
-                "group_send: queues over capacity, copies dropped"
-            );
-        }
-        Ok(report)
     }
 
     async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
@@ -321,6 +324,73 @@ impl ChannelLayer for RedisLayer {
         }
         Ok(())
     }
+}
+
+/// The live members of each group of `sends`, in their order: one
+/// GROUP_MEMBERS call per shard for all of that shard's groups.
+async fn group_members(
+    inner: &Inner,
+    sends: &[(String, Message)],
+) -> Vec<Result<Vec<String>, LayerError>> {
+    let mut answers: Vec<Result<Vec<String>, LayerError>> = sends
+        .iter()
+        .map(|(group, _)| check_group_name(group).map(|()| Vec::new()))
+        .collect();
+    let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, (group, _)) in sends.iter().enumerate() {
+        if answers[i].is_ok() {
+            by_shard.entry(inner.shard_for(group)).or_default().push(i);
+        }
+    }
+    for (shard, indexes) in by_shard {
+        let mut invocation = scripts::GROUP_MEMBERS.prepare_invoke();
+        for &i in &indexes {
+            invocation.key(group_key(&inner.prefix, &sends[i].0));
+        }
+        invocation.arg(cutoff(inner.group_expiry));
+        let listed: Result<Vec<Vec<String>>, LayerError> = async {
+            let mut conn = inner.shards[shard].conn().await?;
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+        .await;
+        match listed {
+            Ok(listed) => {
+                for (i, members) in indexes.into_iter().zip(listed) {
+                    answers[i] = Ok(members);
+                }
+            }
+            Err(error) => {
+                for i in indexes {
+                    answers[i] = Err(error.clone());
+                }
+            }
+        }
+    }
+    answers
+}
+
+/// Hands `message` to `members`: one copy per queue key, one GROUP_SEND
+/// call per shard; counts the copies dropped at capacity.
+async fn deliver(
+    inner: &Inner,
+    members: &[String],
+    message: &Message,
+) -> Result<GroupSendReport, LayerError> {
+    let mut report = GroupSendReport::default();
+    for (shard, batch) in bucket_by_queue(inner, members, message)? {
+        let over = send_batch(inner, shard, batch).await?;
+        report.dropped += over.dropped;
+        report.delivered += over.delivered;
+    }
+    if report.dropped > 0 {
+        inner
+            .dropped
+            .fetch_add(report.dropped as u64, Ordering::Relaxed);
+    }
+    Ok(report)
 }
 
 /// One queue key's copy of a group message: its member bytes and capacity.

@@ -46,13 +46,18 @@ return over
     )
 });
 
-/// The live members of a group: prune those older than group_expiry, list
-/// the rest in score order. KEYS[1] group; ARGV[1] joined-before.
+/// The live members of groups: for each, prune those older than
+/// group_expiry, then list the rest in score order. KEYS groups (n);
+/// ARGV[1] joined-before. Returns one list per group.
 pub(super) static GROUP_MEMBERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local listed = {}
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+    listed[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
+end
+return listed
 ",
     )
 });
