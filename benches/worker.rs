@@ -27,7 +27,8 @@
 //! file_attached concurrency; default: the configured one),
 //! HERALD_BENCH_BATCH_SIZE and HERALD_BENCH_BATCHES (`queue.batch_size`,
 //! `queue.batches`; default: the configured ones).
-//! Each run uses databases and key prefixes of its own and drops them.
+//! Each run uses databases and key prefixes of its own and drops them
+//! (databases, and the Redis keys under its prefix).
 
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,35 @@ async fn drop_database(admin: &str, url: &str) {
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await;
+}
+
+/// Deletes the Redis keys a run made (queue and layer share `prefix`).
+async fn drop_redis_keys(redis: &str, prefix: &str) {
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
 }
 
 async fn execute(store: &Store, sql: &'static str) {
@@ -200,6 +230,7 @@ async fn herald_run(
     queue.close().await;
     store.close().await;
     drop_database(admin, &url).await;
+    drop_redis_keys(redis, &settings.queue.prefix).await;
     let _ = std::fs::remove_dir_all(&settings.data_dir);
     (rate, enqueue_rate)
 }

@@ -200,6 +200,48 @@ impl JobQueue {
         }
     }
 
+    /// Puts back in their queues the entries that the apalis workers
+    /// `workers` (kind, worker name) fetched and still hold, so that live
+    /// workers take them now instead of after these workers' heartbeats
+    /// expire. For a shutdown whose deadline passed; how many went back.
+    /// A job that was running here may then run twice (jobs are idempotent).
+    pub async fn put_back(&self, workers: &[(&str, String)]) -> Result<u64, QueueError> {
+        let names: Vec<String> = workers.iter().map(|(_, name)| name.clone()).collect();
+        match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL \
+                     WHERE status IN ('Queued', 'Running') AND lock_by",
+                );
+                crate::store::push_id_list(&mut sql, &names);
+                Ok(sql.build().execute(pool).await?.rows_affected())
+            }
+            Storage::Postgres(pool) => {
+                const SQL: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, \
+                     lock_at = NULL WHERE status IN ('Queued', 'Running') AND lock_by = ANY($1)";
+                Ok(sqlx::query(SQL)
+                    .bind(&names)
+                    .execute(pool)
+                    .await?
+                    .rows_affected())
+            }
+            Storage::Redis(conn) => {
+                let mut conn = conn.clone();
+                let mut moved = 0;
+                for (kind, name) in workers {
+                    let config = storage_config!(apalis_redis::Config, self.settings, kind);
+                    moved += PUT_BACK
+                        .key(format!("{}:{name}", config.inflight_jobs_set()))
+                        .key(config.active_jobs_list())
+                        .key(config.signal_list())
+                        .invoke_async::<u64>(&mut conn)
+                        .await?;
+                }
+                Ok(moved)
+            }
+        }
+    }
+
     /// Closes the connections.
     pub async fn close(&self) {
         match &self.storage {
@@ -275,6 +317,25 @@ pub(crate) fn ended_before(age: Duration) -> DateTime<Utc> {
         .and_then(|age| Utc::now().checked_sub_signed(age))
         .unwrap_or(DateTime::UNIX_EPOCH)
 }
+
+/// apalis-redis's own re-enqueue of a dead worker's entries, for a worker
+/// that is stopping: its in-flight set goes back to the head of the active
+/// list (in chunks, under Lua's unpack limit) and fetchers are signalled.
+/// KEYS in-flight set, active list, signal list. Returns how many moved.
+static PUT_BACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"local held = redis.call("smembers", KEYS[1])
+for i = 1, #held, 1000 do
+    redis.call("lpush", KEYS[2], unpack(held, i, math.min(i + 999, #held)))
+end
+redis.call("del", KEYS[1])
+if #held > 0 then
+    redis.call("del", KEYS[3])
+    redis.call("lpush", KEYS[3], 1)
+end
+return #held"#,
+    )
+});
 
 /// Entries one queue write carries at most.
 pub(crate) const PUSH_CHUNK: usize = 1000;

@@ -4,8 +4,9 @@
 //! outbox publisher and the queue-depth gauge.
 //!
 //! Shutdown: stop fetching, let running jobs finish within
-//! `queue.shutdown_timeout`. An entry fetched and not started stays locked
-//! to the stopped worker; apalis hands it to a live worker once this one
+//! `queue.shutdown_timeout`. Past that deadline, the entries this process
+//! still holds (fetched and not finished) are put back in their queues at
+//! once; should that fail, apalis hands them to a live worker once this one
 //! misses its heartbeats (twice `queue.heartbeat_interval`).
 
 use std::sync::Arc;
@@ -58,11 +59,12 @@ impl Drop for Running<'_> {
 }
 
 /// What the apalis handler gets: the runner, the batcher of event jobs and
-/// the in-flight count.
+/// the in-flight count; also the name of each kind's current apalis worker.
 struct Shared {
     runner: Runner,
     events: Batcher<Queued, Result<Attempted, AttemptError>>,
     in_flight: InFlight,
+    workers: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 /// A started worker; [`Worker::shutdown`] stops it.
@@ -104,6 +106,7 @@ impl Worker {
             runner,
             events,
             in_flight: InFlight::default(),
+            workers: Default::default(),
         });
         let name = unique_name();
         let stop = CancellationToken::new();
@@ -136,7 +139,8 @@ impl Worker {
     }
 
     /// Stops fetching and scheduling, then waits up to `timeout` for the
-    /// running jobs.
+    /// running jobs; past it, puts back in the queue what this worker still
+    /// holds, so other workers take it at once.
     pub async fn shutdown(mut self, timeout: Duration) {
         self.stop.cancel();
         if let Some(mut scheduler) = self.scheduler.take()
@@ -160,10 +164,26 @@ impl Worker {
         .await;
         match drained {
             Ok(()) => tracing::info!(worker = %self.name, "worker stopped"),
-            Err(_) => tracing::warn!(
-                running = in_flight.count.load(Ordering::SeqCst),
-                "shutdown timeout: jobs still running are left to run again elsewhere"
-            ),
+            Err(_) => {
+                let running = in_flight.count.load(Ordering::SeqCst);
+                let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
+                    .iter()
+                    .map(|(kind, name)| (*kind, name.clone()))
+                    .collect();
+                match self.shared.runner.queue.put_back(&workers).await {
+                    Ok(put_back) => tracing::warn!(
+                        running,
+                        put_back,
+                        "shutdown timeout: the entries still held are back in the queue"
+                    ),
+                    Err(error) => tracing::warn!(
+                        running,
+                        %error,
+                        "shutdown timeout: entries still held go back when this worker's \
+                         heartbeat expires"
+                    ),
+                }
+            }
         }
     }
 }
@@ -229,6 +249,7 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
     let mut delay = FIRST_DELAY;
     for generation in 0u64.. {
         let name = format!("{base}-{kind}-{generation}");
+        crate::layer::lock(&shared.workers).insert(kind, name.clone());
         let started = tokio::time::Instant::now();
         let result = run_kind(shared.clone(), kind, &name, stop.clone()).await;
         if stop.is_cancelled() {

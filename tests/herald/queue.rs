@@ -126,7 +126,13 @@ struct Running {
 }
 
 async fn start(case: Case) -> Running {
-    let env = queue_env(case).await;
+    start_with(case, |_| {}).await
+}
+
+/// [`start`] with settings changed by `adjust` first.
+async fn start_with(case: Case, adjust: impl FnOnce(&mut Settings)) -> Running {
+    let mut env = queue_env(case).await;
+    adjust(&mut env.settings);
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
     let worker = Worker::start(
@@ -228,6 +234,112 @@ async fn submitted_batch_body(case: Case) {
         assert_eq!(store.get_job(id).await.unwrap().unwrap().attempts, 1);
     }
     r.worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// file_attached entries waiting in the queue, not fetched by any worker:
+/// pending apalis rows, or the Redis active list and scheduled set.
+async fn waiting(env: &QueueEnv) -> i64 {
+    let name = env.settings.queue.queue_name("file_attached");
+    if env.settings.queue.backend == QueueBackend::Redis {
+        let config = apalis_redis::Config::default().queue(name);
+        let client = redis::Client::open(env.settings.queue_redis_url().unwrap()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (active, scheduled): (i64, i64) = redis::pipe()
+            .llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        return active + scheduled;
+    }
+    let Store::Postgres(pool) = &env.db.store else {
+        unreachable!("PostgreSQL queue")
+    };
+    sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE status = 'Pending' AND job_type = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Shutdown past its deadline with jobs stuck (their notification insert
+/// waits on a table lock): what the worker holds goes back to the queue at
+/// once, and another worker runs every job, each once, long before the
+/// stopped worker's heartbeat could expire.
+async fn put_back_body(case: Case) {
+    let mut r = start_with(case, |settings| {
+        settings.queue.heartbeat_interval = Duration::from_secs(60);
+    })
+    .await;
+    let store = r.env.db.store.clone();
+    let task = open_task(&store, "Report", Some(8)).await;
+    let Store::Postgres(pool) = &store else {
+        unreachable!("PostgreSQL store")
+    };
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE notifications_notification IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let jobs = (0..50)
+        .map(|i| {
+            submission(
+                "file_attached",
+                json!({"task_id": task.id, "file_id": i,
+            "file_name": "a.pdf", "uploaded_by": 1}),
+            )
+        })
+        .collect();
+    submit_many(&store, &r.queue, jobs).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while waiting(&r.env).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never fetched the jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.worker.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(
+        waiting(&r.env).await,
+        50,
+        "everything held went back at the deadline"
+    );
+    blocker.rollback().await.unwrap();
+
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&r.env.settings.layer).unwrap());
+    r.worker = Worker::start(&r.env.settings, store.clone(), layer, r.queue.clone())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.count_jobs(JobState::Done).await.unwrap() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "put-back jobs never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (for_7, for_8) = (store.unread_count(7).await, store.unread_count(8).await);
+    assert_eq!(
+        (for_7.unwrap(), for_8.unwrap()),
+        (50, 50),
+        "each job's notices once"
+    );
+    r.worker.shutdown(Duration::from_secs(5)).await;
+}
+
+mod stuck_jobs_are_put_back_at_the_shutdown_deadline {
+    use super::Case;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        super::put_back_body(Case::Postgres).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis() {
+        super::put_back_body(Case::Redis).await
+    }
 }
 
 on_every_queue!(
