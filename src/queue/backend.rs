@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
-use apalis_core::backend::Vacuum;
 use apalis_postgres::PostgresStorage;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
@@ -186,16 +185,13 @@ impl JobQueue {
                 Ok(done.rows_affected())
             }
             Storage::Redis(conn) => {
+                let mut conn = conn.clone();
                 let mut pruned = 0;
                 for kind in KINDS {
                     let config = storage_config!(apalis_redis::Config, self.settings, kind);
-                    let mut storage = RedisStorage::<Queued>::new(conn.clone()).with_config(config);
-                    pruned += storage
-                        .vacuum_before(age)
-                        .await
-                        .map_err(|e| QueueError::Prune(e.to_string()))?;
+                    pruned += prune_done_redis(&mut conn, &config, cutoff.timestamp()).await?;
                 }
-                Ok(pruned as u64)
+                Ok(pruned)
             }
         }
     }
@@ -317,6 +313,73 @@ pub(crate) fn ended_before(age: Duration) -> DateTime<Utc> {
         .and_then(|age| Utc::now().checked_sub_signed(age))
         .unwrap_or(DateTime::UNIX_EPOCH)
 }
+
+/// Deletes the done entries of one apalis-redis queue that finished at or
+/// before `cutoff` (Unix seconds): the done set is walked with SSCAN and
+/// each chunk of ids pruned by one script, so Redis is never held for a
+/// whole queue (apalis-redis's own `vacuum_before` reads the queue's whole
+/// data hash at once, never trims the done set, and also deletes entries
+/// whose status is `Failed`, which are still waiting for their retry).
+async fn prune_done_redis(
+    conn: &mut ConnectionManager,
+    config: &apalis_redis::Config,
+    cutoff: i64,
+) -> Result<u64, QueueError> {
+    let done = config.done_jobs_set();
+    let mut cursor = 0u64;
+    let mut pruned = 0;
+    loop {
+        let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+            .arg(&done)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(PROMOTE_CHUNK)
+            .query_async(conn)
+            .await?;
+        if !ids.is_empty() {
+            pruned += PRUNE_DONE
+                .key(&done)
+                .key(config.job_data_hash())
+                .key(config.job_meta_hash())
+                .arg(cutoff)
+                .arg(ids)
+                .invoke_async::<u64>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(pruned);
+        }
+        cursor = next;
+    }
+}
+
+/// One chunk of [`prune_done_redis`]: for each id whose entry is `Done`
+/// since at or before the cutoff, delete its data, result and metadata and
+/// leave the done set; an id without metadata only leaves the set. KEYS
+/// done set, data hash, metadata prefix; ARGV cutoff, ids. Returns how
+/// many entries were deleted.
+static PRUNE_DONE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"local cutoff = tonumber(ARGV[1])
+local pruned = 0
+for i = 2, #ARGV do
+    local id = ARGV[i]
+    local meta = KEYS[3] .. ":" .. id
+    local status = redis.call("hget", meta, "status")
+    local done_at = tonumber(redis.call("hget", meta, "done_at"))
+    if status == "Done" and done_at and done_at <= cutoff then
+        redis.call("hdel", KEYS[2], id)
+        redis.call("hdel", KEYS[3] .. ":result", id)
+        redis.call("del", meta)
+        redis.call("srem", KEYS[1], id)
+        pruned = pruned + 1
+    elseif not status then
+        redis.call("srem", KEYS[1], id)
+    end
+end
+return pruned"#,
+    )
+});
 
 /// apalis-redis's own re-enqueue of a dead worker's entries, for a worker
 /// that is stopping: its in-flight set goes back to the head of the active

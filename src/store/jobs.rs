@@ -132,15 +132,17 @@ macro_rules! job_columns {
 }
 
 impl Store {
-    /// Records queued jobs, answering in their order; one statement per
-    /// [`INSERT_CHUNK`] jobs. A job whose dedup key is taken, by an earlier
-    /// job or by one before it in `jobs`, is not recorded: its answer is the
-    /// job holding the key.
+    /// Records queued jobs, all or none, answering in their order; one
+    /// statement per [`INSERT_CHUNK`] jobs. A job whose dedup key is taken,
+    /// by an earlier job or by one before it in `jobs`, is not recorded: its
+    /// answer is the job holding the key.
     pub async fn insert_jobs(&self, jobs: &[NewJob<'_>]) -> Result<Vec<Recorded>, StoreError> {
         let at = now();
         let mut inserted = HashSet::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            with_pool!(self, pool => {
+        // One transaction: a failure records none of them.
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in jobs.chunks(INSERT_CHUNK) {
                 let mut sql = sqlx::QueryBuilder::new(
                     "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, attempts, \
                      max_attempts, run_at, created_at, updated_at) ",
@@ -157,10 +159,11 @@ impl Store {
                         .push_bind(db_time(at));
                 });
                 sql.push(" ON CONFLICT DO NOTHING RETURNING id");
-                let ids: Vec<String> = sql.build_query_scalar().fetch_all(pool).await?;
+                let ids: Vec<String> = sql.build_query_scalar().fetch_all(&mut *tx).await?;
                 inserted.extend(ids);
-            });
-        }
+            }
+            tx.commit().await?;
+        });
         let taken: Vec<String> = jobs
             .iter()
             .filter(|job| !inserted.contains(job.id))

@@ -527,6 +527,28 @@ async fn prune_body(case: Case) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(pruned, 1, "the finished queue entry");
+    if let Case::Redis = case {
+        // Nothing of it is left: its data, its metadata, its done-set id.
+        let config =
+            apalis_redis::Config::default().queue(r.env.settings.queue.queue_name("notify"));
+        let client = redis::Client::open(r.env.settings.queue_redis_url().unwrap()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (data, done): (i64, i64) = redis::pipe()
+            .hlen(config.job_data_hash())
+            .scard(config.done_jobs_set())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let pattern = format!("{}:*", config.job_meta_hash());
+        let mut meta: Vec<String> = Vec::new();
+        let mut keys = redis::AsyncCommands::scan_match(&mut conn, &pattern)
+            .await
+            .unwrap();
+        while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
+            meta.push(key.unwrap());
+        }
+        assert_eq!((data, done, meta.len()), (0, 0, 0), "{meta:?}");
+    }
     let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
     assert_eq!(store.prune_done_jobs(later).await.unwrap(), 1);
     assert!(store.get_job(&done.id).await.unwrap().is_none());
