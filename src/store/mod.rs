@@ -38,19 +38,47 @@ pub const OUTBOX_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// parameters a PostgreSQL statement takes, and SQLite's 32,766.
 pub(crate) const ID_CHUNK: usize = 5000;
 
-/// ` IN ($1, $2, ...)` over `ids`, for either database (and the queue's
-/// SQLite).
+/// A list membership test over `ids`, for either database (and the queue's
+/// SQLite): ` = ANY($n)` with one array parameter on PostgreSQL, so the
+/// statement is the same whatever the list's length (prepared once, planned
+/// cheaply); ` IN ($1, $2, ...)` on SQLite, which has no arrays.
 pub fn push_id_list<DB, T>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[T])
 where
     DB: sqlx::Database,
-    T: Clone + for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    T: IdList<DB>,
 {
-    sql.push(" IN (");
-    let mut list = sql.separated(", ");
-    for id in ids {
-        list.push_bind(id.clone());
+    T::push_list(sql, ids);
+}
+
+/// How a list of `Self` is bound in [`push_id_list`] on `DB`.
+pub trait IdList<DB: sqlx::Database>: Sized {
+    fn push_list(sql: &mut sqlx::QueryBuilder<DB>, ids: &[Self]);
+}
+
+impl<T> IdList<sqlx::Postgres> for T
+where
+    T: Clone + sqlx::postgres::PgHasArrayType + for<'q> sqlx::Encode<'q, sqlx::Postgres>,
+    T: sqlx::Type<sqlx::Postgres> + Send + 'static,
+{
+    fn push_list(sql: &mut sqlx::QueryBuilder<sqlx::Postgres>, ids: &[T]) {
+        sql.push(" = ANY(");
+        sql.push_bind(ids.to_vec());
+        sql.push(")");
     }
-    sql.push(")");
+}
+
+impl<T> IdList<sqlx::Sqlite> for T
+where
+    T: Clone + for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
+{
+    fn push_list(sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: &[T]) {
+        sql.push(" IN (");
+        let mut list = sql.separated(", ");
+        for id in ids {
+            list.push_bind(id.clone());
+        }
+        sql.push(")");
+    }
 }
 
 /// Errors from the store; callers mostly retry `Database` and report the rest.

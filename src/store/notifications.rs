@@ -51,6 +51,101 @@ const EXISTING: &str = concat!(
     " FROM notifications_notification WHERE user_id = $1 AND dedup_key = $2"
 );
 
+/// The two inserts of [`Store::create_notifications`] on one connection
+/// (in its transaction): the rows that did not exist, and their outbox
+/// entries; returns the new rows.
+trait InsertRows {
+    async fn insert_rows(
+        self,
+        batch: &[NewNotification],
+        created_at: DateTime<Utc>,
+    ) -> Result<Vec<Notification>, sqlx::Error>;
+}
+
+/// The publisher gets the first try right after commit; the outbox is the
+/// fallback after a grace period.
+fn outbox_due(created_at: DateTime<Utc>) -> DateTime<Utc> {
+    created_at + super::OUTBOX_GRACE
+}
+
+/// SQLite: one multi-row VALUES statement each.
+impl InsertRows for &mut sqlx::SqliteConnection {
+    async fn insert_rows(
+        self,
+        batch: &[NewNotification],
+        created_at: DateTime<Utc>,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        use super::sqlite_time as db_time;
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO notifications_notification \
+             (user_id, title, message, type, is_read, created_at, data, dedup_key) ",
+        );
+        insert.push_values(batch, |mut row, new| {
+            row.push_bind(new.user_id)
+                .push_bind(new.title.clone())
+                .push_bind(new.message.clone())
+                .push_bind(new.notification_type.clone())
+                .push_bind(false)
+                .push_bind(db_time(created_at))
+                .push_bind(Json(new.data.clone()))
+                .push_bind(new.dedup_key.clone());
+        });
+        insert.push(concat!(" ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ", columns!()));
+        let inserted: Vec<Notification> = insert.build_query_as().fetch_all(&mut *self).await?;
+        if !inserted.is_empty() {
+            let mut outbox = sqlx::QueryBuilder::new(
+                "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
+            );
+            outbox.push_values(&inserted, |mut row, n| {
+                row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(outbox_due(created_at)));
+            });
+            outbox.build().execute(&mut *self).await?;
+        }
+        Ok(inserted)
+    }
+}
+
+/// PostgreSQL: each column bound as one array and unnested, so both
+/// statements are the same text whatever the batch's size (prepared once,
+/// planned cheaply, a handful of parameters instead of thousands).
+impl InsertRows for &mut sqlx::PgConnection {
+    async fn insert_rows(
+        self,
+        batch: &[NewNotification],
+        created_at: DateTime<Utc>,
+    ) -> Result<Vec<Notification>, sqlx::Error> {
+        const INSERT: &str = concat!(
+            "INSERT INTO notifications_notification \
+             (user_id, title, message, type, is_read, created_at, data, dedup_key) \
+             SELECT u, t, m, ty, false, $5, d::jsonb, k FROM unnest($1::bigint[], $2::text[], \
+             $3::text[], $4::text[], $6::text[], $7::text[]) AS x (u, t, m, ty, d, k) \
+             ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
+            columns!()
+        );
+        const OUTBOX: &str = "INSERT INTO herald_outbox (notification_id, attempts, \
+             next_attempt_at) SELECT id, 0, $2 FROM unnest($1::bigint[]) AS id";
+        let column = |get: fn(&NewNotification) -> String| batch.iter().map(get).collect::<Vec<_>>();
+        let inserted: Vec<Notification> = sqlx::query_as(INSERT)
+            .bind(batch.iter().map(|new| new.user_id).collect::<Vec<_>>())
+            .bind(column(|new| new.title.clone()))
+            .bind(column(|new| new.message.clone()))
+            .bind(column(|new| new.notification_type.clone()))
+            .bind(created_at)
+            .bind(column(|new| new.data.to_string()))
+            .bind(batch.iter().map(|new| new.dedup_key.clone()).collect::<Vec<_>>())
+            .fetch_all(&mut *self)
+            .await?;
+        if !inserted.is_empty() {
+            sqlx::query(OUTBOX)
+                .bind(inserted.iter().map(|row| row.id).collect::<Vec<_>>())
+                .bind(outbox_due(created_at))
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(inserted)
+    }
+}
+
 /// Pairs inserted rows with the requests that made them: keyed requests by
 /// (user, key), unkeyed ones in order. `None` marks a conflict.
 fn match_inserted(
@@ -120,34 +215,7 @@ impl Store {
         let created_at = now();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO notifications_notification \
-                 (user_id, title, message, type, is_read, created_at, data, dedup_key) ",
-            );
-            insert.push_values(batch, |mut row, new| {
-                row.push_bind(new.user_id)
-                    .push_bind(&new.title)
-                    .push_bind(&new.message)
-                    .push_bind(&new.notification_type)
-                    .push_bind(false)
-                    .push_bind(db_time(created_at))
-                    .push_bind(Json(&new.data))
-                    .push_bind(&new.dedup_key);
-            });
-            insert.push(concat!(" ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ", columns!()));
-            let inserted: Vec<Notification> = insert.build_query_as().fetch_all(&mut *tx).await?;
-            if !inserted.is_empty() {
-                let mut outbox = sqlx::QueryBuilder::new(
-                    "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
-                );
-                // The publisher gets the first try right after commit; the
-                // outbox is the fallback after a grace period.
-                let fallback_at = created_at + super::OUTBOX_GRACE;
-                outbox.push_values(&inserted, |mut row, n| {
-                    row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(fallback_at));
-                });
-                outbox.build().execute(&mut *tx).await?;
-            }
+            let inserted = (&mut *tx).insert_rows(batch, created_at).await?;
             let mut answers = match_inserted(batch, inserted);
             for (answer, new) in answers.iter_mut().zip(batch) {
                 if answer.is_none() {
