@@ -90,14 +90,19 @@ impl InsertRows for &mut sqlx::SqliteConnection {
                 .push_bind(Json(new.data.clone()))
                 .push_bind(new.dedup_key.clone());
         });
-        insert.push(concat!(" ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ", columns!()));
+        insert.push(concat!(
+            " ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
+            columns!()
+        ));
         let inserted: Vec<Notification> = insert.build_query_as().fetch_all(&mut *self).await?;
         if !inserted.is_empty() {
             let mut outbox = sqlx::QueryBuilder::new(
                 "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
             );
             outbox.push_values(&inserted, |mut row, n| {
-                row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(outbox_due(created_at)));
+                row.push_bind(n.id)
+                    .push_bind(0_i32)
+                    .push_bind(db_time(outbox_due(created_at)));
             });
             outbox.build().execute(&mut *self).await?;
         }
@@ -124,7 +129,8 @@ impl InsertRows for &mut sqlx::PgConnection {
         );
         const OUTBOX: &str = "INSERT INTO herald_outbox (notification_id, attempts, \
              next_attempt_at) SELECT id, 0, $2 FROM unnest($1::bigint[]) AS id";
-        let column = |get: fn(&NewNotification) -> String| batch.iter().map(get).collect::<Vec<_>>();
+        let column =
+            |get: fn(&NewNotification) -> String| batch.iter().map(get).collect::<Vec<_>>();
         let inserted: Vec<Notification> = sqlx::query_as(INSERT)
             .bind(batch.iter().map(|new| new.user_id).collect::<Vec<_>>())
             .bind(column(|new| new.title.clone()))
@@ -132,7 +138,12 @@ impl InsertRows for &mut sqlx::PgConnection {
             .bind(column(|new| new.notification_type.clone()))
             .bind(created_at)
             .bind(column(|new| new.data.to_string()))
-            .bind(batch.iter().map(|new| new.dedup_key.clone()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|new| new.dedup_key.clone())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *self)
             .await?;
         if !inserted.is_empty() {

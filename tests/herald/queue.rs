@@ -126,13 +126,7 @@ struct Running {
 }
 
 async fn start(case: Case) -> Running {
-    start_with(case, |_| {}).await
-}
-
-/// [`start`] with settings changed by `adjust` first.
-async fn start_with(case: Case, adjust: impl FnOnce(&mut Settings)) -> Running {
-    let mut env = queue_env(case).await;
-    adjust(&mut env.settings);
+    let env = queue_env(case).await;
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
     let worker = Worker::start(
@@ -252,8 +246,21 @@ async fn waiting(env: &QueueEnv) -> i64 {
             .unwrap();
         return active + scheduled;
     }
+    if let Store::Sqlite(_) = &env.db.store {
+        let path = env.settings.data_dir.join("queue.sqlite3");
+        let url = format!("sqlite://{}", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let sql = "SELECT count(*) FROM Jobs WHERE status = 'Pending' AND job_type = ?";
+        let count = sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        return count;
+    }
     let Store::Postgres(pool) = &env.db.store else {
-        unreachable!("PostgreSQL queue")
+        unreachable!()
     };
     sqlx::query_scalar(
         "SELECT count(*) FROM apalis.jobs WHERE status = 'Pending' AND job_type = $1",
@@ -264,55 +271,86 @@ async fn waiting(env: &QueueEnv) -> i64 {
     .unwrap()
 }
 
+/// Holds the store's write lock (PostgreSQL: the notifications table's; SQLite:
+/// the database's) until released, so jobs get stuck writing.
+enum WriteLock {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl WriteLock {
+    async fn take(store: &Store) -> WriteLock {
+        match store {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("LOCK TABLE notifications_notification IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(tx)
+            }
+            Store::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Postgres(tx) => tx.rollback().await.unwrap(),
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
+            }
+        }
+    }
+}
+
 /// Shutdown past its deadline with jobs stuck (their notification insert
 /// waits on a table lock): what the worker holds goes back to the queue at
 /// once, and another worker runs every job, each once, long before the
 /// stopped worker's heartbeat could expire.
 async fn put_back_body(case: Case) {
-    let mut r = start_with(case, |settings| {
-        settings.queue.heartbeat_interval = Duration::from_secs(60);
-    })
-    .await;
-    let store = r.env.db.store.clone();
+    let mut env = queue_env(case).await;
+    env.settings.queue.heartbeat_interval = Duration::from_secs(60);
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let store = env.db.store.clone();
     let task = open_task(&store, "Report", Some(8)).await;
-    let Store::Postgres(pool) = &store else {
-        unreachable!("PostgreSQL store")
-    };
-    let mut blocker = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE notifications_notification IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
     let jobs = (0..50)
         .map(|i| {
-            submission(
-                "file_attached",
-                json!({"task_id": task.id, "file_id": i,
-            "file_name": "a.pdf", "uploaded_by": 1}),
-            )
+            let payload =
+                json!({"task_id": task.id, "file_id": i, "file_name": "a.pdf", "uploaded_by": 1});
+            submission("file_attached", payload)
         })
         .collect();
-    submit_many(&store, &r.queue, jobs).await.unwrap();
+    submit_many(&store, &queue, jobs).await.unwrap();
+    let lock = WriteLock::take(&store).await;
+    let start = || {
+        let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+        Worker::start(&env.settings, store.clone(), layer, queue.clone())
+    };
+    let stuck = start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while waiting(&r.env).await > 0 {
+    while waiting(&env).await > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the worker never fetched the jobs"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    r.worker.shutdown(Duration::from_millis(300)).await;
+    stuck.shutdown(Duration::from_millis(300)).await;
     assert_eq!(
-        waiting(&r.env).await,
+        waiting(&env).await,
         50,
         "everything held went back at the deadline"
     );
-    blocker.rollback().await.unwrap();
+    lock.release().await;
 
-    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&r.env.settings.layer).unwrap());
-    r.worker = Worker::start(&r.env.settings, store.clone(), layer, r.queue.clone())
-        .await
-        .unwrap();
+    let worker = start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while store.count_jobs(JobState::Done).await.unwrap() < 50 {
         assert!(
@@ -327,20 +365,13 @@ async fn put_back_body(case: Case) {
         (50, 50),
         "each job's notices once"
     );
-    r.worker.shutdown(Duration::from_secs(5)).await;
+    worker.shutdown(Duration::from_secs(5)).await;
 }
 
-mod stuck_jobs_are_put_back_at_the_shutdown_deadline {
-    use super::Case;
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres() {
-        super::put_back_body(Case::Postgres).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn redis() {
-        super::put_back_body(Case::Redis).await
-    }
-}
+on_every_queue!(
+    stuck_jobs_are_put_back_at_the_shutdown_deadline,
+    put_back_body
+);
 
 on_every_queue!(
     a_failing_job_retries_then_is_dead_and_can_be_retried,
