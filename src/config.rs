@@ -736,6 +736,21 @@ mod tests {
     }
 
     #[test]
+    fn api_body_limits_are_checked() {
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.api.max_body_size, 65_536);
+        assert_eq!(defaults.api.max_batch_body_size, 4_194_304);
+        for key in ["api.max_body_size", "api.max_batch_body_size"] {
+            let mut settings = Settings::defaults();
+            match key {
+                "api.max_body_size" => settings.api.max_body_size = 0,
+                _ => settings.api.max_batch_body_size = 0,
+            }
+            assert_eq!(settings.validate().unwrap_err().key, key);
+        }
+    }
+
+    #[test]
     fn two_generated_secrets_differ() {
         assert_ne!(generate_secret(), generate_secret());
     }
