@@ -97,7 +97,13 @@ impl Worker {
             queue,
         };
         let batch_runner = Arc::new(runner.clone());
-        let (size, batches) = (settings.queue.batch_size, settings.queue.batches);
+        let size = settings.queue.batch_size;
+        // SQLite has one writer at a time: parallel batches would only queue
+        // on its lock and, under load, fail past its busy timeout.
+        let batches = match store {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => settings.queue.batches,
+        };
         let events = Batcher::spawn(size, batches, move |items| {
             let runner = batch_runner.clone();
             async move { attempt_many(&runner, items).await }
