@@ -240,14 +240,24 @@ async fn submitted_batch_body(case: Case) {
     r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The apalis-redis config of the `kind` queue and a connection to its Redis.
+async fn redis_queue(
+    env: &QueueEnv,
+    kind: &str,
+) -> (apalis_redis::Config, redis::aio::MultiplexedConnection) {
+    let config = apalis_redis::Config::default().queue(env.settings.queue.queue_name(kind));
+    let client = redis::Client::open(env.settings.queue_redis_url().unwrap()).unwrap();
+    (
+        config,
+        client.get_multiplexed_async_connection().await.unwrap(),
+    )
+}
+
 /// file_attached entries waiting in the queue, not fetched by any worker:
 /// pending apalis rows, or the Redis active list and scheduled set.
 async fn waiting(env: &QueueEnv) -> i64 {
-    let name = env.settings.queue.queue_name("file_attached");
     if env.settings.queue.backend == QueueBackend::Redis {
-        let config = apalis_redis::Config::default().queue(name);
-        let client = redis::Client::open(env.settings.queue_redis_url().unwrap()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (config, mut conn) = redis_queue(env, "file_attached").await;
         let (active, scheduled): (i64, i64) = redis::pipe()
             .llen(config.active_jobs_list())
             .zcard(config.scheduled_jobs_set())
@@ -256,68 +266,30 @@ async fn waiting(env: &QueueEnv) -> i64 {
             .unwrap();
         return active + scheduled;
     }
-    if let Store::Sqlite(_) = &env.db.store {
-        let path = env.settings.data_dir.join("queue.sqlite3");
-        let url = format!("sqlite://{}", path.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let sql = "SELECT count(*) FROM Jobs WHERE status = 'Pending' AND job_type = ?";
-        let count = sqlx::query_scalar(sql)
-            .bind(name)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        return count;
-    }
     let Store::Postgres(pool) = &env.db.store else {
-        unreachable!()
+        unreachable!("PostgreSQL queue")
     };
     sqlx::query_scalar(
         "SELECT count(*) FROM apalis.jobs WHERE status = 'Pending' AND job_type = $1",
     )
-    .bind(name)
+    .bind(env.settings.queue.queue_name("file_attached"))
     .fetch_one(pool)
     .await
     .unwrap()
 }
 
-/// Holds the store's write lock (PostgreSQL: the notifications table's; SQLite:
-/// the database's) until released, so jobs get stuck writing.
-enum WriteLock {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-}
-
-impl WriteLock {
-    async fn take(store: &Store) -> WriteLock {
-        match store {
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await.unwrap();
-                sqlx::query("LOCK TABLE notifications_notification IN EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                WriteLock::Postgres(tx)
-            }
-            Store::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.unwrap();
-                sqlx::raw_sql("BEGIN IMMEDIATE")
-                    .execute(&mut *conn)
-                    .await
-                    .unwrap();
-                WriteLock::Sqlite(conn)
-            }
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            WriteLock::Postgres(tx) => tx.rollback().await.unwrap(),
-            WriteLock::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
-            }
-        }
-    }
+/// Holds the notifications table's lock until the transaction ends, so
+/// jobs get stuck writing.
+async fn lock_notifications(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let Store::Postgres(pool) = store else {
+        unreachable!("PostgreSQL store")
+    };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE notifications_notification IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
 }
 
 /// Shutdown past its deadline with jobs stuck (their notification insert
@@ -338,7 +310,7 @@ async fn put_back_body(case: Case) {
         })
         .collect();
     submit_many(&store, &queue, jobs).await.unwrap();
-    let lock = WriteLock::take(&store).await;
+    let lock = lock_notifications(&store).await;
     let start = || {
         let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
         Worker::start(&env.settings, store.clone(), layer, queue.clone())
@@ -358,7 +330,7 @@ async fn put_back_body(case: Case) {
         50,
         "everything held went back at the deadline"
     );
-    lock.release().await;
+    lock.rollback().await.unwrap();
 
     let worker = start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -580,10 +552,7 @@ async fn prune_body(case: Case) {
     assert_eq!(pruned, 1, "the finished queue entry");
     if let Case::Redis = case {
         // Nothing of it is left: its data, its metadata, its done-set id.
-        let config =
-            apalis_redis::Config::default().queue(r.env.settings.queue.queue_name("notify"));
-        let client = redis::Client::open(r.env.settings.queue_redis_url().unwrap()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (config, mut conn) = redis_queue(&r.env, "notify").await;
         let (data, done): (i64, i64) = redis::pipe()
             .hlen(config.job_data_hash())
             .scard(config.done_jobs_set())
