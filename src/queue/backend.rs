@@ -172,7 +172,12 @@ impl JobQueue {
                 sql.push_bind(cutoff.timestamp());
                 sql.push(" AND job_type");
                 crate::store::push_id_list(&mut sql, &names);
-                Ok(sql.build().execute(pool).await?.rows_affected())
+                Ok(sql
+                    .build()
+                    .persistent(false)
+                    .execute(pool)
+                    .await?
+                    .rows_affected())
             }
             Storage::Postgres(pool) => {
                 const SQL: &str = "DELETE FROM apalis.jobs WHERE status = 'Done' \
@@ -210,7 +215,12 @@ impl JobQueue {
                      WHERE status IN ('Queued', 'Running') AND lock_by",
                 );
                 crate::store::push_id_list(&mut sql, &names);
-                Ok(sql.build().execute(pool).await?.rows_affected())
+                Ok(sql
+                    .build()
+                    .persistent(false)
+                    .execute(pool)
+                    .await?
+                    .rows_affected())
             }
             Storage::Postgres(pool) => {
                 const SQL: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, \

@@ -205,7 +205,7 @@ impl Store {
                     "SELECT ", job_columns!(), " FROM herald_jobs WHERE dedup_key"
                 ));
                 push_id_list(&mut sql, keys);
-                let rows: Vec<JobRow> = sql.build_query_as().fetch_all(pool).await?;
+                let rows: Vec<JobRow> = sql.build_query_as().persistent(false).fetch_all(pool).await?;
                 holders.extend(rows.into_iter().map(JobRecord::from).filter_map(|job| {
                     Some((job.dedup_key.clone()?, job))
                 }));
@@ -220,7 +220,7 @@ impl Store {
             with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_jobs WHERE id");
                 push_id_list(&mut sql, ids);
-                sql.build().execute(pool).await?;
+                sql.build().persistent(false).execute(pool).await?;
             });
         }
         Ok(())
@@ -241,7 +241,7 @@ impl Store {
                     "SELECT id, attempts + 1 FROM herald_jobs WHERE state NOT IN ('done', 'dead') AND id",
                 );
                 push_id_list(&mut sql, ids);
-                let rows: Vec<(String, i32)> = sql.build_query_as().fetch_all(pool).await?;
+                let rows: Vec<(String, i32)> = sql.build_query_as().persistent(false).fetch_all(pool).await?;
                 next.extend(rows);
             });
         }
@@ -258,7 +258,7 @@ impl Store {
                 sql.push_bind(db_time(at));
                 sql.push(" WHERE state NOT IN ('done', 'dead') AND id");
                 push_id_list(&mut sql, ids);
-                sql.build().execute(pool).await?;
+                sql.build().persistent(false).execute(pool).await?;
             });
         }
         Ok(())

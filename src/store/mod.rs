@@ -40,8 +40,14 @@ pub(crate) const ID_CHUNK: usize = 5000;
 
 /// A list membership test over `ids`, for either database (and the queue's
 /// SQLite): ` = ANY($n)` with one array parameter on PostgreSQL, so the
-/// statement is the same whatever the list's length (prepared once, planned
-/// cheaply); ` IN ($1, $2, ...)` on SQLite, which has no arrays.
+/// statement is the same whatever the list's length and plans cheaply;
+/// ` IN ($1, $2, ...)` on SQLite, which has no arrays.
+///
+/// Callers run the statement with `.persistent(false)`: planned for each
+/// list, PostgreSQL sees the array as a constant (hashed membership test)
+/// and the table's current size. A cached generic plan keeps whatever was
+/// chosen while the table was small (a sequential scan testing each row
+/// against the array element by element) until the table is next analyzed.
 pub fn push_id_list<DB, T>(sql: &mut sqlx::QueryBuilder<DB>, ids: &[T])
 where
     DB: sqlx::Database,

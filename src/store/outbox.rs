@@ -30,7 +30,7 @@ impl Store {
                 let mut sql =
                     sqlx::QueryBuilder::new("DELETE FROM herald_outbox WHERE notification_id");
                 push_id_list(&mut sql, ids);
-                sql.build().execute(pool).await?;
+                sql.build().persistent(false).execute(pool).await?;
             });
         }
         Ok(())
@@ -49,7 +49,7 @@ impl Store {
                 sql.push_bind(db_time(at));
                 sql.push(" WHERE notification_id");
                 push_id_list(&mut sql, ids);
-                sql.build().execute(pool).await?;
+                sql.build().persistent(false).execute(pool).await?;
             });
         }
         Ok(())

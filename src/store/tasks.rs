@@ -66,7 +66,7 @@ impl Store {
             with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new(concat!("SELECT ", columns!(), " FROM tasks_task WHERE id"));
                 push_id_list(&mut sql, ids);
-                let rows: Vec<Task> = sql.build_query_as().fetch_all(pool).await?;
+                let rows: Vec<Task> = sql.build_query_as().persistent(false).fetch_all(pool).await?;
                 tasks.extend(rows.into_iter().map(|task| (task.id, task)));
             });
         }
