@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{JobContext, JobError};
-use crate::store::Notification;
+use crate::store::Unpublished;
 
 /// `{}` scans every open task; `{"task_id": N}` only that one.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -19,16 +19,16 @@ pub struct DeadlineReminder {
 
 impl DeadlineReminder {
     /// One statement per offset window, largest offset first.
-    pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Notification>, JobError> {
+    pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Unpublished>, JobError> {
         let now = crate::store::now();
-        let mut created = Vec::new();
+        let mut scanned = Vec::new();
         for window in ctx.reminder_windows() {
-            let rows = ctx
+            let group = ctx
                 .store
                 .scan_deadline_reminders(now, window, &ctx.closed_statuses, self.task_id)
                 .await?;
-            created.extend(rows);
+            scanned.push(group);
         }
-        Ok(created)
+        Ok(scanned)
     }
 }

@@ -27,7 +27,7 @@ pub use status_changed::StatusChanged;
 
 use crate::publish::outbox::{Published, Publisher};
 use crate::store::{
-    Inserted, NewNotification, Notification, ReminderWindow, Store, StoreError, Task,
+    Inserted, NewNotification, ReminderWindow, Store, StoreError, Task, Unpublished,
 };
 use crate::telemetry::metrics as m;
 
@@ -187,8 +187,8 @@ impl Job {
         })
     }
 
-    /// A scan's new notifications.
-    async fn scan(&self, ctx: &JobContext) -> Result<Vec<Notification>, JobError> {
+    /// A scan's new notifications, committed and not yet published.
+    async fn scan(&self, ctx: &JobContext) -> Result<Vec<Unpublished>, JobError> {
         match self {
             Job::DeadlineReminder(job) => job.scan(ctx).await,
             Job::OverdueCheck(job) => job.scan(ctx).await,
@@ -251,8 +251,8 @@ where
 
 /// What one job of a batch came to before publishing.
 enum Part {
-    /// New rows and how many existed already.
-    Rows(Vec<Notification>, usize),
+    /// The ids of its new rows and how many existed already.
+    Rows(Vec<i64>, usize),
     /// Its notifications are `batch[range]` of the group commit.
     Pending(std::ops::Range<usize>),
     Failed(JobError),
@@ -269,11 +269,17 @@ async fn run_together(
     task_ids.dedup();
     let tasks = ctx.store.get_tasks(&task_ids).await?;
     let mut batch = Vec::new();
+    let mut groups = Vec::new(); // committed, to publish
     let mut parts = Vec::with_capacity(jobs.len());
     for (id, job) in jobs {
         let part = if job.is_scan() {
             match job.scan(ctx).await {
-                Ok(rows) => Part::Rows(rows, 0),
+                Ok(scanned) => {
+                    let ids = scanned.iter().flat_map(|group| &group.rows);
+                    let part = Part::Rows(ids.map(|row| row.id).collect(), 0);
+                    groups.extend(scanned);
+                    part
+                }
                 Err(error) => Part::Failed(error),
             }
         } else {
@@ -288,36 +294,27 @@ async fn run_together(
         };
         parts.push(part);
     }
-    let mut answers = ctx.store.create_notifications(&batch).await?.into_iter();
+    let created = ctx.store.create_notifications(&batch).await?;
+    let mut answers = created.answers.into_iter();
     for part in &mut parts {
         if let Part::Pending(range) = part {
-            let (mut created, mut existing) = (Vec::new(), 0);
+            let (mut new, mut existing) = (Vec::new(), 0);
             for answer in answers.by_ref().take(range.len()) {
                 match answer {
-                    Inserted::New(row) => created.push(row),
+                    Inserted::New(row) => new.push(row.id),
                     Inserted::Existing(_) => existing += 1,
                 }
             }
-            *part = Part::Rows(created, existing);
+            *part = Part::Rows(new, existing);
         }
     }
-    let rows: Vec<Notification> = parts
-        .iter()
-        .flat_map(|part| match part {
-            Part::Rows(rows, _) => rows.as_slice(),
-            _ => &[],
-        })
-        .cloned()
-        .collect();
-    let unsent = ctx.publisher.publish_rows(&rows, FIRST_RETRY).await?;
+    groups.push(created.unpublished);
+    let unsent = ctx.publisher.publish_groups(&groups, FIRST_RETRY).await?;
     Ok(parts
         .into_iter()
         .map(|part| match part {
             Part::Rows(created, existing) => {
-                let failed = created
-                    .iter()
-                    .filter(|row| unsent.contains(&row.id))
-                    .count();
+                let failed = created.iter().filter(|id| unsent.contains(id)).count();
                 Ok(JobOutcome {
                     created: created.len(),
                     existing,

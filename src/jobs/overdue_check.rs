@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{JobContext, JobError};
-use crate::store::Notification;
+use crate::store::Unpublished;
 
 /// No payload: `{}`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -14,10 +14,11 @@ use crate::store::Notification;
 pub struct OverdueCheck {}
 
 impl OverdueCheck {
-    pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Notification>, JobError> {
-        Ok(ctx
+    pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Unpublished>, JobError> {
+        let scanned = ctx
             .store
             .scan_overdue(crate::store::now(), &ctx.closed_statuses)
-            .await?)
+            .await?;
+        Ok(vec![scanned])
     }
 }

@@ -1,5 +1,5 @@
 //! Publishing committed notifications without losing any: the job that
-//! committed rows publishes them at once and clears their outbox entries;
+//! committed rows publishes them at once and clears their outbox entry;
 //! whatever failed (Redis down) or was stranded (a crash between commit and
 //! publish) is retried by [`Publisher::run`] with backoff.
 
@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::layer::ChannelLayer;
 use crate::payload::NotificationPayload;
 use crate::publish::send_notifications_ws;
-use crate::store::{Notification, Store, StoreError};
+use crate::store::{Notification, Store, StoreError, Unpublished};
 use crate::telemetry::metrics as m;
 
 /// Notifications one layer call sends together.
 const SEND_CHUNK: usize = 500;
-/// Rows one retry pass takes.
-const RETRY_BATCH: i64 = 1000;
+/// Notifications one retry pass takes (whole entries, so it may go over).
+const RETRY_BATCH: usize = 1000;
 
 /// What one publish pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,55 +39,78 @@ impl Publisher {
         Self { store, layer }
     }
 
-    /// Publishes committed rows; those sent leave the outbox, those that
-    /// failed stay in it and are tried again after `retry_in`.
+    /// Publishes committed groups: an entry all of whose rows went out
+    /// leaves the outbox; one with failures keeps those, tried again after
+    /// `retry_in`.
     pub async fn publish(
         &self,
-        rows: &[Notification],
+        groups: &[Unpublished],
         retry_in: Duration,
     ) -> Result<Published, StoreError> {
-        let failed = self.publish_rows(rows, retry_in).await?;
+        let failed = self.publish_groups(groups, retry_in).await?;
+        let rows: usize = groups.iter().map(|group| group.rows.len()).sum();
         Ok(Published {
-            sent: rows.len() - failed.len(),
+            sent: rows - failed.len(),
             failed: failed.len(),
         })
     }
 
     /// [`Publisher::publish`], answering the ids of the rows that failed.
-    pub async fn publish_rows(
+    pub async fn publish_groups(
         &self,
-        rows: &[Notification],
+        groups: &[Unpublished],
         retry_in: Duration,
     ) -> Result<HashSet<i64>, StoreError> {
-        if rows.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let payloads: Vec<NotificationPayload> =
-            rows.iter().map(NotificationPayload::from).collect();
-        let mut results = Vec::with_capacity(rows.len());
-        for (rows, payloads) in rows.chunks(SEND_CHUNK).zip(payloads.chunks(SEND_CHUNK)) {
+        let rows: Vec<&Notification> = groups.iter().flat_map(|group| &group.rows).collect();
+        let mut failed = HashSet::new();
+        for rows in rows.chunks(SEND_CHUNK) {
+            let payloads: Vec<NotificationPayload> = rows
+                .iter()
+                .map(|row| NotificationPayload::from(*row))
+                .collect();
             let notifications: Vec<(i64, &NotificationPayload)> =
-                rows.iter().map(|row| row.user_id).zip(payloads).collect();
+                rows.iter().map(|row| row.user_id).zip(&payloads).collect();
             let sent = send_notifications_ws(self.layer.as_ref(), &notifications).await;
-            results.extend(
-                rows.iter()
-                    .zip(sent)
-                    .map(|(row, sent)| (row.id, sent.is_ok())),
-            );
+            for (row, sent) in rows.iter().zip(sent) {
+                if sent.is_err() {
+                    failed.insert(row.id);
+                }
+            }
         }
-        let (sent, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, ok)| *ok);
-        let sent: Vec<i64> = sent.into_iter().map(|(id, _)| id).collect();
-        let failed: Vec<i64> = failed.into_iter().map(|(id, _)| id).collect();
-        metrics::counter!(m::NOTIFICATIONS_PUBLISHED).increment(sent.len() as u64);
+        metrics::counter!(m::NOTIFICATIONS_PUBLISHED).increment((rows.len() - failed.len()) as u64);
         metrics::counter!(m::NOTIFICATIONS_PUBLISH_FAILED).increment(failed.len() as u64);
-        self.store.outbox_done(&sent).await?;
-        let retry_at =
-            crate::store::now() + TimeDelta::from_std(retry_in).unwrap_or(TimeDelta::seconds(1));
-        self.store.outbox_retry_at(&failed, retry_at).await?;
-        Ok(failed.into_iter().collect())
+        self.settle(groups, &failed, retry_in).await?;
+        Ok(failed)
     }
 
-    /// One pass over the outbox rows that are due.
+    /// Clears the entries that went out and keeps the failures of the rest.
+    async fn settle(
+        &self,
+        groups: &[Unpublished],
+        failed: &HashSet<i64>,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let retry_at =
+            crate::store::now() + TimeDelta::from_std(retry_in).unwrap_or(TimeDelta::seconds(1));
+        let mut done = Vec::new();
+        for group in groups {
+            let Some(entry) = group.entry else { continue };
+            let left: Vec<i64> = group
+                .rows
+                .iter()
+                .map(|row| row.id)
+                .filter(|id| failed.contains(id))
+                .collect();
+            if left.is_empty() {
+                done.push(entry);
+            } else {
+                self.store.outbox_retry_at(entry, &left, retry_at).await?;
+            }
+        }
+        self.store.outbox_done(&done).await
+    }
+
+    /// One pass over the outbox entries that are due.
     pub async fn retry_due(&self, retry_in: Duration) -> Result<Published, StoreError> {
         let due = self.store.outbox_due(RETRY_BATCH).await?;
         if due.is_empty() {

@@ -23,7 +23,8 @@ use sqlx::sqlite::{
 };
 
 pub use jobs::{JobRecord, JobState, NewJob, Recorded};
-pub use notifications::{Inserted, NewNotification, Notification, PAGE_LIMIT};
+pub use notifications::{Created, Inserted, NewNotification, Notification, PAGE_LIMIT};
+pub use outbox::Unpublished;
 pub use scans::{ReminderWindow, humanize};
 pub use tasks::{NewTask, Task};
 

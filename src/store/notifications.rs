@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{Store, StoreError, now, with_pool};
+use std::collections::HashMap;
+
+use super::outbox::{AddEntry, Unpublished};
+use super::{Store, StoreError, now, push_id_list, with_pool};
 
 /// Largest page `list_after` returns, whatever the caller asks.
 pub const PAGE_LIMIT: i64 = 500;
@@ -51,9 +54,8 @@ const EXISTING: &str = concat!(
     " FROM notifications_notification WHERE user_id = $1 AND dedup_key = $2"
 );
 
-/// The two inserts of [`Store::create_notifications`] on one connection
-/// (in its transaction): the rows that did not exist, and their outbox
-/// entries; returns the new rows.
+/// The insert of [`Store::create_notifications`] on one connection (in its
+/// transaction): the rows that did not exist; returns them.
 trait InsertRows {
     async fn insert_rows(
         self,
@@ -68,7 +70,7 @@ fn outbox_due(created_at: DateTime<Utc>) -> DateTime<Utc> {
     created_at + super::OUTBOX_GRACE
 }
 
-/// SQLite: one multi-row VALUES statement each.
+/// SQLite: one multi-row VALUES statement.
 impl InsertRows for &mut sqlx::SqliteConnection {
     async fn insert_rows(
         self,
@@ -94,24 +96,12 @@ impl InsertRows for &mut sqlx::SqliteConnection {
             " ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
             columns!()
         ));
-        let inserted: Vec<Notification> = insert.build_query_as().fetch_all(&mut *self).await?;
-        if !inserted.is_empty() {
-            let mut outbox = sqlx::QueryBuilder::new(
-                "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
-            );
-            outbox.push_values(&inserted, |mut row, n| {
-                row.push_bind(n.id)
-                    .push_bind(0_i32)
-                    .push_bind(db_time(outbox_due(created_at)));
-            });
-            outbox.build().execute(&mut *self).await?;
-        }
-        Ok(inserted)
+        insert.build_query_as().fetch_all(self).await
     }
 }
 
-/// PostgreSQL: each column bound as one array and unnested, so both
-/// statements are the same text whatever the batch's size (prepared once,
+/// PostgreSQL: each column bound as one array and unnested, so the
+/// statement is the same text whatever the batch's size (prepared once,
 /// planned cheaply, a handful of parameters instead of thousands).
 impl InsertRows for &mut sqlx::PgConnection {
     async fn insert_rows(
@@ -127,11 +117,9 @@ impl InsertRows for &mut sqlx::PgConnection {
              ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
             columns!()
         );
-        const OUTBOX: &str = "INSERT INTO herald_outbox (notification_id, attempts, \
-             next_attempt_at) SELECT id, 0, $2 FROM unnest($1::bigint[]) AS id";
         let column =
             |get: fn(&NewNotification) -> String| batch.iter().map(get).collect::<Vec<_>>();
-        let inserted: Vec<Notification> = sqlx::query_as(INSERT)
+        sqlx::query_as(INSERT)
             .bind(batch.iter().map(|new| new.user_id).collect::<Vec<_>>())
             .bind(column(|new| new.title.clone()))
             .bind(column(|new| new.message.clone()))
@@ -144,16 +132,8 @@ impl InsertRows for &mut sqlx::PgConnection {
                     .map(|new| new.dedup_key.clone())
                     .collect::<Vec<_>>(),
             )
-            .fetch_all(&mut *self)
-            .await?;
-        if !inserted.is_empty() {
-            sqlx::query(OUTBOX)
-                .bind(inserted.iter().map(|row| row.id).collect::<Vec<_>>())
-                .bind(outbox_due(created_at))
-                .execute(&mut *self)
-                .await?;
-        }
-        Ok(inserted)
+            .fetch_all(self)
+            .await
     }
 }
 
@@ -180,6 +160,14 @@ fn match_inserted(
             None => unkeyed.pop_front().map(Inserted::New),
         })
         .collect()
+}
+
+/// What [`Store::create_notifications`] did: an answer per request, in
+/// order, and the new rows with their outbox entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Created {
+    pub answers: Vec<Inserted<Notification>>,
+    pub unpublished: Unpublished,
 }
 
 /// The outcome of an idempotent insert: a new row, or the one already there.
@@ -209,24 +197,30 @@ impl Store {
         &self,
         new: &NewNotification,
     ) -> Result<Inserted<Notification>, StoreError> {
-        let mut rows = self.create_notifications(std::slice::from_ref(new)).await?;
-        Ok(rows.remove(0))
+        let mut created = self.create_notifications(std::slice::from_ref(new)).await?;
+        Ok(created.answers.remove(0))
     }
 
     /// Inserts many notifications in one transaction (a group commit): new
-    /// rows and their outbox entries commit together; rows whose (user,
+    /// rows and one outbox entry for them commit together; rows whose (user,
     /// dedup_key) exists come back as `Existing`. Answers in input order.
     pub async fn create_notifications(
         &self,
         batch: &[NewNotification],
-    ) -> Result<Vec<Inserted<Notification>>, StoreError> {
+    ) -> Result<Created, StoreError> {
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Created::default());
         }
         let created_at = now();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = (&mut *tx).insert_rows(batch, created_at).await?;
+            let ids: Vec<i64> = inserted.iter().map(|row| row.id).collect();
+            let mut entry = None;
+            if !ids.is_empty() {
+                entry = Some((&mut *tx).add_entry(&ids, outbox_due(created_at)).await?);
+            }
+            let unpublished = Unpublished { entry, rows: inserted.clone() };
             let mut answers = match_inserted(batch, inserted);
             for (answer, new) in answers.iter_mut().zip(batch) {
                 if answer.is_none() {
@@ -239,8 +233,28 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            Ok(answers.into_iter().flatten().collect())
+            Ok(Created { answers: answers.into_iter().flatten().collect(), unpublished })
         })
+    }
+
+    /// The notifications among `ids` that exist, by id.
+    pub async fn notifications_by_ids(
+        &self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Notification>, StoreError> {
+        let mut rows = HashMap::with_capacity(ids.len());
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new(concat!(
+                    "SELECT ", columns!(), " FROM notifications_notification WHERE id"
+                ));
+                push_id_list(&mut sql, ids);
+                let found: Vec<Notification> =
+                    sql.build_query_as().persistent(false).fetch_all(pool).await?;
+                rows.extend(found.into_iter().map(|row| (row.id, row)));
+            });
+        }
+        Ok(rows)
     }
 
     /// The user's notifications with id greater than `after_id`, oldest

@@ -1,6 +1,6 @@
 //! Set-based scans over `tasks_task`: each is one INSERT ... SELECT with
 //! conflict skipping that returns only the notifications it created, plus
-//! their outbox entries in the same transaction. Never a loop over tasks.
+//! their outbox entry in the same transaction. Never a loop over tasks.
 //!
 //! Once per task, offset and deadline: the dedup key carries the deadline as
 //! epoch seconds, so moving a deadline arms the notices again.
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::outbox::{AddEntry, Unpublished};
 use super::{Backend, Notification, OUTBOX_GRACE, Store, StoreError, with_pool};
 
 /// What differs between the two SQL dialects.
@@ -51,7 +52,7 @@ impl Store {
         &self,
         now: DateTime<Utc>,
         closed: &[String],
-    ) -> Result<Vec<Notification>, StoreError> {
+    ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
         let select = vec![
             Part::Sql(format!(
@@ -77,7 +78,7 @@ impl Store {
         window: ReminderWindow,
         closed: &[String],
         task_id: Option<i64>,
-    ) -> Result<Vec<Notification>, StoreError> {
+    ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
         let select = vec![
             Part::Sql(format!(
@@ -109,7 +110,7 @@ impl Store {
         now: DateTime<Utc>,
         closed: &[String],
         task_id: Option<i64>,
-    ) -> Result<Vec<Notification>, StoreError> {
+    ) -> Result<Unpublished, StoreError> {
         let fallback_at = now + OUTBOX_GRACE;
         with_pool!(self, pool => {
             let mut sql = sqlx::QueryBuilder::new("");
@@ -133,18 +134,13 @@ impl Store {
             sql.push(RETURNING);
             let mut tx = pool.begin().await?;
             let rows: Vec<Notification> = sql.build_query_as().fetch_all(&mut *tx).await?;
-            // In chunks: a statement takes at most 65,535 parameters.
-            for chunk in rows.chunks(super::ID_CHUNK) {
-                let mut outbox = sqlx::QueryBuilder::new(
-                    "INSERT INTO herald_outbox (notification_id, attempts, next_attempt_at) ",
-                );
-                outbox.push_values(chunk, |mut row, n| {
-                    row.push_bind(n.id).push_bind(0_i32).push_bind(db_time(fallback_at));
-                });
-                outbox.build().execute(&mut *tx).await?;
+            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+            let mut entry = None;
+            if !ids.is_empty() {
+                entry = Some((&mut *tx).add_entry(&ids, fallback_at).await?);
             }
             tx.commit().await?;
-            Ok(rows)
+            Ok(Unpublished { entry, rows })
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use herald::config::{LayerBackend, Settings};
 use herald::jobs::{Job, JobContext, JobError, JobInputError, parse};
-use herald::layer::{ChannelLayer, MemoryLayer, RedisLayer};
+use herald::layer::{ChannelLayer, GroupSendReport, LayerError, MemoryLayer, Message, RedisLayer};
 use herald::publish::notification_group;
 use herald::publish::outbox::Publisher;
 use herald::store::{NewTask, Store, Task};
@@ -371,6 +371,89 @@ async fn outbox_body(db: TestStore) {
     );
 }
 
+/// A memory layer whose `group_send` to one group fails, as if that shard
+/// of Redis were down.
+struct OneGroupDown {
+    inner: Arc<MemoryLayer>,
+    down: String,
+}
+
+#[async_trait::async_trait]
+impl ChannelLayer for OneGroupDown {
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        self.inner.new_channel(prefix).await
+    }
+    async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError> {
+        self.inner.send(channel, message).await
+    }
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
+        self.inner.receive(channel).await
+    }
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_add(group, channel).await
+    }
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_discard(group, channel).await
+    }
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError> {
+        if group == self.down {
+            return Err(LayerError::Unavailable("this group's shard is down".into()));
+        }
+        self.inner.group_send(group, message).await
+    }
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.inner.close_channel(channel).await
+    }
+}
+
+// A batch whose publish partly fails: its outbox entry keeps only the rows
+// that failed, so the retry pass sends those and nothing twice.
+on_both_databases!(a_partial_publish_keeps_only_what_failed, partial_body);
+async fn partial_body(db: TestStore) {
+    let layer = memory_layer();
+    let flaky: Arc<dyn ChannelLayer> = Arc::new(OneGroupDown {
+        inner: layer.clone(),
+        down: notification_group(2),
+    });
+    let (one, two) = (listen(&layer, 1).await, listen(&layer, 2).await);
+    let jobs: Vec<(String, Job)> = [(1, "a"), (2, "b"), (1, "c"), (2, "d")]
+        .into_iter()
+        .map(|(user, title)| {
+            let payload = json!({"user_id": user, "title": title, "message": "m", "notification_type": "generic"});
+            (format!("job-{title}"), parse("notify", payload).unwrap())
+        })
+        .collect();
+    let ctx = context(&db.store, flaky, "partial");
+    let outcomes = herald::jobs::run_many(&ctx, &jobs).await;
+    let failed: Vec<usize> = outcomes
+        .iter()
+        .map(|outcome| outcome.as_ref().unwrap().published.failed)
+        .collect();
+    assert_eq!(failed, [0, 1, 0, 1]);
+    for title in ["a", "c"] {
+        assert_eq!(next_event(&layer, &one).await["data"]["title"], title);
+    }
+    assert_eq!(
+        db.store.outbox_len().await.unwrap(),
+        2,
+        "the two that failed"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the first retry is due after 1 s
+    let publisher = Publisher::new(db.store.clone(), layer.clone());
+    let outcome = publisher.retry_due(Duration::from_secs(1)).await.unwrap();
+    assert_eq!((outcome.sent, outcome.failed), (2, 0));
+    for title in ["b", "d"] {
+        assert_eq!(next_event(&layer, &two).await["data"]["title"], title);
+    }
+    assert_eq!(db.store.outbox_len().await.unwrap(), 0);
+    let again = tokio::time::timeout(Duration::from_millis(200), layer.receive(&one)).await;
+    assert!(again.is_err(), "nothing sent twice: {again:?}");
+}
+
 on_both_databases!(batch_create_answers_in_order, batch_body);
 async fn batch_body(db: TestStore) {
     let new = |user: i64, key: &str| herald::store::NewNotification {
@@ -383,7 +466,8 @@ async fn batch_body(db: TestStore) {
     };
     db.store.create_notification(&new(1, "old")).await.unwrap();
     let batch = vec![new(1, "a"), new(1, "old"), new(2, "a"), new(1, "a")];
-    let answers = db.store.create_notifications(&batch).await.unwrap();
+    let created = db.store.create_notifications(&batch).await.unwrap();
+    let answers = created.answers;
     let shape: Vec<(bool, String)> = answers
         .iter()
         .map(|a| (a.is_new(), a.clone().into_inner().title))
@@ -401,6 +485,19 @@ async fn batch_body(db: TestStore) {
         answers[0].clone().into_inner().id,
         answers[3].clone().into_inner().id
     );
+    // The two new rows wait under one outbox entry; "old" under its own.
+    let new_ids: Vec<i64> = created.unpublished.rows.iter().map(|row| row.id).collect();
+    assert_eq!(
+        new_ids,
+        [
+            answers[0].clone().into_inner().id,
+            answers[2].clone().into_inner().id
+        ]
+    );
+    assert!(created.unpublished.entry.is_some());
+    assert_eq!(db.store.outbox_len().await.unwrap(), 3);
+    let due = db.store.outbox_due(1000).await.unwrap();
+    assert!(due.is_empty(), "a new entry waits out its grace: {due:?}");
 }
 
 #[test]
