@@ -18,7 +18,7 @@ use crate::store::{JobState, StoreError};
 use crate::telemetry::metrics as m;
 
 pub use batch::Batcher;
-pub use supervise::{Worker, run};
+pub use supervise::{Stopped, Worker, run};
 
 /// What every attempt needs; shared by the kind workers of one process.
 #[derive(Clone)]

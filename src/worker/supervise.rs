@@ -147,7 +147,7 @@ impl Worker {
     /// Stops fetching and scheduling, then waits up to `timeout` for the
     /// running jobs; past it, puts back in the queue what this worker still
     /// holds, so other workers take it at once.
-    pub async fn shutdown(mut self, timeout: Duration) {
+    pub async fn shutdown(mut self, timeout: Duration) -> Stopped {
         self.stop.cancel();
         if let Some(mut scheduler) = self.scheduler.take()
             && let Err(error) = scheduler.shutdown().await
@@ -155,8 +155,9 @@ impl Worker {
             tracing::warn!(%error, "scheduler did not stop cleanly");
         }
         let in_flight = &self.shared.in_flight;
+        let mut tasks = std::mem::take(&mut self.tasks);
         let drained = tokio::time::timeout(timeout, async {
-            for task in self.tasks.drain(..) {
+            for task in tasks.iter_mut() {
                 let _ = task.await;
             }
             loop {
@@ -168,29 +169,66 @@ impl Worker {
             }
         })
         .await;
-        match drained {
-            Ok(()) => tracing::info!(worker = %self.name, "worker stopped"),
-            Err(_) => {
-                let running = in_flight.count.load(Ordering::SeqCst);
-                let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
-                    .iter()
-                    .map(|(kind, name)| (*kind, name.clone()))
-                    .collect();
-                match self.shared.runner.queue.put_back(&workers).await {
-                    Ok(put_back) => tracing::warn!(
-                        running,
-                        put_back,
-                        "shutdown timeout: the entries still held are back in the queue"
-                    ),
-                    Err(error) => tracing::warn!(
-                        running,
-                        %error,
-                        "shutdown timeout: entries still held go back when this worker's \
-                         heartbeat expires"
-                    ),
-                }
+        if drained.is_ok() {
+            tracing::info!(worker = %self.name, "worker stopped");
+            return Stopped::Drained;
+        }
+        // The apalis workers still poll while they wait for their jobs:
+        // stop them first, or they fetch what is put back.
+        stop_tasks(tasks).await;
+        let running = in_flight.count.load(Ordering::SeqCst);
+        let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
+            .iter()
+            .map(|(kind, name)| (*kind, name.clone()))
+            .collect();
+        match self.shared.runner.queue.put_back(&workers).await {
+            Ok(put_back) => {
+                tracing::warn!(
+                    running,
+                    put_back,
+                    "shutdown timeout: the entries still held are back in the queue"
+                );
+                Stopped::PutBack(put_back)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    running,
+                    %error,
+                    "shutdown timeout: entries still held go back when this worker's \
+                     heartbeat expires"
+                );
+                Stopped::HeldUntilHeartbeat
             }
         }
+    }
+}
+
+/// How [`Worker::shutdown`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every running job finished within the timeout.
+    Drained,
+    /// Past the timeout: this many entries the worker held went back.
+    PutBack(u64),
+    /// Past the timeout, and the put-back failed: the entries go back when
+    /// the worker's heartbeat expires.
+    HeldUntilHeartbeat,
+}
+
+/// Aborts `tasks` and waits (briefly) until they have ended: a task ends
+/// at its next await once aborted, dropping what it was driving.
+async fn stop_tasks(tasks: Vec<JoinHandle<()>>) {
+    for task in &tasks {
+        task.abort();
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        // A handle already awaited to its end must not be polled again.
+        for task in tasks.into_iter().filter(|task| !task.is_finished()) {
+            let _ = task.await;
+        }
+    });
+    if ended.await.is_err() {
+        tracing::warn!("a worker task did not stop within 1 s of being aborted");
     }
 }
 
