@@ -42,6 +42,12 @@ use herald::worker::Worker;
 use serde_json::json;
 use sqlx::Connection;
 
+/// mimalloc instead of glibc's malloc: a batch allocates and frees many
+/// small values (JSON, SQL rows, messages) across threads, where glibc spent
+/// a tenth of this bench's CPU; the same allocator as the `herald` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use herald::config::{ConfigError, Settings};
 use herald::queue::BatchError;
 
+/// mimalloc instead of glibc's malloc: a batch allocates and frees many
+/// small values (JSON, SQL rows, messages) across threads, where glibc spent
+/// a tenth of the worker bench's CPU (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
