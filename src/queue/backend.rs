@@ -201,6 +201,73 @@ impl JobQueue {
         }
     }
 
+    /// The entries apalis gave up on, up to `limit`, as (kind, entry id,
+    /// item). Only apalis-redis gives up on its own: after 25 failed tries
+    /// (hard-coded, about five minutes of its backoff) an entry goes to its
+    /// queue's dead set. A herald handler fails only when the ledger or the
+    /// queue cannot be written, so such an entry's job has not ended. On the
+    /// SQL queues nothing is fetched while their database is down, and the
+    /// answer is empty. An entry whose data cannot be read is dropped here.
+    pub async fn given_up(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(&'static str, String, Queued)>, QueueError> {
+        let Storage::Redis(conn) = &self.storage else {
+            return Ok(Vec::new());
+        };
+        let mut conn = conn.clone();
+        let mut found = Vec::new();
+        for kind in KINDS {
+            let config = storage_config!(apalis_redis::Config, self.settings, kind);
+            let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                .arg(config.dead_jobs_set())
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?;
+            if ids.is_empty() {
+                continue;
+            }
+            let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(config.job_data_hash())
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            let mut unreadable = Vec::new();
+            for (id, data) in ids.into_iter().zip(data) {
+                match data.and_then(|data| serde_json::from_slice::<Queued>(&data).ok()) {
+                    Some(item) => found.push((kind, id, item)),
+                    None => unreadable.push(id),
+                }
+            }
+            if !unreadable.is_empty() {
+                tracing::warn!(kind, entries = ?unreadable, "dropping given-up queue entries whose data cannot be read");
+                forget_redis(&mut conn, &config, &unreadable).await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes given-up entries (kind, entry id): their data, result,
+    /// metadata and dead-set membership.
+    pub async fn forget_given_up(
+        &self,
+        entries: &[(&'static str, String)],
+    ) -> Result<(), QueueError> {
+        let Storage::Redis(conn) = &self.storage else {
+            return Ok(());
+        };
+        let mut conn = conn.clone();
+        let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (kind, id) in entries {
+            by_kind.entry(kind).or_default().push(id.clone());
+        }
+        for (kind, ids) in by_kind {
+            let config = storage_config!(apalis_redis::Config, self.settings, kind);
+            forget_redis(&mut conn, &config, &ids).await?;
+        }
+        Ok(())
+    }
+
     /// Puts back in their queues the entries that the apalis workers
     /// `workers` (kind, worker name) fetched and still hold, so that live
     /// workers take them now instead of after these workers' heartbeats
@@ -361,6 +428,24 @@ async fn prune_done_redis(
         }
         cursor = next;
     }
+}
+
+/// Deletes apalis-redis entries `ids` of one queue from its dead set, with
+/// their data, result and metadata.
+async fn forget_redis(
+    conn: &mut ConnectionManager,
+    config: &apalis_redis::Config,
+    ids: &[String],
+) -> Result<(), QueueError> {
+    let mut pipe = redis::pipe();
+    pipe.srem(config.dead_jobs_set(), ids)
+        .hdel(config.job_data_hash(), ids)
+        .hdel(format!("{}:result", config.job_meta_hash()), ids);
+    for id in ids {
+        pipe.del(format!("{}:{id}", config.job_meta_hash()));
+    }
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
 }
 
 /// One chunk of [`prune_done_redis`]: for each id whose entry is `Done`

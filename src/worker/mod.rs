@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use crate::jobs::{Job, JobContext, JobError, JobOutcome, run_many, together_or_alone};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
-use crate::store::{JobState, StoreError};
+use crate::store::{JobState, Store, StoreError};
 use crate::telemetry::metrics as m;
 
 pub use batch::Batcher;
@@ -182,4 +182,45 @@ async fn retry_later(
     metrics::counter!(m::JOBS, "kind" => kind, "outcome" => "retried").increment(1);
     tracing::warn!(job_id = %id, kind, attempt, ?delay, error = %message, "job failed; will retry");
     Ok(())
+}
+
+/// Entries one [`revive_given_up`] pass takes per kind.
+const GIVEN_UP_PASS: usize = 1000;
+
+/// Queues again the jobs whose queue entries apalis gave up on (see
+/// [`JobQueue::given_up`]) while their ledger rows say they have not ended,
+/// and deletes the given-up entries; returns how many jobs went back. A job
+/// queued again this way keeps its ledger row, attempts and id.
+pub async fn revive_given_up(store: &Store, queue: &JobQueue) -> Result<usize, AttemptError> {
+    let given_up = queue.given_up(GIVEN_UP_PASS).await?;
+    if given_up.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = given_up
+        .iter()
+        .map(|(_, _, item)| item.id.clone())
+        .collect();
+    let open = store.next_job_attempts(&ids).await?; // jobs not ended yet
+    let now = Utc::now();
+    let revive: Vec<(Queued, chrono::DateTime<Utc>)> = given_up
+        .iter()
+        .filter(|(_, _, item)| open.contains_key(&item.id))
+        .map(|(_, _, item)| (item.clone(), now))
+        .collect();
+    let revived = revive.len();
+    // Pushed before the dead copies go: a crash in between leaves a
+    // duplicate entry, which the ledger skips, never a lost one.
+    queue.push_many(revive).await?;
+    let entries: Vec<(&'static str, String)> = given_up
+        .into_iter()
+        .map(|(kind, entry, _)| (kind, entry))
+        .collect();
+    queue.forget_given_up(&entries).await?;
+    if revived > 0 {
+        tracing::warn!(
+            revived,
+            "jobs whose queue entries apalis gave up on are queued again"
+        );
+    }
+    Ok(revived)
 }

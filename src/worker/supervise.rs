@@ -173,10 +173,10 @@ impl Worker {
             tracing::info!(worker = %self.name, "worker stopped");
             return Stopped::Drained;
         }
+        let running = in_flight.count.load(Ordering::SeqCst);
         // The apalis workers still poll while they wait for their jobs:
         // stop them first, or they fetch what is put back.
         stop_tasks(tasks).await;
-        let running = in_flight.count.load(Ordering::SeqCst);
         let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
             .iter()
             .map(|(kind, name)| (*kind, name.clone()))
@@ -429,7 +429,9 @@ async fn promote_loop(
 }
 
 /// Every minute, deletes the done jobs older than `keep` from the ledger
-/// and the queue (several processes may do it; deleting twice is harmless).
+/// and the queue, and queues again the jobs whose entries apalis gave up on
+/// (several processes may do both: deleting twice is harmless, and the
+/// effects of a job queued twice happen once).
 async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
     every(Duration::from_secs(60), stop, || async {
         let before = crate::queue::backend::ended_before(keep);
@@ -442,6 +444,9 @@ async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: Cancell
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
             Err(error) => tracing::warn!(%error, "could not prune the queue"),
+        }
+        if let Err(error) = super::revive_given_up(&store, &queue).await {
+            tracing::warn!(%error, "could not queue again the entries apalis gave up on");
         }
     })
     .await

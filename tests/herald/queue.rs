@@ -388,6 +388,65 @@ async fn put_back_body(case: Case) {
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
+// apalis-redis gives up on an entry after 25 failed tries (the ledger
+// unwritable for about five minutes): a job its ledger still has open is
+// queued again and runs; an entry whose job ended is only deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_whose_entries_apalis_gave_up_on_are_queued_again() {
+    use redis::AsyncCommands;
+    let env = queue_env(Case::Redis).await;
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let store = env.db.store.clone();
+    let notify = |title: &str| {
+        let payload =
+            json!({"user_id": 5, "title": title, "message": "m", "notification_type": "info"});
+        submission("notify", payload)
+    };
+    let open = submit(&store, &queue, notify("open")).await.unwrap();
+    let ended = submit(&store, &queue, notify("ended")).await.unwrap();
+    store
+        .finish_jobs_done(std::slice::from_ref(&ended.id))
+        .await
+        .unwrap();
+    // Both entries move to the dead set, as apalis-redis's last failure does.
+    let (config, mut conn) = redis_queue(&env, "notify").await;
+    let mut entries: Vec<String> = conn.lrange(config.active_jobs_list(), 0, -1).await.unwrap();
+    let scheduled: Vec<String> = conn
+        .zrange(config.scheduled_jobs_set(), 0, -1)
+        .await
+        .unwrap();
+    entries.extend(scheduled);
+    assert_eq!(entries.len(), 2, "both entries queued");
+    redis::pipe()
+        .del(config.active_jobs_list())
+        .del(config.scheduled_jobs_set())
+        .sadd(config.dead_jobs_set(), &entries)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    let revived = herald::worker::revive_given_up(&store, &queue)
+        .await
+        .unwrap();
+    assert_eq!(revived, 1, "only the job that has not ended");
+    let dead: i64 = conn.scard(config.dead_jobs_set()).await.unwrap();
+    assert_eq!(dead, 0, "the given-up entries are gone");
+    for entry in &entries {
+        let data: bool = conn.hexists(config.job_data_hash(), entry).await.unwrap();
+        assert!(!data, "entry {entry}'s data is deleted");
+    }
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+    let worker = Worker::start(&env.settings, store.clone(), layer, queue.clone())
+        .await
+        .unwrap();
+    wait_for_state(&store, &open.id, JobState::Done).await;
+    let rows = store.list_notifications_after(5, 0, 10).await.unwrap();
+    let titles: Vec<&str> = rows.iter().map(|row| row.title.as_str()).collect();
+    assert_eq!(titles, ["open"]);
+    assert_eq!(store.get_job(&open.id).await.unwrap().unwrap().attempts, 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
 on_every_queue!(
     stuck_jobs_are_put_back_at_the_shutdown_deadline,
     put_back_body
