@@ -201,69 +201,132 @@ impl JobQueue {
         }
     }
 
-    /// The entries apalis gave up on, up to `limit`, as (kind, entry id,
-    /// item). Only apalis-redis gives up on its own: after 25 failed tries
-    /// (hard-coded, about five minutes of its backoff) an entry goes to its
-    /// queue's dead set. A herald handler fails only when the ledger or the
-    /// queue cannot be written, so such an entry's job has not ended. On the
-    /// SQL queues nothing is fetched while their database is down, and the
-    /// answer is empty. An entry whose data cannot be read is dropped here.
-    pub async fn given_up(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(&'static str, String, Queued)>, QueueError> {
-        let Storage::Redis(conn) = &self.storage else {
-            return Ok(Vec::new());
+    /// The entries apalis gave up on, up to `limit` per kind. apalis retries
+    /// an entry whose handler failed, and a herald handler fails only when
+    /// the ledger or the queue cannot be written; after 25 tries apalis
+    /// stops: apalis-redis moves the entry to its queue's dead set (its
+    /// backoff spreads the tries over about five minutes), the SQL queues
+    /// leave it `Failed` with its attempts used up (tried again at once,
+    /// within seconds). Such an entry's job has not ended. An entry whose
+    /// data is gone or unreadable is deleted here.
+    pub async fn given_up(&self, limit: usize) -> Result<Vec<GivenUp>, QueueError> {
+        let names: Vec<String> = KINDS.iter().map(|k| self.settings.queue_name(k)).collect();
+        let kind_of = |name: &str| {
+            KINDS
+                .iter()
+                .copied()
+                .find(|k| self.settings.queue_name(k) == name)
         };
-        let mut conn = conn.clone();
+        let rows: Vec<(String, String, Vec<u8>)> = match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "SELECT id, job_type, job FROM Jobs WHERE status = 'Failed' \
+                     AND attempts >= max_attempts AND job_type",
+                );
+                crate::store::push_id_list(&mut sql, &names);
+                sql.push(" LIMIT ").push_bind(limit as i64);
+                sql.build_query_as()
+                    .persistent(false)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Storage::Postgres(pool) => {
+                const SQL: &str = "SELECT id, job_type, job FROM apalis.jobs \
+                     WHERE status = 'Failed' AND attempts >= max_attempts \
+                     AND job_type = ANY($1) LIMIT $2";
+                sqlx::query_as(SQL)
+                    .bind(&names)
+                    .bind(limit as i64)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Storage::Redis(conn) => redis_given_up(&mut conn.clone(), self, limit).await?,
+        };
         let mut found = Vec::new();
-        for kind in KINDS {
-            let config = storage_config!(apalis_redis::Config, self.settings, kind);
-            let ids: Vec<String> = redis::cmd("SRANDMEMBER")
-                .arg(config.dead_jobs_set())
-                .arg(limit)
-                .query_async(&mut conn)
-                .await?;
-            if ids.is_empty() {
-                continue;
+        let mut unreadable = Vec::new();
+        for (entry, name, data) in rows {
+            let Some(kind) = kind_of(&name) else { continue };
+            match serde_json::from_slice::<Queued>(&data) {
+                Ok(item) => found.push(GivenUp { kind, entry, item }),
+                Err(_) => unreadable.push((kind, entry)),
             }
-            let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(config.job_data_hash())
-                .arg(&ids)
-                .query_async(&mut conn)
-                .await?;
-            let mut unreadable = Vec::new();
-            for (id, data) in ids.into_iter().zip(data) {
-                match data.and_then(|data| serde_json::from_slice::<Queued>(&data).ok()) {
-                    Some(item) => found.push((kind, id, item)),
-                    None => unreadable.push(id),
-                }
-            }
-            if !unreadable.is_empty() {
-                tracing::warn!(kind, entries = ?unreadable, "dropping given-up queue entries whose data cannot be read");
-                forget_redis(&mut conn, &config, &unreadable).await?;
-            }
+        }
+        if !unreadable.is_empty() {
+            tracing::warn!(entries = ?unreadable, "deleting given-up queue entries whose data is gone or unreadable");
+            self.forget_given_up(&unreadable).await?;
         }
         Ok(found)
     }
 
-    /// Deletes given-up entries (kind, entry id): their data, result,
-    /// metadata and dead-set membership.
+    /// Runs given-up entries (kind, entry id) again: on the SQL queues the
+    /// entry itself goes back to `Pending` with fresh attempts; on Redis a
+    /// copy is queued and the dead one deleted (queued first: a crash in
+    /// between leaves a duplicate, which the ledger skips, never a loss).
+    pub async fn requeue_given_up(&self, entries: &[GivenUp]) -> Result<(), QueueError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.entry.clone()).collect();
+        match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(
+                    "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
+                     lock_at = NULL, done_at = NULL WHERE status = 'Failed' AND id",
+                );
+                crate::store::push_id_list(&mut sql, &ids);
+                sql.build().persistent(false).execute(pool).await?;
+            }
+            Storage::Postgres(pool) => {
+                const SQL: &str = "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, \
+                     lock_by = NULL, lock_at = NULL, done_at = NULL \
+                     WHERE status = 'Failed' AND id = ANY($1)";
+                sqlx::query(SQL).bind(&ids).execute(pool).await?;
+            }
+            Storage::Redis(_) => {
+                let now = Utc::now();
+                self.push_many(entries.iter().map(|e| (e.item.clone(), now)).collect())
+                    .await?;
+                let dead: Vec<(&'static str, String)> =
+                    entries.iter().map(|e| (e.kind, e.entry.clone())).collect();
+                self.forget_given_up(&dead).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes given-up entries (kind, entry id); on Redis with their data,
+    /// result, metadata and dead-set membership.
     pub async fn forget_given_up(
         &self,
         entries: &[(&'static str, String)],
     ) -> Result<(), QueueError> {
-        let Storage::Redis(conn) = &self.storage else {
+        if entries.is_empty() {
             return Ok(());
-        };
-        let mut conn = conn.clone();
-        let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (kind, id) in entries {
-            by_kind.entry(kind).or_default().push(id.clone());
         }
-        for (kind, ids) in by_kind {
-            let config = storage_config!(apalis_redis::Config, self.settings, kind);
-            forget_redis(&mut conn, &config, &ids).await?;
+        let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
+        match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql =
+                    sqlx::QueryBuilder::new("DELETE FROM Jobs WHERE status = 'Failed' AND id");
+                crate::store::push_id_list(&mut sql, &ids);
+                sql.build().persistent(false).execute(pool).await?;
+            }
+            Storage::Postgres(pool) => {
+                const SQL: &str =
+                    "DELETE FROM apalis.jobs WHERE status = 'Failed' AND id = ANY($1)";
+                sqlx::query(SQL).bind(&ids).execute(pool).await?;
+            }
+            Storage::Redis(conn) => {
+                let mut conn = conn.clone();
+                let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+                for (kind, id) in entries {
+                    by_kind.entry(kind).or_default().push(id.clone());
+                }
+                for (kind, ids) in by_kind {
+                    let config = storage_config!(apalis_redis::Config, self.settings, kind);
+                    forget_redis(&mut conn, &config, &ids).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -428,6 +491,46 @@ async fn prune_done_redis(
         }
         cursor = next;
     }
+}
+
+/// A queue entry apalis gave up on, and the job it carries.
+#[derive(Debug, Clone)]
+pub struct GivenUp {
+    pub kind: &'static str,
+    /// apalis's id of the entry (not the job's).
+    pub entry: String,
+    pub item: Queued,
+}
+
+/// [`JobQueue::given_up`] on Redis: up to `limit` ids of each queue's dead
+/// set, with their queue name and data (empty when it is gone).
+async fn redis_given_up(
+    conn: &mut ConnectionManager,
+    queue: &JobQueue,
+    limit: usize,
+) -> Result<Vec<(String, String, Vec<u8>)>, QueueError> {
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        let config = storage_config!(apalis_redis::Config, queue.settings, kind);
+        let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(config.dead_jobs_set())
+            .arg(limit)
+            .query_async(conn)
+            .await?;
+        if ids.is_empty() {
+            continue;
+        }
+        let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(config.job_data_hash())
+            .arg(&ids)
+            .query_async(conn)
+            .await?;
+        let name = queue.settings.queue_name(kind);
+        for (id, data) in ids.into_iter().zip(data) {
+            rows.push((id, name.clone(), data.unwrap_or_default()));
+        }
+    }
+    Ok(rows)
 }
 
 /// Deletes apalis-redis entries `ids` of one queue from its dead set, with

@@ -11,7 +11,7 @@ pub mod submit;
 
 use serde::{Deserialize, Serialize};
 
-pub use backend::{JobQueue, QueueError};
+pub use backend::{GivenUp, JobQueue, QueueError};
 pub use submit::{
     BatchError, MAX_BATCH, Submission, SubmitError, Submitted, backoff, check_all, retry_dead,
     submit, submit_many,

@@ -17,9 +17,6 @@ pub struct Unpublished {
     pub rows: Vec<Notification>,
 }
 
-/// Entries one [`Store::outbox_due`] call reads at most.
-const DUE_ENTRIES: i64 = 100;
-
 /// The `notification_ids` text of an entry: ids joined by commas.
 fn id_list(ids: &[i64]) -> String {
     let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
@@ -65,15 +62,15 @@ impl AddEntry for &mut sqlx::PgConnection {
 }
 
 impl Store {
-    /// Entries whose publish is due, oldest first, with their notifications:
-    /// up to [`DUE_ENTRIES`] entries, stopping once `limit` notifications are
-    /// in. A notification deleted since is left out.
+    /// Entries whose publish is due, earliest due first, with their
+    /// notifications: whole entries until `limit` notifications are in (so
+    /// at most `limit` entries). A notification deleted since is left out.
     pub async fn outbox_due(&self, limit: usize) -> Result<Vec<Unpublished>, StoreError> {
         const SQL: &str = "SELECT id, notification_ids FROM herald_outbox \
              WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2";
         let entries: Vec<(i64, String)> = with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(db_time(now()))
-            .bind(DUE_ENTRIES)
+            .bind(limit.max(1) as i64)
             .fetch_all(pool)
             .await?);
         let mut due = Vec::new();
@@ -130,7 +127,8 @@ impl Store {
         Ok(())
     }
 
-    /// How many notifications wait to be published.
+    /// How many notifications wait to be published (a notification deleted
+    /// before its entry went out still counts).
     pub async fn outbox_len(&self) -> Result<i64, StoreError> {
         const SQL: &str = "SELECT CAST(COALESCE(SUM(pending), 0) AS bigint) FROM herald_outbox";
         with_pool!(self, pool => Ok(sqlx::query_scalar(SQL).fetch_one(pool).await?))

@@ -187,40 +187,30 @@ async fn retry_later(
 /// Entries one [`revive_given_up`] pass takes per kind.
 const GIVEN_UP_PASS: usize = 1000;
 
-/// Queues again the jobs whose queue entries apalis gave up on (see
+/// Runs again the jobs whose queue entries apalis gave up on (see
 /// [`JobQueue::given_up`]) while their ledger rows say they have not ended,
-/// and deletes the given-up entries; returns how many jobs went back. A job
-/// queued again this way keeps its ledger row, attempts and id.
+/// and deletes the given-up entries of jobs that did end; returns how many
+/// went back. A job run again this way keeps its ledger row, attempts and
+/// id. Each pass gives an entry apalis's tries afresh, so a store that
+/// stays unwritable costs one round of tries per pass, not a busy loop.
 pub async fn revive_given_up(store: &Store, queue: &JobQueue) -> Result<usize, AttemptError> {
     let given_up = queue.given_up(GIVEN_UP_PASS).await?;
     if given_up.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<String> = given_up
-        .iter()
-        .map(|(_, _, item)| item.id.clone())
-        .collect();
+    let ids: Vec<String> = given_up.iter().map(|e| e.item.id.clone()).collect();
     let open = store.next_job_attempts(&ids).await?; // jobs not ended yet
-    let now = Utc::now();
-    let revive: Vec<(Queued, chrono::DateTime<Utc>)> = given_up
-        .iter()
-        .filter(|(_, _, item)| open.contains_key(&item.id))
-        .map(|(_, _, item)| (item.clone(), now))
-        .collect();
-    let revived = revive.len();
-    // Pushed before the dead copies go: a crash in between leaves a
-    // duplicate entry, which the ledger skips, never a lost one.
-    queue.push_many(revive).await?;
-    let entries: Vec<(&'static str, String)> = given_up
+    let (revive, ended): (Vec<_>, Vec<_>) = given_up
         .into_iter()
-        .map(|(kind, entry, _)| (kind, entry))
-        .collect();
-    queue.forget_given_up(&entries).await?;
-    if revived > 0 {
+        .partition(|e| open.contains_key(&e.item.id));
+    queue.requeue_given_up(&revive).await?;
+    let ended: Vec<(&'static str, String)> = ended.into_iter().map(|e| (e.kind, e.entry)).collect();
+    queue.forget_given_up(&ended).await?;
+    if !revive.is_empty() {
         tracing::warn!(
-            revived,
-            "jobs whose queue entries apalis gave up on are queued again"
+            revived = revive.len(),
+            "jobs whose queue entries apalis gave up on run again"
         );
     }
-    Ok(revived)
+    Ok(revive.len())
 }

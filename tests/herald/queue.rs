@@ -388,13 +388,67 @@ async fn put_back_body(case: Case) {
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
-// apalis-redis gives up on an entry after 25 failed tries (the ledger
-// unwritable for about five minutes): a job its ledger still has open is
-// queued again and runs; an entry whose job ended is only deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn jobs_whose_entries_apalis_gave_up_on_are_queued_again() {
+/// Makes apalis give up on every `kind` entry, as its 25th failed try does:
+/// on Redis the entries move to the queue's dead set, on the SQL queues
+/// they are left `Failed` with their attempts used up. How many there were.
+async fn give_up_all(env: &QueueEnv, kind: &str) -> u64 {
     use redis::AsyncCommands;
-    let env = queue_env(Case::Redis).await;
+    let name = env.settings.queue.queue_name(kind);
+    const GIVE_UP: &str = "UPDATE {jobs} SET status = 'Failed', attempts = max_attempts \
+         WHERE job_type = $1";
+    if env.settings.queue.backend == QueueBackend::Redis {
+        let (config, mut conn) = redis_queue(env, kind).await;
+        let mut entries: Vec<String> = conn.lrange(config.active_jobs_list(), 0, -1).await.unwrap();
+        let scheduled: Vec<String> = conn
+            .zrange(config.scheduled_jobs_set(), 0, -1)
+            .await
+            .unwrap();
+        entries.extend(scheduled);
+        redis::pipe()
+            .del(config.active_jobs_list())
+            .del(config.scheduled_jobs_set())
+            .sadd(config.dead_jobs_set(), &entries)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        return entries.len() as u64;
+    }
+    match &env.db.store {
+        Store::Sqlite(_) => {
+            let path = env.settings.data_dir.join("queue.sqlite3");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let sql = GIVE_UP.replace("{jobs}", "Jobs");
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            done.rows_affected()
+        }
+        Store::Postgres(pool) => {
+            let sql = GIVE_UP.replace("{jobs}", "apalis.jobs");
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .execute(pool)
+                .await
+                .unwrap();
+            done.rows_affected()
+        }
+    }
+}
+
+// apalis gives up on an entry after 25 failed tries (the ledger could not
+// be written): a job the ledger still has open runs again; an entry whose
+// job ended is only deleted.
+on_every_queue!(
+    jobs_whose_entries_apalis_gave_up_on_run_again,
+    given_up_body
+);
+async fn given_up_body(case: Case) {
+    let env = queue_env(case).await;
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let store = env.db.store.clone();
     let notify = |title: &str| {
@@ -408,33 +462,20 @@ async fn jobs_whose_entries_apalis_gave_up_on_are_queued_again() {
         .finish_jobs_done(std::slice::from_ref(&ended.id))
         .await
         .unwrap();
-    // Both entries move to the dead set, as apalis-redis's last failure does.
-    let (config, mut conn) = redis_queue(&env, "notify").await;
-    let mut entries: Vec<String> = conn.lrange(config.active_jobs_list(), 0, -1).await.unwrap();
-    let scheduled: Vec<String> = conn
-        .zrange(config.scheduled_jobs_set(), 0, -1)
-        .await
-        .unwrap();
-    entries.extend(scheduled);
-    assert_eq!(entries.len(), 2, "both entries queued");
-    redis::pipe()
-        .del(config.active_jobs_list())
-        .del(config.scheduled_jobs_set())
-        .sadd(config.dead_jobs_set(), &entries)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    assert_eq!(
+        give_up_all(&env, "notify").await,
+        2,
+        "both entries given up"
+    );
 
     let revived = herald::worker::revive_given_up(&store, &queue)
         .await
         .unwrap();
     assert_eq!(revived, 1, "only the job that has not ended");
-    let dead: i64 = conn.scard(config.dead_jobs_set()).await.unwrap();
-    assert_eq!(dead, 0, "the given-up entries are gone");
-    for entry in &entries {
-        let data: bool = conn.hexists(config.job_data_hash(), entry).await.unwrap();
-        assert!(!data, "entry {entry}'s data is deleted");
-    }
+    assert!(
+        queue.given_up(10).await.unwrap().is_empty(),
+        "no given-up entry is left"
+    );
     let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
     let worker = Worker::start(&env.settings, store.clone(), layer, queue.clone())
         .await
