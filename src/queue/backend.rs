@@ -115,7 +115,7 @@ impl JobQueue {
             // Only a job for later gets a run time: apalis-redis puts timed
             // entries in a scheduled set, and its fetch script fails for good
             // once about 8,000 of them are due together (Lua's unpack limit).
-            let mut task = TaskBuilder::new(item);
+            let mut task = TaskBuilder::new(item).max_attempts(APALIS_TRIES);
             if run_at > Utc::now() {
                 task = task.run_at_time(SystemTime::from(run_at));
             }
@@ -492,6 +492,14 @@ async fn prune_done_redis(
         cursor = next;
     }
 }
+
+/// How many times apalis tries an entry whose handler failed (the ledger or
+/// the queue could not be written) before giving up on it. The SQL queues
+/// try a failed entry again at their next poll, so their default of 25 is
+/// spent within a second or two of lock contention; this many lasts
+/// minutes, as apalis-redis's own 25 (hard-coded, with backoff) do.
+/// [`JobQueue::given_up`] covers what outlasts it.
+const APALIS_TRIES: usize = 10_000;
 
 /// A queue entry apalis gave up on, and the job it carries.
 #[derive(Debug, Clone)]

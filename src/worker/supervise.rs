@@ -29,7 +29,7 @@ use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
 use crate::queue::backend::{Storage, promote_due, storage_config};
-use crate::queue::{JobQueue, Queued};
+use crate::queue::{JobQueue, QueueError, Queued};
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
 
@@ -181,7 +181,7 @@ impl Worker {
             .iter()
             .map(|(kind, name)| (*kind, name.clone()))
             .collect();
-        match self.shared.runner.queue.put_back(&workers).await {
+        match put_back_twice(&self.shared.runner.queue, &workers).await {
             Ok(put_back) => {
                 tracing::warn!(
                     running,
@@ -201,6 +201,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Puts back what `workers` hold, and again a moment later: a fetch the
+/// aborted workers had already sent to an SQL queue may still commit after
+/// the first pass, and would otherwise wait for their heartbeat.
+async fn put_back_twice(queue: &JobQueue, workers: &[(&str, String)]) -> Result<u64, QueueError> {
+    let first = queue.put_back(workers).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(first + queue.put_back(workers).await?)
 }
 
 /// How [`Worker::shutdown`] ended.

@@ -32,6 +32,11 @@ pub(crate) enum Case {
 }
 
 pub(crate) async fn queue_env(case: Case) -> QueueEnv {
+    // Warnings and herald's own events show with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,herald=info")
+        .try_init();
     let backend = match case {
         Case::Sqlite => Backend::Sqlite,
         Case::Postgres | Case::Redis => Backend::Postgres,
