@@ -267,31 +267,17 @@ impl JobQueue {
             return Ok(());
         }
         let ids: Vec<String> = entries.iter().map(|e| e.entry.clone()).collect();
-        match &self.storage {
-            Storage::Sqlite(pool) => {
-                let mut sql = sqlx::QueryBuilder::new(
-                    "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
-                     lock_at = NULL, done_at = NULL WHERE status = 'Failed' AND id",
-                );
-                crate::store::push_id_list(&mut sql, &ids);
-                sql.build().persistent(false).execute(pool).await?;
-            }
-            Storage::Postgres(pool) => {
-                const SQL: &str = "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, \
-                     lock_by = NULL, lock_at = NULL, done_at = NULL \
-                     WHERE status = 'Failed' AND id = ANY($1)";
-                sqlx::query(SQL).bind(&ids).execute(pool).await?;
-            }
-            Storage::Redis(_) => {
-                let now = Utc::now();
-                self.push_many(entries.iter().map(|e| (e.item.clone(), now)).collect())
-                    .await?;
-                let dead: Vec<(&'static str, String)> =
-                    entries.iter().map(|e| (e.kind, e.entry.clone())).collect();
-                self.forget_given_up(&dead).await?;
-            }
+        const REQUEUE_SQL: &str = "UPDATE Jobs SET status = 'Pending', attempts = 0, \
+             lock_by = NULL, lock_at = NULL, done_at = NULL WHERE status = 'Failed' AND id";
+        if self.sql_for_ids(REQUEUE_SQL, &ids).await?.is_some() {
+            return Ok(());
         }
-        Ok(())
+        let now = Utc::now();
+        self.push_many(entries.iter().map(|e| (e.item.clone(), now)).collect())
+            .await?;
+        let dead: Vec<(&'static str, String)> =
+            entries.iter().map(|e| (e.kind, e.entry.clone())).collect();
+        self.forget_given_up(&dead).await
     }
 
     /// Deletes given-up entries (kind, entry id); on Redis with their data,
@@ -304,31 +290,48 @@ impl JobQueue {
             return Ok(());
         }
         let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
-        match &self.storage {
-            Storage::Sqlite(pool) => {
-                let mut sql =
-                    sqlx::QueryBuilder::new("DELETE FROM Jobs WHERE status = 'Failed' AND id");
-                crate::store::push_id_list(&mut sql, &ids);
-                sql.build().persistent(false).execute(pool).await?;
-            }
-            Storage::Postgres(pool) => {
-                const SQL: &str =
-                    "DELETE FROM apalis.jobs WHERE status = 'Failed' AND id = ANY($1)";
-                sqlx::query(SQL).bind(&ids).execute(pool).await?;
-            }
-            Storage::Redis(conn) => {
-                let mut conn = conn.clone();
-                let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-                for (kind, id) in entries {
-                    by_kind.entry(kind).or_default().push(id.clone());
-                }
-                for (kind, ids) in by_kind {
-                    let config = storage_config!(apalis_redis::Config, self.settings, kind);
-                    forget_redis(&mut conn, &config, &ids).await?;
-                }
-            }
+        const FORGET_SQL: &str = "DELETE FROM Jobs WHERE status = 'Failed' AND id";
+        let Storage::Redis(conn) = &self.storage else {
+            self.sql_for_ids(FORGET_SQL, &ids).await?;
+            return Ok(());
+        };
+        let mut conn = conn.clone();
+        let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (kind, id) in entries {
+            by_kind.entry(kind).or_default().push(id.clone());
+        }
+        for (kind, ids) in by_kind {
+            let config = storage_config!(apalis_redis::Config, self.settings, kind);
+            forget_redis(&mut conn, &config, &ids).await?;
         }
         Ok(())
+    }
+
+    /// Runs `head` and a list test over `ids` on an SQL queue, answering how
+    /// many rows it changed; `None` on Redis. `Jobs` names apalis's table on
+    /// both: SQLite ignores the case, and the PostgreSQL pool's search path
+    /// is the `apalis` schema.
+    async fn sql_for_ids(
+        &self,
+        head: &'static str,
+        ids: &[String],
+    ) -> Result<Option<u64>, QueueError> {
+        let changed = match &self.storage {
+            Storage::Sqlite(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(head);
+                crate::store::push_id_list(&mut sql, ids);
+                let done = sql.build().persistent(false).execute(pool).await?;
+                done.rows_affected()
+            }
+            Storage::Postgres(pool) => {
+                let mut sql = sqlx::QueryBuilder::new(head);
+                crate::store::push_id_list(&mut sql, ids);
+                let done = sql.build().persistent(false).execute(pool).await?;
+                done.rows_affected()
+            }
+            Storage::Redis(_) => return Ok(None),
+        };
+        Ok(Some(changed))
     }
 
     /// Puts back in their queues the entries that the apalis workers
@@ -338,44 +341,26 @@ impl JobQueue {
     /// A job that was running here may then run twice (jobs are idempotent).
     pub async fn put_back(&self, workers: &[(&str, String)]) -> Result<u64, QueueError> {
         let names: Vec<String> = workers.iter().map(|(_, name)| name.clone()).collect();
-        match &self.storage {
-            Storage::Sqlite(pool) => {
-                let mut sql = sqlx::QueryBuilder::new(
-                    "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL \
-                     WHERE status IN ('Queued', 'Running') AND lock_by",
-                );
-                crate::store::push_id_list(&mut sql, &names);
-                Ok(sql
-                    .build()
-                    .persistent(false)
-                    .execute(pool)
-                    .await?
-                    .rows_affected())
-            }
-            Storage::Postgres(pool) => {
-                const SQL: &str = "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, \
-                     lock_at = NULL WHERE status IN ('Queued', 'Running') AND lock_by = ANY($1)";
-                Ok(sqlx::query(SQL)
-                    .bind(&names)
-                    .execute(pool)
-                    .await?
-                    .rows_affected())
-            }
-            Storage::Redis(conn) => {
-                let mut conn = conn.clone();
-                let mut moved = 0;
-                for (kind, name) in workers {
-                    let config = storage_config!(apalis_redis::Config, self.settings, kind);
-                    moved += PUT_BACK
-                        .key(format!("{}:{name}", config.inflight_jobs_set()))
-                        .key(config.active_jobs_list())
-                        .key(config.signal_list())
-                        .invoke_async::<u64>(&mut conn)
-                        .await?;
-                }
-                Ok(moved)
-            }
+        const PUT_BACK_SQL: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL, \
+             lock_at = NULL WHERE status IN ('Queued', 'Running') AND lock_by";
+        if let Some(moved) = self.sql_for_ids(PUT_BACK_SQL, &names).await? {
+            return Ok(moved);
         }
+        let Storage::Redis(conn) = &self.storage else {
+            unreachable!("the SQL queues answered above")
+        };
+        let mut conn = conn.clone();
+        let mut moved = 0;
+        for (kind, name) in workers {
+            let config = storage_config!(apalis_redis::Config, self.settings, kind);
+            moved += PUT_BACK
+                .key(format!("{}:{name}", config.inflight_jobs_set()))
+                .key(config.active_jobs_list())
+                .key(config.signal_list())
+                .invoke_async::<u64>(&mut conn)
+                .await?;
+        }
+        Ok(moved)
     }
 
     /// Closes the connections.
