@@ -96,26 +96,59 @@ pub fn mint(secret: &SecretString, user_id: i64, ttl: Duration) -> Result<String
 }
 
 /// Checks signature (HS256 only), `exp` and `nbf` (no leeway), `token_type`
-/// and `user_id` (an integer or a string of digits).
+/// and `user_id` (an integer or a string of digits), at the current time.
 pub fn validate(secret: &SecretString, token: &str) -> Result<AccessToken, TokenError> {
+    validate_at(secret, token, chrono::Utc::now().timestamp())
+}
+
+/// [`validate`] with the clock given: `now` in epoch seconds. The checks run
+/// in simplejwt's order: signature, then `exp` and `nbf`, then the claims.
+pub fn validate_at(
+    secret: &SecretString,
+    token: &str,
+    now: i64,
+) -> Result<AccessToken, TokenError> {
     check_algorithm(token)?;
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
-    validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // Times are checked below against `now`, not the library's own clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.set_required_spec_claims::<&str>(&[]);
     let key = DecodingKey::from_secret(secret.expose_secret().as_bytes());
     let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
         .map_err(|e| from_jwt_error(e.kind()))?
         .claims;
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or(TokenError::MissingExpiry)?;
+    let exp = check_times(&claims, now)?;
     if claims.get("token_type").and_then(Value::as_str) != Some("access") {
         return Err(TokenError::WrongTokenType);
     }
     let user_id = parse_user_id(claims.get("user_id").ok_or(TokenError::MissingUserId)?)?;
     Ok(AccessToken { user_id, exp })
+}
+
+/// `exp` must be present and after `now`; `nbf`, when present, at or before
+/// it (no leeway, as simplejwt's default). Answers `exp`.
+fn check_times(claims: &Map<String, Value>, now: i64) -> Result<i64, TokenError> {
+    let exp = match claims.get("exp") {
+        None => return Err(TokenError::MissingExpiry),
+        Some(value) => epoch_seconds(value).ok_or(TokenError::Malformed)?,
+    };
+    if exp <= now {
+        return Err(TokenError::Expired);
+    }
+    let nbf = claims.get("nbf").map(epoch_seconds);
+    match nbf {
+        Some(None) => Err(TokenError::Malformed),
+        Some(Some(nbf)) if nbf > now => Err(TokenError::NotYetValid),
+        _ => Ok(exp),
+    }
+}
+
+/// A NumericDate: an integer, or a float truncated as PyJWT reads it.
+fn epoch_seconds(value: &Value) -> Option<i64> {
+    value
+        .as_i64()
+        .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
 /// Reads the header's `alg` before anything else, so `none` and foreign
@@ -136,11 +169,8 @@ fn check_algorithm(token: &str) -> Result<(), TokenError> {
 
 fn from_jwt_error(kind: &ErrorKind) -> TokenError {
     match kind {
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm("other".into()),
-        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => TokenError::MissingExpiry,
         _ => TokenError::Malformed,
     }
 }
