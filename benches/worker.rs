@@ -284,6 +284,7 @@ async fn herald_scan(admin: &str, redis: &str, tasks: usize) -> (f64, usize) {
         publisher: Publisher::new(store.clone(), layer),
         reminder_offsets: settings.worker.reminder_offsets.clone(),
         closed_statuses: settings.worker.closed_statuses.clone(),
+        notification_types: settings.worker.notification_types.clone(),
         job_id: "bench-scan".into(),
     };
     let started = Instant::now();

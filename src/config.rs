@@ -20,18 +20,19 @@ use serde::Deserialize;
 /// The defaults, compiled in so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// Top-level keys that `HERALD_*` variables may set; other `HERALD_*`
-/// variables (used by scripts) are not configuration.
-const SECTIONS: [&str; 9] = [
-    "data_dir",
-    "secret_key",
-    "database",
-    "layer",
-    "worker",
-    "queue",
-    "api",
-    "tokens",
-    "sidecar",
+/// Keys `HERALD_*` variables may set beyond those in config/default.toml
+/// (optional ones, commented out there).
+const OPTIONAL_KEYS: [&str; 2] = ["secret_key", "sidecar.demo"];
+
+/// `HERALD_*` variables that are not settings but are herald's own: the log
+/// format (read by telemetry) and those of its test and bench scripts.
+const OWN_VARIABLES: [&str; 6] = [
+    "HERALD_LOG_FORMAT",
+    "HERALD_BLESS",
+    "HERALD_VENV",
+    "HERALD_PYTHON",
+    "HERALD_TEST_",
+    "HERALD_BENCH_",
 ];
 
 /// File inside `data_dir` that keeps the generated secret key.
@@ -159,6 +160,26 @@ pub struct WorkerSettings {
     pub outbox_retry_every: Duration,
     /// Where `herald worker` serves /metrics; empty: nowhere.
     pub listen: String,
+    /// The `type` each job kind's notifications get.
+    pub notification_types: NotificationTypes,
+}
+
+/// The `type` column each job kind writes: the application's
+/// `Notification.Type` choices (`notify` jobs carry their own).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationTypes {
+    pub deadline_reminder: String,
+    pub overdue: String,
+    pub file_attached: String,
+    pub status_changed: String,
+}
+
+impl Default for NotificationTypes {
+    /// The documented defaults (config/default.toml).
+    fn default() -> Self {
+        Settings::defaults().worker.notification_types
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +243,31 @@ pub struct TokenSettings {
     pub access_ttl: Duration,
 }
 
+/// Whether the part of a `HERALD_` variable after the prefix names a
+/// setting: `SECTION__KEY` (or `KEY` at the top level) that the defaults
+/// have, or an optional one. Matched without case, as figment does.
+fn is_setting(name: &str) -> bool {
+    static DEFAULTS: std::sync::LazyLock<Figment> =
+        std::sync::LazyLock::new(|| Figment::from(Toml::string(DEFAULT_TOML)));
+    let key = name.to_ascii_lowercase().replace("__", ".");
+    !key.is_empty() && (DEFAULTS.contains(&key) || OPTIONAL_KEYS.contains(&key.as_str()))
+}
+
+/// The `HERALD_*` variables among `names` that name no setting (variables
+/// an application's shared env file sets for its own use, such as
+/// `HERALD_API_URL`): warned about and ignored, never an error.
+pub fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut unknown: Vec<String> = names
+        .filter(|name| {
+            name.strip_prefix("HERALD_")
+                .is_some_and(|rest| !is_setting(rest))
+                && !OWN_VARIABLES.iter().any(|own| name.starts_with(own))
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// A list of human durations ("24h", "90m").
 fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     let list: Vec<humantime_serde::Serde<Duration>> = Deserialize::deserialize(deserializer)?;
@@ -276,6 +322,28 @@ pub struct SidecarSettings {
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Whether a token's user must exist and be active in `user_table`.
+    pub user_check: UserCheckMode,
+    /// The application's user table (`auth_user`, or the custom user
+    /// model's), optionally `schema.table`.
+    pub user_table: String,
+    pub user_id_column: String,
+    /// Empty: every user that exists counts as active.
+    pub user_active_column: String,
+    /// How long a user's answer (and the table's existence) is reused.
+    #[serde(with = "humantime_serde")]
+    pub user_cache_ttl: Duration,
+}
+
+/// `sidecar.user_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserCheckMode {
+    /// Check while the database has `user_table`.
+    Auto,
+    /// Always check; a missing table refuses every socket.
+    On,
+    Off,
 }
 
 impl Settings {
@@ -316,12 +384,16 @@ impl Settings {
             )
             .merge(
                 Env::prefixed("HERALD_")
-                    .filter(|key| {
-                        let key = key.as_str().to_ascii_lowercase();
-                        SECTIONS.iter().any(|section| key.starts_with(section))
-                    })
+                    .filter(|key| is_setting(key.as_str()))
                     .split("__"),
             );
+        let unknown = unknown_variables(std::env::vars().map(|(name, _)| name));
+        if !unknown.is_empty() {
+            tracing::warn!(
+                variables = %unknown.join(", "),
+                "ignoring HERALD_* environment variables that name no setting"
+            );
+        }
         let settings: Settings = figment.extract().map_err(from_figment)?;
         settings.validate()?;
         Ok(settings)
@@ -386,6 +458,7 @@ impl Settings {
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::new("sidecar.listen", e.to_string()))?;
+        self.validate_user_table()?;
         for (i, entry) in self.layer.channel_capacity.iter().enumerate() {
             let key = format!("layer.channel_capacity[{i}]");
             globset::Glob::new(&entry.pattern)
@@ -409,6 +482,44 @@ impl Settings {
             return Err(ConfigError::new("secret_key", "must not be empty"));
         }
         self.database_url().map(|_| ())
+    }
+
+    fn validate_user_table(&self) -> Result<(), ConfigError> {
+        static IDENTIFIER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new("^[A-Za-z_][A-Za-z0-9_]{0,62}$").unwrap()
+        });
+        let sidecar = &self.sidecar;
+        let table_ok = sidecar
+            .user_table
+            .splitn(2, '.')
+            .all(|part| IDENTIFIER.is_match(part));
+        let names = [
+            ("sidecar.user_table", table_ok),
+            (
+                "sidecar.user_id_column",
+                IDENTIFIER.is_match(&sidecar.user_id_column),
+            ),
+            (
+                "sidecar.user_active_column",
+                sidecar.user_active_column.is_empty()
+                    || IDENTIFIER.is_match(&sidecar.user_active_column),
+            ),
+        ];
+        for (key, ok) in names {
+            if !ok {
+                return Err(ConfigError::new(
+                    key,
+                    "must be a plain SQL name: letters, digits and _ (the table may be schema.table)",
+                ));
+            }
+        }
+        if sidecar.user_cache_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "sidecar.user_cache_ttl",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_layer(&self) -> Result<(), ConfigError> {
@@ -556,6 +667,18 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        let types = &worker.notification_types;
+        for (kind, name) in [
+            ("deadline_reminder", &types.deadline_reminder),
+            ("overdue", &types.overdue),
+            ("file_attached", &types.file_attached),
+            ("status_changed", &types.status_changed),
+        ] {
+            if name.trim().is_empty() || name.chars().count() > 50 {
+                let key = format!("worker.notification_types.{kind}");
+                return Err(ConfigError::new(key, "must be 1 to 50 characters"));
+            }
+        }
         Ok(())
     }
 
@@ -689,6 +812,35 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_secret(&path).unwrap_err();
         assert!(err.reason.contains("too open"), "{err}");
+    }
+
+    #[test]
+    fn herald_variables_that_name_no_setting_are_picked_out() {
+        let names = [
+            "HERALD_API_URL",
+            "HERALD_API__KEY",
+            "HERALD_API__URL",
+            "HERALD_LAYER__CAPACITY",
+            "HERALD_QUEUE__CONCURRENCY__NOTIFY",
+            "HERALD_SIDECAR__DEMO",
+            "HERALD_SECRET_KEY",
+            "HERALD_LOG_FORMAT",
+            "HERALD_TEST_POSTGRES_URL",
+            "HERALD_DATA_DIR",
+            "HERALD_DATABASEX",
+            "HERALD_",
+            "DATABASE_URL",
+        ];
+        let unknown = unknown_variables(names.iter().map(|n| n.to_string()));
+        assert_eq!(
+            unknown,
+            [
+                "HERALD_",
+                "HERALD_API_URL",
+                "HERALD_API__URL",
+                "HERALD_DATABASEX"
+            ]
+        );
     }
 
     #[test]

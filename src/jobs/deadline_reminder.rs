@@ -1,6 +1,7 @@
 //! `deadline_reminder`: remind assignees before deadlines, at the configured
-//! offsets (default 24 h and 1 h), once per task, offset and deadline. Type
-//! `deadline_reminder`, title `Deadline Reminder`, message
+//! offsets (default 24 h and 1 h), once per task, offset and deadline.
+//! Type `worker.notification_types.deadline_reminder` (default
+//! `deadline_reminder`), title `Deadline Reminder`, message
 //! `Task "<title>" is due in less than <offset>.`, data `{task_id}`.
 
 use schemars::JsonSchema;
@@ -25,7 +26,13 @@ impl DeadlineReminder {
         for window in ctx.reminder_windows() {
             let group = ctx
                 .store
-                .scan_deadline_reminders(now, window, &ctx.closed_statuses, self.task_id)
+                .scan_deadline_reminders(
+                    now,
+                    window,
+                    &ctx.closed_statuses,
+                    &ctx.notification_types.deadline_reminder,
+                    self.task_id,
+                )
                 .await?;
             scanned.push(group);
         }

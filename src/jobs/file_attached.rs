@@ -1,5 +1,6 @@
 //! `file_attached`: tell the task's assignee and creator, not the uploader.
-//! Type `file_attached`, title `File Attached`, message
+//! Type `worker.notification_types.file_attached` (default
+//! `file_attached`), title `File Attached`, message
 //! `"<file_name>" was attached to task "<title>".`, data `{task_id, file_id}`.
 
 use schemars::JsonSchema;
@@ -20,7 +21,7 @@ pub struct FileAttached {
 }
 
 impl FileAttached {
-    pub(super) fn notifications(&self, task: &Task) -> Vec<NewNotification> {
+    pub(super) fn notifications(&self, task: &Task, kind: &str) -> Vec<NewNotification> {
         recipients(task, self.uploaded_by)
             .into_iter()
             .map(|user_id| NewNotification {
@@ -30,7 +31,7 @@ impl FileAttached {
                     "\"{}\" was attached to task \"{}\".",
                     self.file_name, task.title
                 ),
-                notification_type: "file_attached".into(),
+                notification_type: kind.into(),
                 data: json!({"task_id": task.id, "file_id": self.file_id}),
                 dedup_key: Some(format!("file_attached:{}", self.file_id)),
             })

@@ -25,6 +25,7 @@ pub use notify::Notify;
 pub use overdue_check::OverdueCheck;
 pub use status_changed::StatusChanged;
 
+use crate::config::NotificationTypes;
 use crate::publish::outbox::{Published, Publisher};
 use crate::store::{
     Inserted, NewNotification, ReminderWindow, Store, StoreError, Task, Unpublished,
@@ -83,9 +84,12 @@ impl JobError {
 /// Turns `{kind, payload}` into a job, naming the first bad field.
 pub fn parse(kind: &str, payload: Value) -> Result<Job, JobInputError> {
     fn typed<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, JobInputError> {
-        serde_path_to_error::deserialize(payload).map_err(|e| JobInputError::InvalidPayload {
-            field: e.path().to_string(),
-            reason: e.inner().to_string(),
+        serde_path_to_error::deserialize(payload).map_err(|e| {
+            let reason = e.inner().to_string();
+            JobInputError::InvalidPayload {
+                field: field_named(&e.path().to_string(), &reason),
+                reason,
+            }
         })
     }
     Ok(match kind {
@@ -98,6 +102,20 @@ pub fn parse(kind: &str, payload: Value) -> Result<Job, JobInputError> {
     })
 }
 
+/// The field a payload error is about. serde reports a missing field at the
+/// path of the object that lacks it (`.` at the top), so its name is taken
+/// from the message: "missing field `title`".
+fn field_named(path: &str, reason: &str) -> String {
+    let named = reason
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_string(),
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_string(),
+    }
+}
+
 /// What a handler needs: the store, the publisher, the scan settings, and
 /// the id of the job being run (for dedup keys).
 #[derive(Clone)]
@@ -106,6 +124,8 @@ pub struct JobContext {
     pub publisher: Publisher,
     pub reminder_offsets: Vec<Duration>,
     pub closed_statuses: Vec<String>,
+    /// The `type` each kind's notifications get.
+    pub notification_types: NotificationTypes,
     pub job_id: String,
 }
 
@@ -177,11 +197,14 @@ impl Job {
         &self,
         job_id: &str,
         tasks: &HashMap<i64, Task>,
+        types: &NotificationTypes,
     ) -> Result<Vec<NewNotification>, JobError> {
         let task = |id| tasks.get(&id).ok_or(JobError::TaskNotFound(id));
         Ok(match self {
-            Job::FileAttached(job) => job.notifications(task(job.task_id)?),
-            Job::StatusChanged(job) => job.notifications(task(job.task_id)?, job_id),
+            Job::FileAttached(job) => job.notifications(task(job.task_id)?, &types.file_attached),
+            Job::StatusChanged(job) => {
+                job.notifications(task(job.task_id)?, job_id, &types.status_changed)
+            }
             Job::Notify(job) => vec![job.notification(job_id)],
             Job::DeadlineReminder(_) | Job::OverdueCheck(_) => Vec::new(),
         })
@@ -283,7 +306,7 @@ async fn run_together(
                 Err(error) => Part::Failed(error),
             }
         } else {
-            match job.notifications(id, &tasks) {
+            match job.notifications(id, &tasks, &ctx.notification_types) {
                 Ok(new) => {
                     let start = batch.len();
                     batch.extend(new);

@@ -1,5 +1,6 @@
 //! `overdue_check`: one set-based scan; every open task past its deadline
-//! gets the contract's notice once per deadline: type `overdue`, title
+//! gets the contract's notice once per deadline: type
+//! `worker.notification_types.overdue` (default `overdue`), title
 //! `Task Overdue`, message `Task "<title>" is now overdue.`, data `{task_id}`.
 
 use schemars::JsonSchema;
@@ -17,7 +18,11 @@ impl OverdueCheck {
     pub(super) async fn scan(&self, ctx: &JobContext) -> Result<Vec<Unpublished>, JobError> {
         let scanned = ctx
             .store
-            .scan_overdue(crate::store::now(), &ctx.closed_statuses)
+            .scan_overdue(
+                crate::store::now(),
+                &ctx.closed_statuses,
+                &ctx.notification_types.overdue,
+            )
             .await?;
         Ok(vec![scanned])
     }

@@ -1,5 +1,6 @@
 //! `status_changed`: tell the task's assignee and creator, not the one who
-//! changed it. Type `status_change`, title `Task Status Changed`, message
+//! changed it. Type `worker.notification_types.status_changed` (default
+//! `status_changed`), title `Task Status Changed`, message
 //! `Task "<title>" moved from <old> to <new>.` (plus ` Reason: <reason>`),
 //! data `{task_id, old_status, new_status}`.
 
@@ -23,7 +24,12 @@ pub struct StatusChanged {
 }
 
 impl StatusChanged {
-    pub(super) fn notifications(&self, task: &Task, job_id: &str) -> Vec<NewNotification> {
+    pub(super) fn notifications(
+        &self,
+        task: &Task,
+        job_id: &str,
+        kind: &str,
+    ) -> Vec<NewNotification> {
         let mut message = format!(
             "Task \"{}\" moved from {} to {}.",
             task.title, self.old_status, self.new_status
@@ -37,7 +43,7 @@ impl StatusChanged {
                 user_id,
                 title: "Task Status Changed".into(),
                 message: message.clone(),
-                notification_type: "status_change".into(),
+                notification_type: kind.into(),
                 data: json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status}),
                 // One per job: the same change can happen again later.
                 dedup_key: Some(format!("status_changed:{job_id}")),

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod metrics;
 pub mod protocol;
 pub mod schema;
+mod users;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +53,8 @@ struct Shared {
     idle: Notify,
     /// Cancelled on shutdown: every connection closes with 1001.
     shutdown: CancellationToken,
+    /// Whether a token's user exists and is active.
+    users: users::UserCheck,
 }
 
 /// Open connections, in all and per user.
@@ -106,6 +109,7 @@ impl SidecarState {
     ) -> Self {
         Self(Arc::new(Shared {
             layer,
+            users: users::UserCheck::new(store.clone(), &settings),
             store,
             secret,
             settings,
@@ -315,51 +319,65 @@ async fn notifications(
     {
         upgrade.set_selected_protocol(echo);
     }
-    let authenticated = auth::authenticate(
-        &state.0.secret,
-        &credentials,
-        &headers,
-        &settings.allowed_origins,
-    );
-    let outcome = match authenticated {
-        Err(error) => {
-            state.0.metrics.auth_failure(error.code());
-            tracing::info!(reason = error.code(), "WebSocket authentication failed");
-            Err((close::UNAUTHORIZED, error.code()))
-        }
-        Ok(token) => match state.acquire(token.user_id) {
-            Ok(slot) => {
-                metrics::inc(&state.0.metrics.connections_accepted);
-                let (last_id, bad_last_id) = match query.last_id.as_deref() {
-                    None | Some("") => (None, false),
-                    Some(text) => match text.parse::<i64>() {
-                        Ok(id) => (Some(id), false),
-                        Err(_) => (None, true),
-                    },
-                };
-                Ok(connection::Accepted {
-                    token,
-                    slot,
-                    last_id,
-                    bad_last_id,
-                })
-            }
-            Err((code, reason)) => {
-                metrics::inc(&state.0.metrics.connections_refused);
-                tracing::info!(
-                    user_id = token.user_id,
-                    reason,
-                    "WebSocket refused by a limit"
-                );
-                Err((code, reason))
-            }
-        },
-    };
+    let outcome = admit(&state, &credentials, &headers, query.last_id.as_deref()).await;
     upgrade.on_upgrade(move |socket| async move {
         match outcome {
             Ok(accepted) => connection::run(socket, state, accepted).await,
             Err((code, reason)) => connection::refuse(socket, code, reason).await,
         }
+    })
+}
+
+/// Decides a handshake: the token, then its user, then the limits. A
+/// refusal is the close code and reason the client gets.
+async fn admit(
+    state: &SidecarState,
+    credentials: &auth::Credentials,
+    headers: &HeaderMap,
+    last_id: Option<&str>,
+) -> Result<connection::Accepted, (u16, &'static str)> {
+    let settings = &state.0.settings;
+    let refused = |code: u16, reason: &'static str| {
+        state.0.metrics.auth_failure(reason);
+        tracing::info!(reason, "WebSocket authentication failed");
+        (code, reason)
+    };
+    let token = auth::authenticate(
+        &state.0.secret,
+        credentials,
+        headers,
+        &settings.allowed_origins,
+    )
+    .map_err(|error| refused(close::UNAUTHORIZED, error.code()))?;
+    state.0.users.check(token.user_id).await.map_err(|error| {
+        let code = match error {
+            users::UserRefusal::Unavailable => close::SERVER_FULL,
+            _ => close::UNAUTHORIZED,
+        };
+        refused(code, error.code())
+    })?;
+    let slot = state.acquire(token.user_id).map_err(|(code, reason)| {
+        metrics::inc(&state.0.metrics.connections_refused);
+        tracing::info!(
+            user_id = token.user_id,
+            reason,
+            "WebSocket refused by a limit"
+        );
+        (code, reason)
+    })?;
+    metrics::inc(&state.0.metrics.connections_accepted);
+    let (last_id, bad_last_id) = match last_id {
+        None | Some("") => (None, false),
+        Some(text) => match text.parse::<i64>() {
+            Ok(id) => (Some(id), false),
+            Err(_) => (None, true),
+        },
+    };
+    Ok(connection::Accepted {
+        token,
+        slot,
+        last_id,
+        bad_last_id,
     })
 }
 

@@ -10,7 +10,9 @@ mod notifications;
 mod outbox;
 mod scans;
 mod schedule;
+mod stale;
 mod tasks;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +29,7 @@ pub use notifications::{Created, Inserted, NewNotification, Notification, PAGE_L
 pub use outbox::Unpublished;
 pub use scans::{ReminderWindow, humanize};
 pub use tasks::{NewTask, Task};
+pub use users::{UserStatus, UserTable};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -99,6 +102,10 @@ pub enum StoreError {
     Url(String),
     #[error("a concurrent change conflicted; try again")]
     Conflict,
+    /// The application's table lacks what herald needs and herald must not
+    /// add it itself.
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// Which database a [`Store`] talks to.
@@ -142,6 +149,48 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// The columns of a [`Notification`] as selected or returned. Ids are read
+/// as 8 bytes whatever width the application's migrations gave them
+/// (Django's AutoField, and every foreign key to the default `auth.User`,
+/// is 4 bytes).
+macro_rules! notification_columns {
+    () => {
+        "CAST(id AS bigint) AS id, CAST(user_id AS bigint) AS user_id, title, message, \
+         type AS notification_type, is_read, created_at, data, dedup_key"
+    };
+}
+pub(crate) use notification_columns;
+
+/// [`with_pool!`] for statements on the application's tables, which its
+/// Django migrations may change while herald runs. On PostgreSQL, a body
+/// that fails because a statement was prepared before such a change runs
+/// once more on a fresh connection (see [`stale`]). `$body` is evaluated as
+/// an async block whose value is a `Result<_, StoreError>`.
+macro_rules! with_pool_retry_stale {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::sqlite_time as db_time;
+                $body
+            }
+            $crate::store::Store::Postgres($pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::postgres_time as db_time;
+                let first: Result<_, $crate::store::StoreError> = async { $body }.await;
+                match first {
+                    Err(error) if $crate::store::stale::is_stale_plan(&error) => {
+                        $crate::store::stale::retire_connections();
+                        async { $body }.await
+                    }
+                    other => other,
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_pool_retry_stale;
+
 /// SQLite keeps times as Django does: `YYYY-MM-DD HH:MM:SS.ffffff`, UTC.
 pub(crate) fn sqlite_time(at: DateTime<Utc>) -> chrono::NaiveDateTime {
     at.naive_utc()
@@ -184,6 +233,7 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
+                .before_acquire(|_, meta| Box::pin(async move { Ok(!stale::is_retired(meta.age)) }))
                 .connect(url)
                 .await?;
             Ok(Store::Postgres(pool))
@@ -209,10 +259,43 @@ impl Store {
     /// Applies pending migrations; returns the versions applied now (empty
     /// when the database was already current).
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        if self.backend() == Backend::Sqlite {
+            self.check_sqlite_dedup_key().await?;
+        }
         let before = self.applied_migrations().await?;
         with_pool!(self, pool => self.migrator().run(pool).await?);
         let after = self.applied_migrations().await?;
         Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// On SQLite, herald never alters a notifications table it did not
+    /// create: Django rebuilds SQLite tables from its own model state, so a
+    /// column only herald knew of would be dropped at the application's next
+    /// migration. The application adds `dedup_key` and its unique constraint
+    /// with a Django migration (docs/django.md) before `herald migrate`.
+    async fn check_sqlite_dedup_key(&self) -> Result<(), StoreError> {
+        const COLUMN: &str = "SELECT count(*) FROM pragma_table_info('notifications_notification') \
+             WHERE name = 'dedup_key'";
+        const UNIQUE: &str = "SELECT count(*) FROM pragma_index_list('notifications_notification') AS l \
+             WHERE l.\"unique\" AND (SELECT group_concat(name, ',') FROM \
+             (SELECT name FROM pragma_index_info(l.name) ORDER BY seqno)) = 'user_id,dedup_key'";
+        if !self.has_table("notifications_notification").await? {
+            return Ok(());
+        }
+        let Store::Sqlite(pool) = self else {
+            return Ok(());
+        };
+        let column: i64 = sqlx::query_scalar(COLUMN).fetch_one(pool).await?;
+        let unique: i64 = sqlx::query_scalar(UNIQUE).fetch_one(pool).await?;
+        if column == 1 && unique > 0 {
+            return Ok(());
+        }
+        Err(StoreError::Schema(
+            "notifications_notification exists without the dedup_key column and its unique \
+             (user_id, dedup_key) constraint; on SQLite the application adds them with a \
+             Django migration (docs/django.md, \"The dedup key\"), then runs herald migrate again"
+                .into(),
+        ))
     }
 
     /// Versions recorded in sqlx's `_sqlx_migrations` table.

@@ -8,18 +8,12 @@ use sqlx::types::Json;
 use std::collections::HashMap;
 
 use super::outbox::{AddEntry, Unpublished};
-use super::{Store, StoreError, now, push_id_list, with_pool};
+use super::{Store, StoreError, now, push_id_list, with_pool_retry_stale};
 
 /// Largest page `list_after` returns, whatever the caller asks.
 pub const PAGE_LIMIT: i64 = 500;
 
-/// The selected columns, as a macro so queries stay `&'static str`.
-macro_rules! columns {
-    () => {
-        "id, user_id, title, message, type AS notification_type, is_read, \
-         created_at, data, dedup_key"
-    };
-}
+use super::notification_columns as columns;
 
 /// A notification row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -212,7 +206,7 @@ impl Store {
             return Ok(Created::default());
         }
         let created_at = now();
-        with_pool!(self, pool => {
+        with_pool_retry_stale!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = (&mut *tx).insert_rows(batch, created_at).await?;
             let ids: Vec<i64> = inserted.iter().map(|row| row.id).collect();
@@ -244,7 +238,7 @@ impl Store {
     ) -> Result<HashMap<i64, Notification>, StoreError> {
         let mut rows = HashMap::with_capacity(ids.len());
         for ids in ids.chunks(super::ID_CHUNK) {
-            with_pool!(self, pool => {
+            with_pool_retry_stale!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new(concat!(
                     "SELECT ", columns!(), " FROM notifications_notification WHERE id"
                 ));
@@ -252,7 +246,8 @@ impl Store {
                 let found: Vec<Notification> =
                     sql.build_query_as().persistent(false).fetch_all(pool).await?;
                 rows.extend(found.into_iter().map(|row| (row.id, row)));
-            });
+                Ok::<_, StoreError>(())
+            })?;
         }
         Ok(rows)
     }
@@ -272,7 +267,7 @@ impl Store {
              ORDER BY id ASC LIMIT $3"
         );
         let limit = limit.clamp(0, PAGE_LIMIT);
-        with_pool!(self, pool => Ok(sqlx::query_as(SQL)
+        with_pool_retry_stale!(self, pool => Ok(sqlx::query_as(SQL)
             .bind(user_id)
             .bind(after_id)
             .bind(limit)
@@ -285,7 +280,7 @@ impl Store {
     pub async fn mark_read(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
         const SQL: &str =
             "UPDATE notifications_notification SET is_read = true WHERE user_id = $1 AND id = $2";
-        with_pool!(self, pool => {
+        with_pool_retry_stale!(self, pool => {
             let done = sqlx::query(SQL).bind(user_id).bind(id).execute(pool).await?;
             Ok(done.rows_affected() == 1)
         })
@@ -295,7 +290,7 @@ impl Store {
     pub async fn mark_all_read(&self, user_id: i64) -> Result<u64, StoreError> {
         const SQL: &str = "UPDATE notifications_notification SET is_read = true \
                            WHERE user_id = $1 AND NOT is_read";
-        with_pool!(self, pool => {
+        with_pool_retry_stale!(self, pool => {
             let done = sqlx::query(SQL).bind(user_id).execute(pool).await?;
             Ok(done.rows_affected())
         })
@@ -304,7 +299,7 @@ impl Store {
     pub async fn unread_count(&self, user_id: i64) -> Result<i64, StoreError> {
         const SQL: &str =
             "SELECT count(*) FROM notifications_notification WHERE user_id = $1 AND NOT is_read";
-        with_pool!(self, pool => Ok(sqlx::query_scalar(SQL).bind(user_id).fetch_one(pool).await?))
+        with_pool_retry_stale!(self, pool => Ok(sqlx::query_scalar(SQL).bind(user_id).fetch_one(pool).await?))
     }
 
     pub async fn get_notification(&self, id: i64) -> Result<Option<Notification>, StoreError> {
@@ -313,6 +308,6 @@ impl Store {
             columns!(),
             " FROM notifications_notification WHERE id = $1"
         );
-        with_pool!(self, pool => Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
+        with_pool_retry_stale!(self, pool => Ok(sqlx::query_as(SQL).bind(id).fetch_optional(pool).await?))
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::outbox::{AddEntry, Unpublished};
-use super::{Backend, Notification, OUTBOX_GRACE, Store, StoreError, with_pool};
+use super::{
+    Backend, Notification, OUTBOX_GRACE, Store, StoreError, notification_columns,
+    with_pool_retry_stale,
+};
 
 /// What differs between the two SQL dialects.
 struct Dialect {
@@ -27,8 +30,10 @@ const POSTGRES: Dialect = Dialect {
     task_data: "jsonb_build_object('task_id', t.id)",
 };
 
-const RETURNING: &str = " ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING id, user_id, title, \
-     message, type AS notification_type, is_read, created_at, data, dedup_key";
+const RETURNING: &str = concat!(
+    " ON CONFLICT (user_id, dedup_key) DO NOTHING RETURNING ",
+    notification_columns!()
+);
 
 /// One deadline-reminder offset and the next smaller one: a task is reminded
 /// for `offset` when its deadline is in (now + next_smaller, now + offset].
@@ -52,13 +57,16 @@ impl Store {
         &self,
         now: DateTime<Utc>,
         closed: &[String],
+        kind: &str,
     ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
         let select = vec![
             Part::Sql(format!(
                 "{INSERT} SELECT t.assignee_id, 'Task Overdue', \
-                 'Task \"' || t.title || '\" is now overdue.', 'overdue', false, "
+                 'Task \"' || t.title || '\" is now overdue.', "
             )),
+            Part::Text(kind.to_string()),
+            Part::Sql(", false, ".into()),
             Part::Time(now),
             Part::Sql(format!(
                 ", {data}, 'overdue:' || t.id || ':' || {epoch} FROM tasks_task t \
@@ -77,16 +85,18 @@ impl Store {
         now: DateTime<Utc>,
         window: ReminderWindow,
         closed: &[String],
+        kind: &str,
         task_id: Option<i64>,
     ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
         let select = vec![
             Part::Sql(format!(
                 "{INSERT} SELECT t.assignee_id, 'Deadline Reminder', \
-                 'Task \"' || t.title || '\" is due in less than {human}.', \
-                 'deadline_reminder', false, ",
+                 'Task \"' || t.title || '\" is due in less than {human}.', ",
                 human = humanize(window.offset),
             )),
+            Part::Text(kind.to_string()),
+            Part::Sql(", false, ".into()),
             Part::Time(now),
             Part::Sql(format!(
                 ", {data}, 'reminder:' || t.id || ':{secs}:' || {epoch} FROM tasks_task t \
@@ -112,11 +122,12 @@ impl Store {
         task_id: Option<i64>,
     ) -> Result<Unpublished, StoreError> {
         let fallback_at = now + OUTBOX_GRACE;
-        with_pool!(self, pool => {
+        with_pool_retry_stale!(self, pool => {
             let mut sql = sqlx::QueryBuilder::new("");
             for part in &select {
                 match part {
                     Part::Sql(text) => sql.push(text),
+                    Part::Text(text) => sql.push_bind(text.clone()),
                     Part::Time(at) => sql.push_bind(db_time(*at)),
                 };
             }
@@ -145,10 +156,11 @@ impl Store {
     }
 }
 
-/// A piece of a scan statement: SQL text, or a time bound as a parameter
-/// in the backend's own time type.
+/// A piece of a scan statement: SQL text, or a value bound as a parameter
+/// (text, or a time in the backend's own time type).
 enum Part {
     Sql(String),
+    Text(String),
     Time(DateTime<Utc>),
 }
 

@@ -90,6 +90,7 @@ impl Worker {
             publisher: publisher.clone(),
             reminder_offsets: settings.worker.reminder_offsets.clone(),
             closed_statuses: settings.worker.closed_statuses.clone(),
+            notification_types: settings.worker.notification_types.clone(),
             job_id: String::new(),
         };
         let runner = Runner {

@@ -98,12 +98,29 @@ async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
 
     let missing = json!({"kind": "notify", "payload": {"user_id": 1}});
     let (status, body) = api.post(&missing).await;
-    assert_eq!(status, 422);
+    assert_eq!((status, body["field"].as_str()), (422, Some("title")));
     assert!(
         body["error"]
             .as_str()
             .unwrap()
             .contains("missing field `title`"),
+        "{body}"
+    );
+
+    let without_type = json!({"kind": "notify", "payload": {"user_id": 1, "title": "t",
+        "message": "m"}});
+    let (status, body) = api.post(&without_type).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("notification_type")),
+        "{body}"
+    );
+    let extra = json!({"kind": "notify", "payload": {"user_id": 1, "title": "t",
+        "message": "m", "notification_type": "info", "colour": "red"}});
+    let (status, body) = api.post(&extra).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("colour")),
         "{body}"
     );
 

@@ -170,6 +170,28 @@ fn bad_config_file_value_exits_2() {
     assert_config_error(&typo, "capacityy");
 }
 
+/// A `HERALD_*` variable set for the application (a shared env file) is
+/// not a setting: one warning naming it, and herald runs.
+#[test]
+fn unknown_herald_variables_warn_and_do_not_stop_herald() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = herald(dir.path())
+        .env("HERALD_API_URL", "http://127.0.0.1:8001")
+        .env("HERALD_WORKER__NO_SUCH_KEY", "1")
+        .args(["token", "--user-id", "7"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warnings: Vec<String> = stderr(&output)
+        .lines()
+        .filter(|line| line.contains("WARN"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("HERALD_API_URL, HERALD_WORKER__NO_SUCH_KEY"));
+    assert!(!stdout(&output).is_empty(), "the token is printed");
+}
+
 #[test]
 fn config_file_then_environment_override_defaults() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,7 @@ fn context(store: &Store, layer: Arc<dyn ChannelLayer>, job_id: &str) -> JobCont
         publisher: Publisher::new(store.clone(), layer),
         reminder_offsets: vec![Duration::from_secs(86_400), Duration::from_secs(3600)],
         closed_statuses: CLOSED.iter().map(|s| s.to_string()).collect(),
+        notification_types: Default::default(),
         job_id: job_id.into(),
     }
 }
@@ -172,7 +173,7 @@ async fn status_body(db: TestStore) {
         rows[0].message,
         "Task \"Report\" moved from open to review. Reason: ready"
     );
-    assert_eq!(rows[0].notification_type, "status_change");
+    assert_eq!(rows[0].notification_type, "status_changed");
     assert!(
         db.store
             .list_notifications_after(100, 0, 10)
@@ -609,4 +610,60 @@ async fn large_scan_body(db: TestStore) {
     assert_eq!(outcome.created, TASKS as usize);
     assert_eq!(outcome.published.sent, TASKS as usize);
     assert_eq!(db.store.outbox_len().await.unwrap(), 0);
+}
+
+on_both_databases!(
+    each_kind_writes_the_configured_notification_type,
+    configured_types_body
+);
+async fn configured_types_body(db: TestStore) {
+    let mut ctx = context(&db.store, memory_layer(), "types");
+    ctx.notification_types = herald::config::NotificationTypes {
+        deadline_reminder: "due_soon".into(),
+        overdue: "late".into(),
+        file_attached: "attachment".into(),
+        status_changed: "moved".into(),
+    };
+    let due = task(
+        &db.store,
+        "Due",
+        "open",
+        Some(TimeDelta::minutes(30)),
+        Some(11),
+    )
+    .await;
+    let late = task(
+        &db.store,
+        "Late",
+        "open",
+        Some(TimeDelta::hours(-1)),
+        Some(12),
+    )
+    .await;
+    let jobs = [
+        ("deadline_reminder", json!({"task_id": due.id})),
+        ("overdue_check", json!({})),
+        (
+            "file_attached",
+            json!({"task_id": due.id, "file_id": 5, "file_name": "a.pdf", "uploaded_by": 100}),
+        ),
+        (
+            "status_changed",
+            json!({"task_id": late.id, "old_status": "open", "new_status": "review", "changed_by": 100}),
+        ),
+    ];
+    for (kind, payload) in jobs {
+        parse(kind, payload).unwrap().run(&ctx).await.unwrap();
+    }
+    let types = |user| {
+        let store = db.store.clone();
+        async move {
+            let rows = store.list_notifications_after(user, 0, 10).await.unwrap();
+            rows.into_iter()
+                .map(|row| row.notification_type)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(types(11).await, ["due_soon", "attachment"]);
+    assert_eq!(types(12).await, ["late", "moved"]);
 }

@@ -587,6 +587,7 @@ async fn batch_body(case: Case) {
             publisher: Publisher::new(store.clone(), layer),
             reminder_offsets: env.settings.worker.reminder_offsets.clone(),
             closed_statuses: env.settings.worker.closed_statuses.clone(),
+            notification_types: env.settings.worker.notification_types.clone(),
             job_id: String::new(),
         },
         queue: queue.clone(),

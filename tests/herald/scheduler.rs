@@ -21,6 +21,7 @@ fn context(db: &TestStore) -> JobContext {
         publisher: Publisher::new(db.store.clone(), layer),
         reminder_offsets: worker.reminder_offsets,
         closed_statuses: worker.closed_statuses,
+        notification_types: worker.notification_types,
         job_id: String::new(),
     }
 }

@@ -259,3 +259,44 @@ async fn sqlite_commit_survives_kill() {
     let read = reopened.get_notification(created.id).await.unwrap();
     assert_eq!(read, Some(created));
 }
+
+/// Django migrating a table herald reads while herald runs: statements
+/// PostgreSQL prepared before the change ("cached plan must not change
+/// result type") are dropped and run again, on every pooled connection,
+/// with no restart and no error reaching the caller.
+#[tokio::test]
+async fn a_table_changed_under_prepared_statements_is_read_again() {
+    let db = crate::helpers::fresh_store(herald::store::Backend::Postgres).await;
+    let Store::Postgres(pool) = &db.store else {
+        unreachable!()
+    };
+    let row = create(&db.store, 5, Some("before")).await.into_inner();
+    let task = db
+        .store
+        .create_task(&NewTask {
+            title: "T".into(),
+            status: "open".into(),
+            deadline: None,
+            assignee_id: Some(5),
+            created_by_id: None,
+        })
+        .await
+        .unwrap();
+    // Every pooled connection prepares the statements.
+    let reads = (0..10).map(|_| db.store.list_notifications_after(5, 0, 10));
+    futures_util::future::try_join_all(reads).await.unwrap();
+    for sql in [
+        "ALTER TABLE notifications_notification ALTER COLUMN title TYPE varchar(500)",
+        "ALTER TABLE notifications_notification ADD COLUMN read_at timestamptz NULL",
+        "ALTER TABLE notifications_notification ALTER COLUMN user_id TYPE integer",
+        "ALTER TABLE tasks_task ALTER COLUMN title TYPE varchar(400)",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    let reads = (0..10).map(|_| db.store.list_notifications_after(5, 0, 10));
+    for listed in futures_util::future::try_join_all(reads).await.unwrap() {
+        assert_eq!(listed, vec![row.clone()]);
+    }
+    assert_eq!(db.store.get_task(task.id).await.unwrap(), Some(task));
+    assert!(create(&db.store, 5, Some("after")).await.is_new());
+}

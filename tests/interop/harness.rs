@@ -222,3 +222,21 @@ pub(crate) async fn sqlite_store() -> (herald::store::Store, tempfile::TempDir) 
     store.migrate().await.unwrap();
     (store, dir)
 }
+
+/// The URL of a fresh, empty PostgreSQL database (named `herald_t_*`, so
+/// the test command drops it afterwards).
+pub(crate) async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must answer at HERALD_TEST_POSTGRES_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').expect("url with a database").0;
+    format!("{base}/{name}")
+}

@@ -191,3 +191,79 @@ async fn the_cookie_is_refused_from_a_foreign_origin() {
     let failures = sidecar.state.metrics().auth_failures;
     assert_eq!(failures.get("origin_not_allowed"), Some(&1));
 }
+
+/// With the application's user table in the database, only tokens of users
+/// that exist and are active get a socket; answers are cached for
+/// `user_cache_ttl`, and `off` turns the check off.
+#[tokio::test]
+async fn only_live_users_get_a_socket() {
+    let sidecar = spawn(|s| s.user_cache_ttl = Duration::from_millis(300)).await;
+    let herald::store::Store::Sqlite(pool) = &sidecar.store else {
+        unreachable!("spawn uses SQLite")
+    };
+    let url = sidecar.url("");
+    // No auth_user table yet: `auto` does not check.
+    let mut before = connect(&url, &[&token(9, Duration::from_secs(60))], None).await;
+    before.ping().await;
+    for sql in [
+        "CREATE TABLE auth_user (id integer PRIMARY KEY, is_active bool NOT NULL)",
+        "INSERT INTO auth_user VALUES (1, 1), (2, 0), (2147483647, 1)",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    refused(
+        &url,
+        &[&token(9, Duration::from_secs(60))],
+        None,
+        "user_not_found",
+    )
+    .await;
+    refused(
+        &url,
+        &[&token(2, Duration::from_secs(60))],
+        None,
+        "user_inactive",
+    )
+    .await;
+    for user in [1, 2147483647] {
+        let mut client = connect(&url, &[&token(user, Duration::from_secs(60))], None).await;
+        client.ping().await;
+    }
+    // Within the ttl the answer is reused; after it, the change shows.
+    sqlx::query("UPDATE auth_user SET is_active = 0 WHERE id = 1")
+        .execute(pool)
+        .await
+        .unwrap();
+    connect(&url, &[&token(1, Duration::from_secs(60))], None)
+        .await
+        .ping()
+        .await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    refused(
+        &url,
+        &[&token(1, Duration::from_secs(60))],
+        None,
+        "user_inactive",
+    )
+    .await;
+    let failures = sidecar.state.metrics().auth_failures;
+    assert_eq!(failures.get("user_inactive"), Some(&2));
+
+    let unchecked = spawn(|s| s.user_check = herald::config::UserCheckMode::Off).await;
+    let herald::store::Store::Sqlite(pool) = &unchecked.store else {
+        unreachable!("spawn uses SQLite")
+    };
+    sqlx::query("CREATE TABLE auth_user (id integer PRIMARY KEY, is_active bool NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    connect(
+        &unchecked.url(""),
+        &[&token(9, Duration::from_secs(60))],
+        None,
+    )
+    .await
+    .ping()
+    .await;
+}

@@ -1,28 +1,72 @@
-"""A minimal Django + Channels project for herald's interop tests: the
-application's NotificationConsumer as the contract describes it, served by
-daphne over the Redis channel layer. Configured from the environment the Rust
-test sets (INTEROP_SECRET_KEY, INTEROP_REDIS_URL, INTEROP_PREFIX)."""
+"""A Django + Channels project shaped like the application herald serves:
+the contract's models (`notifications.Notification`, `tasks.Task`) with their
+own migrations, its NotificationConsumer served by daphne over the Redis
+channel layer, and simplejwt tokens. Configured from the environment the Rust
+tests set:
+
+- INTEROP_SECRET_KEY, INTEROP_REDIS_URL, INTEROP_PREFIX: key and channel layer;
+- INTEROP_DATABASE: postgres://USER@HOST:PORT/NAME or sqlite:///PATH;
+- INTEROP_ID_VARIANT: the id widths of the project, as real projects have them:
+  `auto` (DEFAULT_AUTO_FIELD AutoField, the default auth.User: 4-byte ids
+  everywhere), `bigauto` (BigAutoField: 8-byte notification and task ids,
+  4-byte user ids as auth.User keeps AutoField), `custom_user` (a custom user
+  model with BigAutoField: 8-byte ids everywhere).
+"""
 
 import os
+from urllib.parse import unquote, urlsplit
 
 SECRET_KEY = os.environ["INTEROP_SECRET_KEY"]
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "urls"
+ASGI_APPLICATION = "asgi.application"
+
+VARIANT = os.environ.get("INTEROP_ID_VARIANT", "auto")
+if VARIANT not in ("auto", "bigauto", "custom_user"):
+    raise RuntimeError(f"INTEROP_ID_VARIANT: unknown variant {VARIANT!r}")
+DEFAULT_AUTO_FIELD = (
+    "django.db.models.AutoField" if VARIANT == "auto" else "django.db.models.BigAutoField"
+)
+
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "channels",
     "rest_framework_simplejwt",
+    "apps.notifications",
+    "apps.tasks",
 ]
-DATABASES = {}
-USE_TZ = True
-ROOT_URLCONF = "urls"
-ASGI_APPLICATION = "asgi.application"
+if VARIANT == "custom_user":
+    INSTALLED_APPS.append("apps.accounts")
+    AUTH_USER_MODEL = "accounts.User"
+
+
+def database(url):
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": parts.path.lstrip("/"),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+        }
+    raise RuntimeError(f"INTEROP_DATABASE: unsupported URL {url!r}")
+
+
+DATABASES = {"default": database(os.environ["INTEROP_DATABASE"])}
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [os.environ["INTEROP_REDIS_URL"]],
+            "hosts": [os.environ.get("INTEROP_REDIS_URL", "redis://127.0.0.1:6379")],
             "prefix": os.environ.get("INTEROP_PREFIX", "asgi"),
         },
     }
