@@ -130,7 +130,7 @@ async fn create(
 ) -> Response {
     let body: SubmitBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err((status, reason)) => return error(status, reason),
+        Err(answer) => return answer,
     };
     match submit(&state.store, &state.queue, body.into()).await {
         Ok(done) => {
@@ -182,7 +182,7 @@ async fn create_batch(
 ) -> Response {
     let body: BatchBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err((status, reason)) => return error(status, reason),
+        Err(answer) => return answer,
     };
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         let reason = format!(
@@ -212,7 +212,7 @@ async fn create_batch(
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, (StatusCode, String)> {
+) -> Result<T, Response> {
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -220,11 +220,29 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         let reason = "send the job as JSON with `Content-Type: application/json`";
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.into()));
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
     }
-    let body = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    let body = body.map_err(|rejection| error(rejection.status(), rejection.body_text()))?;
+    let mut reader = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut reader).map_err(body_error)
+}
+
+/// A body that is not the request's shape: 400 for JSON that does not
+/// parse or lacks (or adds) a field, 422 naming the field for a value of
+/// the wrong type (a `run_at` that is not RFC 3339).
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> Response {
+    let reason = e.inner().to_string();
+    let shape = reason.starts_with("missing field") || reason.starts_with("unknown field");
+    if e.inner().classify() != serde_json::error::Category::Data || shape {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {reason}"),
+        );
+    }
+    let field = e.path().to_string();
+    let mut body = ErrorBody::new(format!("{field}: {reason}"));
+    body.field = Some(field);
+    body.answer(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 /// The answer to a failed submission; `at` is the index of the job at
@@ -245,10 +263,13 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
             body.kinds = Some(KINDS.map(String::from).to_vec());
             StatusCode::BAD_REQUEST
         }
-        SubmitError::Input(JobInputError::InvalidPayload { field, .. }) => {
+        SubmitError::Input(
+            JobInputError::InvalidPayload { ref field, .. }
+            | JobInputError::OverLimit { ref field, .. },
+        ) => {
             body.field = Some(match at {
                 Some(_) => format!("{prefix}.payload.{field}"),
-                None => field,
+                None => field.to_string(),
             });
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -256,10 +277,15 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
             body.field = Some(field("dedup_key".into()));
             StatusCode::UNPROCESSABLE_ENTITY
         }
+        SubmitError::RunAt(_) => {
+            body.field = Some(field("run_at".into()));
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
         SubmitError::NotDead { .. } => StatusCode::CONFLICT,
         SubmitError::Store(_) | SubmitError::Queue(_) => {
             tracing::error!(error = %body.error, "job submission failed");
+            body.error = "the database or the queue is unavailable; try again".into();
             StatusCode::SERVICE_UNAVAILABLE
         }
     };

@@ -11,6 +11,7 @@ mod file_attached;
 mod notify;
 mod overdue_check;
 mod status_changed;
+mod validate;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,12 +60,16 @@ pub enum JobInputError {
     UnknownKind { kind: String },
     #[error("payload field `{field}`: {reason}")]
     InvalidPayload { field: String, reason: String },
+    /// The payload fits the kind's schema but not the database's columns
+    /// (a NUL character, a text too long, an id out of range).
+    #[error("payload field `{field}`: {reason}")]
+    OverLimit { field: String, reason: String },
 }
 
 /// Why a job failed while running.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The database failed; worth retrying.
+    /// The database failed (worth retrying), or refused the data (not).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The job names a task that does not exist (yet: an application that
@@ -73,11 +78,25 @@ pub enum JobError {
     TaskNotFound(i64),
 }
 
+impl JobInputError {
+    /// The payload field at fault, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            JobInputError::InvalidPayload { field, .. }
+            | JobInputError::OverLimit { field, .. } => Some(field),
+            JobInputError::UnknownKind { .. } => None,
+        }
+    }
+}
+
 impl JobError {
     /// Whether another attempt could succeed: a database error may pass, and
     /// a missing task may still be committed. The retry policy bounds both.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, JobError::Store(_) | JobError::TaskNotFound(_))
+        match self {
+            JobError::Store(error) => !error.is_permanent(),
+            JobError::TaskNotFound(_) => true,
+        }
     }
 }
 

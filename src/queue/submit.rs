@@ -11,10 +11,13 @@ use serde_json::Value;
 use super::{JobQueue, QueueError, Queued};
 use crate::config::QueueSettings;
 use crate::jobs::{self, JobInputError};
-use crate::store::{JobState, NewJob, Recorded, Store, StoreError, now};
+use crate::store::{ColumnLimits, JobState, NewJob, Recorded, Store, StoreError, now};
 
 /// Longest dedup key accepted (the ledger column's width).
 pub const MAX_DEDUP_KEY: usize = 255;
+
+/// Furthest ahead a job may be scheduled.
+pub const MAX_DELAY: chrono::TimeDelta = chrono::TimeDelta::days(366);
 
 /// A job as submitted by the API or `herald enqueue` (also one line of
 /// `herald enqueue --file`).
@@ -44,6 +47,8 @@ pub enum SubmitError {
     Input(#[from] JobInputError),
     #[error("dedup_key: {0}")]
     DedupKey(&'static str),
+    #[error("run_at: {0}")]
+    RunAt(&'static str),
     #[error("no job {0}")]
     NotFound(String),
     #[error("job {id} is {state}, not dead; only dead jobs are retried")]
@@ -94,11 +99,22 @@ pub async fn submit_many(
     queue: &JobQueue,
     submissions: Vec<Submission>,
 ) -> Result<Vec<Submitted>, BatchError> {
-    let checked = submissions
-        .into_iter()
-        .enumerate()
-        .map(|(i, submission)| check(submission).map_err(|error| BatchError { at: Some(i), error }))
-        .collect::<Result<Vec<_>, _>>()?;
+    let limits = store.column_limits().await.map_err(SubmitError::from)?;
+    let checked = match check_each(&submissions, &limits) {
+        // Refused by limits read a while ago: a migration may have widened
+        // the column since. Refuse only on what the database says now.
+        Err(BatchError {
+            error: SubmitError::Input(JobInputError::OverLimit { .. }),
+            ..
+        }) => {
+            let fresh = store
+                .fresh_column_limits()
+                .await
+                .map_err(SubmitError::from)?;
+            check_each(&submissions, &fresh)?
+        }
+        checked => checked?,
+    };
     let settings = queue.settings();
     let rows: Vec<NewJob> = checked
         .iter()
@@ -149,11 +165,21 @@ pub async fn submit_many(
 }
 
 /// Checks every submission as [`submit_many`] would, recording nothing.
-pub fn check_all(submissions: &[Submission]) -> Result<(), BatchError> {
-    for (i, submission) in submissions.iter().enumerate() {
-        check(submission.clone()).map_err(|error| BatchError { at: Some(i), error })?;
-    }
-    Ok(())
+pub fn check_all(submissions: &[Submission], limits: &ColumnLimits) -> Result<(), BatchError> {
+    check_each(submissions, limits).map(drop)
+}
+
+fn check_each(
+    submissions: &[Submission],
+    limits: &ColumnLimits,
+) -> Result<Vec<Checked>, BatchError> {
+    submissions
+        .iter()
+        .enumerate()
+        .map(|(i, submission)| {
+            check(submission.clone(), limits).map_err(|error| BatchError { at: Some(i), error })
+        })
+        .collect()
 }
 
 /// A submission checked against its kind, with its ledger id.
@@ -166,14 +192,23 @@ struct Checked {
     run_at: DateTime<Utc>,
 }
 
-fn check(submission: Submission) -> Result<Checked, SubmitError> {
+fn check(submission: Submission, limits: &ColumnLimits) -> Result<Checked, SubmitError> {
     let job = jobs::parse(&submission.kind, submission.payload)?;
+    job.check_limits(limits)?;
     match submission.dedup_key.as_deref() {
         Some("") => return Err(SubmitError::DedupKey("must not be empty")),
         Some(key) if key.len() > MAX_DEDUP_KEY => {
             return Err(SubmitError::DedupKey("longer than 255 bytes"));
         }
+        Some(key) if key.contains('\0') => {
+            return Err(SubmitError::DedupKey("contains a NUL character"));
+        }
         _ => {}
+    }
+    if let Some(run_at) = submission.run_at
+        && run_at > now() + MAX_DELAY
+    {
+        return Err(SubmitError::RunAt("more than 366 days ahead"));
     }
     let mut canonical = serde_json::to_value(&job).unwrap_or_default();
     Ok(Checked {

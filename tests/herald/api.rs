@@ -416,3 +416,91 @@ async fn without_a_key_only_plainly_local_json_requests_are_served() {
     let (status, _) = api.post(&notify(1)).await;
     assert_eq!(status, 202);
 }
+
+/// What the database would refuse is refused at submission with 422,
+/// naming the field, instead of being accepted and dying after its
+/// attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_database_would_refuse_is_refused_naming_the_field() {
+    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let with = |key: &str, value: Value| {
+        let mut body = notify(1);
+        body["payload"][key] = value;
+        body
+    };
+    let cases = [
+        (with("title", json!("nul \u{0} inside")), "title"),
+        (with("title", json!("x".repeat(300))), "title"),
+        (
+            with("notification_type", json!("t".repeat(60))),
+            "notification_type",
+        ),
+        (with("user_id", json!(-1)), "user_id"),
+        (
+            with("data", json!({"note": ["fine", "bad\u{0}"]})),
+            "data.note[1]",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.post(&body).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some(field)),
+            "{answer}"
+        );
+    }
+    for run_at in ["9999-01-01T00:00:00Z", "tomorrow", "2026-13-01T00:00:00Z"] {
+        let mut body = notify(1);
+        body["run_at"] = json!(run_at);
+        let (status, answer) = api.post(&body).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some("run_at")),
+            "{run_at}: {answer}"
+        );
+    }
+    let mut bad = notify(2);
+    bad["payload"]["title"] = json!("y".repeat(256));
+    let (status, answer) = api.post_batch(vec![notify(1), bad]).await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (422, Some("jobs[1].payload.title")),
+        "{answer}"
+    );
+    assert_eq!(api.recorded().await, 0, "nothing was queued");
+}
+
+/// The limits are the database's own: a 4-byte `user_id` column (Django's
+/// default user) holds ids up to 2^31 - 1, and a widened title column takes
+/// longer titles once its new size is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_follow_the_columns_of_the_database() {
+    let db = crate::helpers::fresh_store(herald::store::Backend::Postgres).await;
+    let herald::store::Store::Postgres(pool) = &db.store else {
+        unreachable!()
+    };
+    for sql in [
+        "ALTER TABLE notifications_notification ALTER COLUMN user_id TYPE integer",
+        "ALTER TABLE notifications_notification ALTER COLUMN title TYPE varchar(500)",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    let limits = db.store.column_limits().await.unwrap();
+    assert_eq!(limits.user_id_max, i64::from(i32::MAX));
+    assert_eq!(limits.title, Some(500));
+    assert_eq!(limits.notification_type, Some(50));
+    let job = |user_id: i64, title: &str| {
+        herald::jobs::parse(
+            "notify",
+            json!({"user_id": user_id, "title": title, "message": "m", "notification_type": "x"}),
+        )
+        .unwrap()
+    };
+    assert!(
+        job(2_147_483_647, &"t".repeat(500))
+            .check_limits(&limits)
+            .is_ok()
+    );
+    assert!(job(2_147_483_648, "t").check_limits(&limits).is_err());
+    assert!(job(1, &"t".repeat(501)).check_limits(&limits).is_err());
+}

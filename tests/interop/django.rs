@@ -407,6 +407,19 @@ async fn done(port: u16, id: &str) -> Value {
     panic!("job {id} did not finish");
 }
 
+/// Waits until the job is dead, failing if it is done.
+async fn dead(port: u16, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, job) = http(port, "GET", &format!("/api/jobs/{id}"), "").await;
+        match job["state"].as_str() {
+            Some("dead") => return job,
+            Some("done") => panic!("job {id} succeeded: {job}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("job {id} did not end");
+}
+
 /// The application's rows, by id.
 fn rows(project: &DjangoProject) -> BTreeMap<i64, Value> {
     let rows = project.interop(json!({"op": "notifications"}));
@@ -562,6 +575,20 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
     assert_eq!(to_ada[2]["data"]["task_id"].as_i64(), Some(tasks[0]));
     assert_eq!(to_bob[2]["data"]["task_id"].as_i64(), Some(tasks[1]));
     assert_eq!(to_bob[0]["data"], json!({"url": "/tasks/"}));
+
+    // A user the application does not have: its foreign key refuses the
+    // row, and the job is dead at once with the database's reason.
+    let orphan = json!({"user_id": missing, "title": "t", "message": "m",
+        "notification_type": "general"});
+    let id = submit(herald.port, "notify", orphan).await;
+    let job = dead(herald.port, &id).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    let reason = job["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("foreign key") || reason.contains("FOREIGN KEY"),
+        "{reason}"
+    );
+    assert!(!reason.contains(" at line "), "{reason}");
 
     let stored = rows(&project);
     assert_eq!(stored.len(), 7, "{stored:?}");
