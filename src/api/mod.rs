@@ -130,7 +130,7 @@ async fn create(
 ) -> Response {
     let body: SubmitBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     match submit(&state.store, &state.queue, body.into()).await {
         Ok(done) => {
@@ -182,7 +182,7 @@ async fn create_batch(
 ) -> Response {
     let body: BatchBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         let reason = format!(
@@ -212,7 +212,7 @@ async fn create_batch(
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -220,11 +220,12 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         let reason = "send the job as JSON with `Content-Type: application/json`";
-        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason));
+        return Err(Box::new(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason)));
     }
-    let body = body.map_err(|rejection| error(rejection.status(), rejection.body_text()))?;
+    let body =
+        body.map_err(|rejection| Box::new(error(rejection.status(), rejection.body_text())))?;
     let mut reader = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut reader).map_err(body_error)
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| Box::new(body_error(e)))
 }
 
 /// A body that is not the request's shape: 400 for JSON that does not
