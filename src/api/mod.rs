@@ -116,10 +116,13 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         (status = 413, description = "The body is over `api.max_body_size`.", body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
             body = ErrorBody),
-        (status = 422, description = "The payload breaks the kind's schema, or `dedup_key` is \
-            empty or too long: `field` names the field.", body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written; nothing \
-            is queued.", body = ErrorBody),
+        (status = 422, description = "The payload breaks the kind's schema or holds what the \
+            database would refuse (a NUL character, text longer than its column, an id out of \
+            its column's range), `dedup_key` is empty or too long, or `run_at` is not RFC 3339 \
+            or more than 366 days ahead: `field` names the field.", body = ErrorBody),
+        (status = 503, description = "The database could not be written; nothing is \
+            recorded. (A queue that cannot be written is not an error: the job is recorded \
+            and a worker queues it when the queue answers.)", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -166,12 +169,12 @@ async fn create(
             body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
             body = ErrorBody),
-        (status = 422, description = "A job's payload breaks its kind's schema, or its \
-            `dedup_key` is empty or too long: `index` names the job and `field` the field \
-            (`jobs[i].payload.<path>` or `jobs[i].dedup_key`). Nothing is queued.",
-            body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written; nothing \
-            is queued.", body = ErrorBody),
+        (status = 422, description = "A job's payload breaks its kind's schema or holds what \
+            the database would refuse, or its `dedup_key` or `run_at` is bad: `index` names the \
+            job and `field` the field (`jobs[i].payload.<path>`, `jobs[i].dedup_key`, \
+            `jobs[i].run_at`). Nothing is recorded.", body = ErrorBody),
+        (status = 503, description = "The database could not be written; nothing is \
+            recorded.", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -372,7 +375,7 @@ async fn list(
             body = ErrorBody),
         (status = 422, description = "The job's stored payload no longer fits its kind's \
             schema (a job recorded by another herald version).", body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written.",
+        (status = 503, description = "The database could not be written.",
             body = ErrorBody),
     ),
     security(("api_key" = [])),

@@ -154,14 +154,60 @@ pub async fn submit_many(
         }
     }
     let ids: Vec<String> = fresh.iter().map(|(item, _)| item.id.clone()).collect();
-    if let Err(error) = queue.push_many(fresh).await {
-        // Not queued: leave no ledger row that would never run. (Entries
-        // pushed before the failure then find no row and are skipped.)
-        let _ = store.delete_jobs(&ids).await;
-        return Err(SubmitError::from(error).into());
-    }
+    push_recorded(store, queue, fresh, &ids).await;
     metrics::counter!(crate::telemetry::metrics::JOBS_SUBMITTED).increment(ids.len() as u64);
     Ok(answers)
+}
+
+/// Queues jobs the ledger holds (marked unqueued in the same transaction),
+/// then clears their marks. A failure is only logged: the jobs are durable
+/// and the worker's requeue pass queues them once the queue answers
+/// ([`requeue_unqueued`]).
+async fn push_recorded(
+    store: &Store,
+    queue: &JobQueue,
+    items: Vec<(Queued, DateTime<Utc>)>,
+    ids: &[String],
+) {
+    if items.is_empty() {
+        return;
+    }
+    if let Err(error) = queue.push_many(items).await {
+        tracing::warn!(%error, jobs = ids.len(), "recorded jobs not queued yet; the worker will queue them");
+        return;
+    }
+    if let Err(error) = store.mark_queued(ids).await {
+        tracing::warn!(%error, jobs = ids.len(), "queued jobs still marked unqueued");
+    }
+}
+
+/// How long a job may stay marked unqueued before a worker queues it: its
+/// submitter's own push normally clears the mark within milliseconds.
+pub const REQUEUE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Queues again the jobs recorded but left unqueued (a failed push, or a
+/// process that died between the ledger and the queue); answers how many.
+/// Each is claimed for a while, so several workers take different ones.
+pub async fn requeue_unqueued(store: &Store, queue: &JobQueue) -> Result<usize, SubmitError> {
+    let at = now();
+    let lease = at + REQUEUE_AFTER * 3;
+    let jobs = store.claim_unqueued(at - REQUEUE_AFTER, lease, 500).await?;
+    let mut items = Vec::with_capacity(jobs.len());
+    let mut ids = Vec::with_capacity(jobs.len());
+    for record in jobs {
+        match jobs::parse(&record.kind, record.payload.clone()) {
+            Ok(job) => {
+                ids.push(record.id.clone());
+                items.push((Queued { id: record.id, job }, record.run_at));
+            }
+            Err(error) => {
+                tracing::error!(job_id = %record.id, %error, "a recorded job no longer parses")
+            }
+        }
+    }
+    queue.push_many(items).await?;
+    store.mark_queued(&ids).await?;
+    Ok(ids.len())
 }
 
 /// Checks every submission as [`submit_many`] would, recording nothing.
@@ -220,7 +266,8 @@ fn check(submission: Submission, limits: &ColumnLimits) -> Result<Checked, Submi
     })
 }
 
-/// Queues a dead job again with a fresh set of attempts.
+/// Queues a dead job again with a fresh set of attempts: revived and marked
+/// unqueued in one transaction, then pushed (or left to the requeue pass).
 pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(), SubmitError> {
     let record = store
         .get_job(id)
@@ -233,7 +280,14 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
         });
     }
     let job = jobs::parse(&record.kind, record.payload)?;
-    queue.push(Queued { id: id.into(), job }, now()).await?;
+    let ids = [id.to_string()];
+    push_recorded(
+        store,
+        queue,
+        vec![(Queued { id: id.into(), job }, now())],
+        &ids,
+    )
+    .await;
     Ok(())
 }
 

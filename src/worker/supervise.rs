@@ -126,6 +126,11 @@ impl Worker {
         tasks.push(tokio::spawn(depth_gauge(store.clone(), stop.clone())));
         let keep = settings.queue.keep_done;
         let queue = shared.runner.queue.clone();
+        tasks.push(tokio::spawn(requeue_loop(
+            store.clone(),
+            queue.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(prune_done(store, queue, keep, stop.clone())));
         let schedules =
             super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
@@ -457,6 +462,19 @@ async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: Cancell
         }
         if let Err(error) = super::revive_given_up(&store, &queue).await {
             tracing::warn!(%error, "could not queue again the entries apalis gave up on");
+        }
+    })
+    .await
+}
+
+/// Every few seconds, queues the jobs the ledger holds but no queue took
+/// (see [`crate::queue::requeue_unqueued`]).
+async fn requeue_loop(store: Store, queue: JobQueue, stop: CancellationToken) {
+    every(Duration::from_secs(2), stop, || async {
+        match crate::queue::requeue_unqueued(&store, &queue).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "recorded jobs queued again"),
+            Err(error) => tracing::debug!(%error, "could not queue the unqueued jobs yet"),
         }
     })
     .await

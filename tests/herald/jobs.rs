@@ -497,7 +497,11 @@ async fn batch_body(db: TestStore) {
     );
     assert!(created.unpublished.entry.is_some());
     assert_eq!(db.store.outbox_len().await.unwrap(), 3);
-    let due = db.store.outbox_due(1000).await.unwrap();
+    let due = db
+        .store
+        .outbox_due(1000, chrono::TimeDelta::seconds(60))
+        .await
+        .unwrap();
     assert!(due.is_empty(), "a new entry waits out its grace: {due:?}");
 }
 
@@ -666,4 +670,85 @@ async fn configured_types_body(db: TestStore) {
     };
     assert_eq!(types(11).await, ["due_soon", "attachment"]);
     assert_eq!(types(12).await, ["late", "moved"]);
+}
+
+/// A layer that counts every notification id it is asked to send, slowly,
+/// so two publishers' passes overlap.
+struct CountingLayer {
+    inner: Arc<MemoryLayer>,
+    sent: std::sync::Mutex<std::collections::HashMap<i64, usize>>,
+}
+
+#[async_trait::async_trait]
+impl ChannelLayer for CountingLayer {
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        self.inner.new_channel(prefix).await
+    }
+    async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError> {
+        self.inner.send(channel, message).await
+    }
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
+        self.inner.receive(channel).await
+    }
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_add(group, channel).await
+    }
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_discard(group, channel).await
+    }
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let id = message["data"]["id"].as_i64().unwrap();
+        *self.sent.lock().unwrap().entry(id).or_default() += 1;
+        self.inner.group_send(group, message).await
+    }
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.inner.close_channel(channel).await
+    }
+}
+
+// Stranded outbox entries (their job's own publish never happened) are
+// claimed by one retry pass: two processes' passes at once send each
+// notification once.
+on_both_databases!(retry_passes_claim_their_entries, claim_body);
+async fn claim_body(db: TestStore) {
+    let new = |i: usize| herald::store::NewNotification {
+        user_id: 5,
+        title: format!("n{i}"),
+        message: "m".into(),
+        notification_type: "t".into(),
+        data: json!({}),
+        dedup_key: Some(format!("claim-{i}")),
+    };
+    let mut ids = Vec::new();
+    for group in 0..40 {
+        let batch: Vec<_> = (0..5).map(|i| new(group * 5 + i)).collect();
+        let created = db.store.create_notifications(&batch).await.unwrap();
+        let rows: Vec<i64> = created.unpublished.rows.iter().map(|r| r.id).collect();
+        // Due now, as after a crash past the grace period.
+        let entry = created.unpublished.entry.unwrap();
+        let past = Utc::now() - TimeDelta::seconds(1);
+        db.store.outbox_retry_at(entry, &rows, past).await.unwrap();
+        ids.extend(rows);
+    }
+    let layer = Arc::new(CountingLayer {
+        inner: memory_layer(),
+        sent: Default::default(),
+    });
+    let publisher = |layer: Arc<CountingLayer>| Publisher::new(db.store.clone(), layer);
+    let (a, b) = (publisher(layer.clone()), publisher(layer.clone()));
+    let (first, second) = tokio::join!(
+        a.retry_due(Duration::from_secs(1)),
+        b.retry_due(Duration::from_secs(1))
+    );
+    let total = first.unwrap().sent + second.unwrap().sent;
+    assert_eq!(total, ids.len());
+    let sent = layer.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), ids.len());
+    assert!(sent.values().all(|n| *n == 1), "{sent:?}");
+    assert_eq!(db.store.outbox_len().await.unwrap(), 0);
 }
