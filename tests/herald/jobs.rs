@@ -752,3 +752,80 @@ async fn claim_body(db: TestStore) {
     assert!(sent.values().all(|n| *n == 1), "{sent:?}");
     assert_eq!(db.store.outbox_len().await.unwrap(), 0);
 }
+
+// The overdue scan after its first pass reads only tasks whose deadline
+// passed, or that changed, since: a task reopened with an old deadline is
+// still noticed, tasks notified before are neither notified again nor
+// given an id (PostgreSQL's sequence does not move).
+on_both_databases!(overdue_passes_follow_new_overdue_tasks, incremental_body);
+async fn incremental_body(db: TestStore) {
+    let ctx = context(&db.store, memory_layer(), "scan");
+    let overdue = || async {
+        parse("overdue_check", json!({}))
+            .unwrap()
+            .run(&ctx)
+            .await
+            .unwrap()
+    };
+    for i in 0..50 {
+        let title = format!("old {i}");
+        task(
+            &db.store,
+            &title,
+            "open",
+            Some(TimeDelta::hours(-3)),
+            Some(1),
+        )
+        .await;
+    }
+    let done = task(
+        &db.store,
+        "closed",
+        "done",
+        Some(TimeDelta::hours(-3)),
+        Some(2),
+    )
+    .await;
+    assert_eq!(overdue().await.created, 50, "the first pass is full");
+    let probe = |key: &str| herald::store::NewNotification {
+        user_id: 9,
+        title: key.into(),
+        message: "m".into(),
+        notification_type: "t".into(),
+        data: json!({}),
+        dedup_key: Some(key.into()),
+    };
+    let before = db
+        .store
+        .create_notification(&probe("a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    for _ in 0..3 {
+        assert_eq!(overdue().await.created, 0);
+    }
+    let after = db
+        .store
+        .create_notification(&probe("b"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert_eq!(after, before + 1, "no id burned by the passes in between");
+
+    // Reopened: its deadline is old, its updated_at new.
+    db.store.set_task_status(done.id, "open").await.unwrap();
+    task(
+        &db.store,
+        "new",
+        "open",
+        Some(TimeDelta::seconds(-1)),
+        Some(3),
+    )
+    .await;
+    assert_eq!(overdue().await.created, 2);
+    for user in [2, 3] {
+        assert_eq!(db.store.unread_count(user).await.unwrap(), 1, "user {user}");
+    }
+}
