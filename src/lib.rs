@@ -11,6 +11,7 @@
 pub mod api;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod jobs;
 pub mod layer;
 pub mod payload;

@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 pub use auth::ApiAuth;
-pub(crate) use auth::local_request;
+pub(crate) use auth::{local_peer, local_request};
 pub(crate) use body::error;
 
 use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
@@ -57,17 +57,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The API of a server listening on `address`.
-    pub fn new(
-        settings: &crate::config::Settings,
-        store: Store,
-        queue: JobQueue,
-        address: std::net::SocketAddr,
-    ) -> Self {
+    /// The API as `settings` configure it (key, development mode).
+    pub fn new(settings: &crate::config::Settings, store: Store, queue: JobQueue) -> Self {
         ApiState {
             store,
             queue,
-            auth: ApiAuth::new(&settings.api.key, address.ip().is_loopback()),
+            auth: ApiAuth::new(&settings.api.key, settings.development),
         }
     }
 }
@@ -91,7 +86,11 @@ pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
 /// Every job route needs the API key (see [`ApiAuth`]); checked before the
 /// body is read.
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    match state.auth.check(request.headers()) {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    match state.auth.check(request.headers(), peer) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }

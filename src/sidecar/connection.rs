@@ -117,6 +117,40 @@ struct Connection {
     /// Close frame that jumps the queue (when it is full).
     urgent: Option<oneshot::Sender<CloseFrame>>,
     sent: SentIds,
+    /// Messages the client may still send now (refilled each second).
+    allowance: RateLimit,
+}
+
+/// A token bucket over the client's messages: `rate` a second, bursts of
+/// twice that.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self {
+            rate,
+            tokens: rate * 2.0,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one message's token; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// Runs an authenticated connection to its end.
@@ -134,6 +168,7 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
         tx,
         urgent: Some(urgent_tx),
         sent: SentIds::new(capacity),
+        allowance: RateLimit::new(settings.client_messages_per_second),
     };
     let layer = state.0.layer.clone();
     let user_id = conn.user_id;
@@ -377,6 +412,13 @@ impl Connection {
     /// A message from the client; every one gets an answer.
     async fn on_client(&mut self, message: Message) -> Result<(), End> {
         let max = self.state.0.settings.max_message_size;
+        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.allowance.take() {
+            tracing::info!(
+                user_id = self.user_id,
+                "client over its message rate; closed"
+            );
+            return Err(End::Close(close::POLICY_VIOLATION, "rate_limited"));
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(bytes) if bytes.len() > max => return self.oversized(),
@@ -386,6 +428,7 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
             Message::Close(_) => return Err(End::PeerGone),
         };
+
         if text.as_str().len() > max {
             return self.oversized();
         }

@@ -13,6 +13,9 @@ use crate::payload::NotificationPayload;
 pub mod close {
     /// The server is shutting down (RFC 6455 "going away").
     pub const GOING_AWAY: u16 = 1001;
+    /// The client sent messages faster than
+    /// `sidecar.client_messages_per_second` ("rate_limited").
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// An inbound message over `sidecar.max_message_size`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The channel layer failed while setting up the connection.

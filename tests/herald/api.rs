@@ -33,7 +33,17 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let app = router(state, &limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let limits = herald::http::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(10),
+        max_pending: 64,
+        grace: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(herald::http::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     Api { addr, env }
 }
 
@@ -76,7 +86,7 @@ fn notify(user_id: i64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let (status, body) = api.post(&json!({"kind": "fax", "payload": {}})).await;
     assert_eq!(status, 400);
     assert!(
@@ -158,7 +168,7 @@ async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_accepted_shown_and_deduplicated() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut body = notify(3);
     body["dedup_key"] = json!("once");
     // A year ahead of whatever day the suite runs, whole seconds.
@@ -202,7 +212,7 @@ async fn a_job_is_accepted_shown_and_deduplicated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_queued_in_order_with_its_repeats_found() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut earlier = notify(1);
     earlier["dedup_key"] = json!("earlier");
     let (_, held) = api.post(&earlier).await;
@@ -239,7 +249,7 @@ async fn a_batch_is_queued_in_order_with_its_repeats_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_job_in_a_batch_is_named_and_nothing_is_queued() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut bad = notify(1);
     bad["payload"]["user_id"] = json!("seven");
     let (status, body) = api.post_batch(vec![notify(1), notify(2), bad]).await;
@@ -321,18 +331,28 @@ async fn the_bearer_key_is_required_and_compared() {
     assert_eq!(status, 202);
 }
 
+/// Without a key the API is closed, on loopback too (a reverse proxy on
+/// the same machine would make every client look local); only development
+/// mode opens it, to clients on this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_key_only_loopback_is_open() {
+async fn without_a_key_the_api_is_closed_outside_development() {
     let none = SecretString::from("");
-    assert!(matches!(ApiAuth::new(&none, true), ApiAuth::OpenOnLoopback));
+    assert!(matches!(ApiAuth::new(&none, true), ApiAuth::Development));
+    assert!(matches!(ApiAuth::new(&none, false), ApiAuth::Closed));
     let api = serve(|_| ApiAuth::new(&SecretString::from(""), false)).await;
-    let (status, body) = api.post(&notify(1)).await;
+    // What nginx's proxy_pass sends by default: a rewritten Host, no
+    // X-Forwarded-For, from 127.0.0.1.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/jobs",
+            &["Host: 127.0.0.1"],
+            notify(1).to_string().as_bytes(),
+        )
+        .await;
     assert_eq!(status, 401);
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("api.key is not set"),
+        body["error"].as_str().unwrap().contains("set api.key"),
         "{body}"
     );
     assert_eq!(api.recorded().await, 0);
@@ -385,7 +405,7 @@ async fn the_openapi_document_is_served_without_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_key_only_plainly_local_json_requests_are_served() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let body = notify(1).to_string();
     for (header, reason) in [
         ("Host: attacker.example", "loopback Host"),
@@ -422,7 +442,7 @@ async fn without_a_key_only_plainly_local_json_requests_are_served() {
 /// attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_database_would_refuse_is_refused_naming_the_field() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let with = |key: &str, value: Value| {
         let mut body = notify(1);
         body["payload"][key] = value;

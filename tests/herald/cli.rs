@@ -430,7 +430,7 @@ async fn run_serves_jobs_and_exits_0_on_sigterm() {
         .unwrap()
         .port();
     let mut child = herald(dir.path())
-        .arg("run")
+        .args(["run", "--dev"])
         .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

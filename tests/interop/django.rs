@@ -23,6 +23,9 @@ use crate::harness::{LayerConfig, SHARED_REDIS, python};
 
 const SECRET: &str = "interop-django-secret-not-for-any-deployment";
 
+/// The job API's key of the herald processes these tests run.
+const API_KEY: &str = "interop-api-key-not-for-any-deployment";
+
 fn app_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/django_app")
 }
@@ -199,7 +202,8 @@ impl DjangoProject {
             .env("HERALD_LAYER__BACKEND", "redis")
             .env("REDIS_URL", SHARED_REDIS)
             .env("HERALD_LAYER__PREFIX", &self.layer.prefix)
-            .env("HERALD_SIDECAR__USER_TABLE", self.variant.user_table());
+            .env("HERALD_SIDECAR__USER_TABLE", self.variant.user_table())
+            .env("HERALD_API__KEY", API_KEY);
         if self.database == Database::Postgres {
             command.env("HERALD_QUEUE__BACKEND", "redis").env(
                 "HERALD_QUEUE__PREFIX",
@@ -366,7 +370,7 @@ impl Clients {
     }
 }
 
-/// `POST /api/jobs` on herald (keyless on loopback); answers the job id.
+/// `POST /api/jobs` on herald, with its key; answers the job id.
 async fn submit(port: u16, kind: &str, payload: Value) -> String {
     let body = json!({"kind": kind, "payload": payload}).to_string();
     let (status, answer) = http(port, "POST", "/api/jobs", &body).await;
@@ -382,7 +386,7 @@ async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
         .unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Authorization: Bearer {API_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
