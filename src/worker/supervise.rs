@@ -272,7 +272,14 @@ where
             .await
             .with_context(|| format!("could not listen on {listen} (worker.listen)"))?;
         tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
-        tokio::spawn(async move { axum::serve(listener, metrics_router()).await });
+        let limits = crate::http::ServeLimits {
+            header_timeout: settings.sidecar.header_timeout,
+            max_pending: settings.sidecar.max_pending_connections,
+            grace: settings.sidecar.shutdown_timeout,
+        };
+        let serving =
+            crate::http::serve(listener, metrics_router(), limits, std::future::pending());
+        tokio::spawn(serving);
     }
     shutdown.await;
     worker.shutdown(settings.queue.shutdown_timeout).await;
