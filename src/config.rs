@@ -312,6 +312,11 @@ pub struct SidecarSettings {
     pub write_timeout: Duration,
     /// Most missed notifications sent for one resume (at most 500).
     pub replay_limit: i64,
+    /// A resume from id N also reads the rows at or below N created this
+    /// long before row N: a transaction that committed a lower id after a
+    /// higher one was delivered is caught if it took less than this.
+    #[serde(with = "humantime_serde")]
+    pub resume_lookback: Duration,
     /// How often each connection re-joins its group, so a connection older
     /// than `layer.group_expiry` stays a member; must be shorter than it.
     #[serde(with = "humantime_serde")]

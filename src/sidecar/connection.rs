@@ -20,6 +20,7 @@ use super::protocol::{
 use super::{SidecarState, Slot, metrics::inc};
 use crate::payload::NotificationPayload;
 use crate::publish::notification_group;
+use crate::store::Position;
 use crate::tokens::{self, AccessToken};
 
 /// How long a closing socket waits for the client's close reply.
@@ -103,6 +104,7 @@ impl SentIds {
         true
     }
 
+    #[cfg(test)]
     fn contains(&self, id: i64) -> bool {
         self.set.contains(&id)
     }
@@ -119,6 +121,12 @@ struct Connection {
     sent: SentIds,
     /// Messages the client may still send now (refilled each second).
     allowance: RateLimit,
+    /// The highest notification id the client was sent or resumed from: a
+    /// resync reads what came after it.
+    cursor: Option<i64>,
+    /// When the connection opened: a resync before any cursor reads what
+    /// was created since.
+    connected_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A token bucket over the client's messages: `rate` a second, bursts of
@@ -169,6 +177,8 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
         urgent: Some(urgent_tx),
         sent: SentIds::new(capacity),
         allowance: RateLimit::new(settings.client_messages_per_second),
+        cursor: accepted.last_id,
+        connected_at: crate::store::now(),
     };
     let layer = state.0.layer.clone();
     let user_id = conn.user_id;
@@ -201,6 +211,28 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
     tracing::debug!(user_id, channel, "WebSocket closed");
 }
 
+/// Joins `group`, trying again for a few seconds when the layer fails (its
+/// Redis restarting): the membership is restored with the others once the
+/// layer reconnects, and the connection resyncs then.
+async fn join(
+    layer: &dyn crate::layer::ChannelLayer,
+    group: &str,
+    channel: &str,
+) -> Result<(), crate::layer::LayerError> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match layer.group_add(group, channel).await {
+            Ok(()) => return Ok(()),
+            Err(error) if wait > Duration::from_secs(2) => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "sidecar: group_add failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+}
+
 /// Epoch seconds `exp` as an instant on tokio's clock.
 fn deadline(exp: i64) -> Instant {
     let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
@@ -225,7 +257,7 @@ impl Connection {
         let settings = &shared.settings;
         let group = notification_group(self.user_id);
         // Join first, read the database second: nothing falls in between.
-        if let Err(error) = shared.layer.group_add(&group, channel).await {
+        if let Err(error) = join(shared.layer.as_ref(), &group, channel).await {
             tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
             return End::Close(close::INTERNAL_ERROR, "layer_unavailable");
         }
@@ -235,7 +267,7 @@ impl Connection {
             return end;
         }
         if let Some(last_id) = accepted.last_id
-            && let Err(end) = self.replay(last_id).await
+            && let Err(end) = self.replay(Position::After(last_id), false).await
         {
             return end;
         }
@@ -297,7 +329,7 @@ impl Connection {
                     }
                 }
                 received = shared.layer.receive(channel) => match received {
-                    Ok(message) => self.on_event(&message),
+                    Ok(message) => self.on_event(&message).await,
                     Err(error) => {
                         tracing::error!(user_id = self.user_id, %error, "sidecar: layer receive failed");
                         Err(End::Close(close::INTERNAL_ERROR, "layer_unavailable"))
@@ -380,18 +412,28 @@ impl Connection {
     }
 
     /// A group event from the layer.
-    fn on_event(&mut self, message: &crate::layer::Message) -> Result<(), End> {
-        let metrics = &self.state.0.metrics;
+    async fn on_event(&mut self, message: &crate::layer::Message) -> Result<(), End> {
+        let shared = self.state.0.clone();
+        let metrics = &shared.metrics;
         match protocol::from_layer(message) {
             Outgoing::Notification { id, text } => {
-                if let Some(id) = id
-                    && !self.sent.insert(id)
-                {
-                    inc(&metrics.events_dropped_duplicate);
-                    return Ok(());
+                if let Some(id) = id {
+                    if !self.sent.insert(id) {
+                        inc(&metrics.events_dropped_duplicate);
+                        return Ok(());
+                    }
+                    self.advance(id);
                 }
                 inc(&metrics.events_delivered);
                 self.queue(text)
+            }
+            Outgoing::Resync => {
+                inc(&metrics.resyncs);
+                let position = match self.cursor {
+                    Some(id) => Position::After(id),
+                    None => Position::Since(self.connected_at),
+                };
+                self.replay(position, true).await
             }
             Outgoing::Other(text) => {
                 inc(&metrics.events_delivered);
@@ -435,7 +477,9 @@ impl Connection {
         match protocol::decode(text.as_str()) {
             Err(error) => self.queue(error_event(&error.to_string())),
             Ok(ClientMessage::Ping) => self.queue(ServerEvent::Pong(Empty {}).to_text()),
-            Ok(ClientMessage::Resume { last_id }) => self.replay(last_id).await,
+            Ok(ClientMessage::Resume { last_id }) => {
+                self.replay(Position::After(last_id), false).await
+            }
             Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
             Ok(ClientMessage::MarkRead { id }) => self.mark_read(Some(id)).await,
             Ok(ClientMessage::MarkAllRead) => self.mark_read(None).await,
@@ -447,18 +491,27 @@ impl Connection {
         Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
     }
 
-    /// Sends the user's notifications after `last_id` from the database,
-    /// oldest first, at most `replay_limit`, skipping ids already sent; then
-    /// `{"type": "resumed", "data": {count, last_id, more}}`.
-    async fn replay(&mut self, last_id: i64) -> Result<(), End> {
+    /// Moves the cursor up to `id`.
+    fn advance(&mut self, id: i64) {
+        self.cursor = Some(self.cursor.map_or(id, |cursor| cursor.max(id)));
+    }
+
+    /// Sends what the user missed after `position` from the database
+    /// (see [`crate::store::Position`]), oldest id first, at most
+    /// `replay_limit` past it, skipping ids already sent; then
+    /// `{"type": "resumed", "data": {count, last_id, more, recovered,
+    /// resync}}`. `resync` is true when the server started it.
+    async fn replay(&mut self, position: Position, resync: bool) -> Result<(), End> {
         let shared = self.state.0.clone();
-        let limit = shared.settings.replay_limit;
-        let rows = match shared
+        let settings = &shared.settings;
+        let lookback =
+            chrono::TimeDelta::from_std(settings.resume_lookback).unwrap_or(chrono::TimeDelta::MAX);
+        let missed = match shared
             .store
-            .list_notifications_after(self.user_id, last_id, limit)
+            .missed_notifications(self.user_id, position, lookback, settings.replay_limit)
             .await
         {
-            Ok(rows) => rows,
+            Ok(missed) => missed,
             Err(error) => {
                 tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
                 return self.queue(error_event(
@@ -466,20 +519,28 @@ impl Connection {
                 ));
             }
         };
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;
         let mut count = 0u64;
-        let mut last = last_id;
-        for row in &rows {
-            last = row.id;
-            if self.sent.contains(row.id) {
+        let mut last = match position {
+            Position::After(id) => id,
+            Position::Since(_) => self.cursor.unwrap_or(0),
+        };
+        if let Position::After(id) = position
+            && id > 0
+        {
+            // The client has its position's row: never send it again.
+            self.sent.insert(id);
+        }
+        for row in &missed.rows {
+            last = last.max(row.id);
+            if !self.sent.insert(row.id) {
                 continue;
             }
-            self.sent.insert(row.id);
             let payload = NotificationPayload::from(row);
             self.queue_wait(ServerEvent::Notification(payload).to_text())
                 .await?;
             count += 1;
         }
+        self.advance(last);
         shared
             .metrics
             .notifications_replayed
@@ -487,7 +548,9 @@ impl Connection {
         let resumed = Resumed {
             count,
             last_id: last,
-            more,
+            more: missed.more,
+            recovered: missed.recovered,
+            resync,
         };
         self.queue_wait(ServerEvent::Resumed(resumed).to_text())
             .await

@@ -7,6 +7,7 @@
 
 mod jobs;
 mod limits;
+mod missed;
 mod notifications;
 mod outbox;
 mod scans;
@@ -27,6 +28,7 @@ use sqlx::sqlite::{
 
 pub use jobs::{JobRecord, JobState, NewJob, Recorded};
 pub use limits::ColumnLimits;
+pub use missed::{Missed, Position};
 pub use notifications::{Created, Inserted, NewNotification, Notification, PAGE_LIMIT};
 pub use outbox::Unpublished;
 pub use scans::{ReminderWindow, humanize};

@@ -201,6 +201,9 @@ async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerEr
             resubscribed = names.len(),
             "pub/sub layer reconnected to Redis"
         );
+        // Whatever was published while unsubscribed is gone (pub/sub keeps
+        // nothing): the channels' consumers read it from the database.
+        inner.local.resync_all("pub/sub subscription restored");
     }
     *host.sink.lock().await = Some(sink);
     host.connected.send_replace(true);
