@@ -425,7 +425,10 @@ impl Connection {
                     self.advance(id);
                 }
                 inc(&metrics.events_delivered);
-                self.queue(text)
+                // A burst waits for room (up to the write timeout) instead of
+                // closing a client that reads, only slower: meanwhile the
+                // layer's buffer fills, and what it drops is resynced.
+                self.queue_wait(text).await
             }
             Outgoing::Resync => {
                 inc(&metrics.resyncs);
@@ -437,7 +440,7 @@ impl Connection {
             }
             Outgoing::Other(text) => {
                 inc(&metrics.events_delivered);
-                self.queue(text)
+                self.queue_wait(text).await
             }
             Outgoing::Unknown(kind) => {
                 inc(&metrics.events_dropped_unknown);
@@ -497,11 +500,43 @@ impl Connection {
     }
 
     /// Sends what the user missed after `position` from the database
-    /// (see [`crate::store::Position`]), oldest id first, at most
-    /// `replay_limit` past it, skipping ids already sent; then
-    /// `{"type": "resumed", "data": {count, last_id, more, recovered,
-    /// resync}}`. `resync` is true when the server started it.
+    /// (see [`crate::store::Position`]), oldest id first, skipping ids
+    /// already sent, then `{"type": "resumed", "data": {count, last_id,
+    /// more, recovered, resync}}`. A client's resume is one page of at most
+    /// `replay_limit` past its position (`more` asks it to resume again); a
+    /// resync (`resync`: the server's own, for live messages the layer may
+    /// have lost) reads every page before answering once.
     async fn replay(&mut self, position: Position, resync: bool) -> Result<(), End> {
+        let mut position = position;
+        let mut answer = Resumed {
+            count: 0,
+            last_id: 0,
+            more: false,
+            recovered: true,
+            resync,
+        };
+        loop {
+            let Some(page) = self.replay_page(position).await? else {
+                return self.queue(error_event(
+                    "could not load missed notifications; send resume again",
+                ));
+            };
+            answer.count += page.count;
+            answer.last_id = page.last_id;
+            answer.more = page.more;
+            answer.recovered &= page.recovered;
+            if !(resync && page.more) {
+                break;
+            }
+            position = Position::After(page.last_id);
+        }
+        self.queue_wait(ServerEvent::Resumed(answer).to_text())
+            .await
+    }
+
+    /// One page of [`Connection::replay`]: its rows sent, its summary
+    /// answered (`None` when the database could not be read).
+    async fn replay_page(&mut self, position: Position) -> Result<Option<Resumed>, End> {
         let shared = self.state.0.clone();
         let settings = &shared.settings;
         let lookback =
@@ -514,9 +549,7 @@ impl Connection {
             Ok(missed) => missed,
             Err(error) => {
                 tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
-                return self.queue(error_event(
-                    "could not load missed notifications; send resume again",
-                ));
+                return Ok(None);
             }
         };
         let mut count = 0u64;
@@ -545,15 +578,13 @@ impl Connection {
             .metrics
             .notifications_replayed
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        let resumed = Resumed {
+        Ok(Some(Resumed {
             count,
             last_id: last,
             more: missed.more,
             recovered: missed.recovered,
-            resync,
-        };
-        self.queue_wait(ServerEvent::Resumed(resumed).to_text())
-            .await
+            resync: false,
+        }))
     }
 
     /// A fresh token for the same user moves the expiry.

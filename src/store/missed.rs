@@ -5,8 +5,8 @@
 //! transactions committing in parallel (herald's batches, the application's
 //! own requests) a row can commit after one with a higher id was delivered.
 //! A replay from position N therefore also reads the rows with ids below N
-//! created within `lookback` of row N: any transaction shorter than
-//! `lookback` is caught (herald's own transactions last milliseconds; the
+//! created within `lookback` of row N (the newest `limit` of them): any
+//! transaction shorter than `lookback` is caught (herald's own transactions last milliseconds; the
 //! application's request transactions must stay under it). Clients
 //! de-duplicate by id (the contract asks them to); the sidecar skips what it
 //! already sent on the connection. A row committed while its user is
@@ -94,7 +94,9 @@ impl Store {
             .await?))
     }
 
-    /// The user's rows created at or after `from` with ids below `up_to`.
+    /// The user's rows created at or after `from` with ids below `up_to`:
+    /// the newest `limit` of them (those nearest the position, which a
+    /// client most likely lacks), oldest first.
     async fn created_since(
         &self,
         user_id: i64,
@@ -106,14 +108,16 @@ impl Store {
             "SELECT ",
             notification_columns!(),
             " FROM notifications_notification WHERE user_id = $1 AND id < $2 \
-             AND created_at >= $3 ORDER BY id ASC LIMIT $4"
+             AND created_at >= $3 ORDER BY id DESC LIMIT $4"
         );
-        with_pool_retry_stale!(self, pool => Ok(sqlx::query_as(SQL)
+        let mut rows: Vec<Notification> = with_pool_retry_stale!(self, pool => Ok(sqlx::query_as(SQL)
             .bind(user_id)
             .bind(up_to)
             .bind(db_time(from))
             .bind(limit)
             .fetch_all(pool)
-            .await?))
+            .await?))?;
+        rows.reverse();
+        Ok(rows)
     }
 }
