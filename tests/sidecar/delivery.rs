@@ -156,10 +156,8 @@ async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, u
             other => panic!("{} of {want} read, then {other:?}", seen.len()),
         };
         match event["type"].as_str() {
-            Some("notification") => {
-                if !seen.insert(event["data"]["id"].as_i64().unwrap()) {
-                    duplicates += 1;
-                }
+            Some("notification") if !seen.insert(event["data"]["id"].as_i64().unwrap()) => {
+                duplicates += 1;
             }
             Some("resumed") if event["data"]["more"] == true => {
                 let last_id = event["data"]["last_id"].clone();
