@@ -22,7 +22,7 @@ use crate::servers::{PostgresServer, RedisServer};
 /// its log goes to `<data_dir>/worker-<n>.log`.
 /// A `herald worker` child process, killed when dropped (a failing test
 /// leaves none running).
-struct WorkerProcess(Child);
+pub(crate) struct WorkerProcess(Child);
 
 impl std::ops::Deref for WorkerProcess {
     type Target = Child;
@@ -37,6 +37,12 @@ impl std::ops::DerefMut for WorkerProcess {
     }
 }
 
+impl From<Child> for WorkerProcess {
+    fn from(child: Child) -> Self {
+        WorkerProcess(child)
+    }
+}
+
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -44,7 +50,7 @@ impl Drop for WorkerProcess {
     }
 }
 
-fn worker_process(
+pub(crate) fn worker_process(
     settings: &Settings,
     extra: &[(&str, &str)],
 ) -> (WorkerProcess, std::path::PathBuf) {
@@ -117,7 +123,11 @@ async fn submit_files(env: &QueueEnv, queue: &JobQueue, tasks: &[i64], count: us
     assert!(results.iter().all(Result::is_ok), "every submission queued");
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
