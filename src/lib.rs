@@ -9,6 +9,7 @@
 //! [`shutdown`] hold what the CLI runs.
 
 pub mod api;
+pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod http;

@@ -41,7 +41,7 @@ use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer
 use crate::config::ApiSettings;
 use crate::jobs::{JobInputError, KINDS};
 use crate::queue::{
-    BatchError, JobQueue, MAX_BATCH, Submission, SubmitError, retry_dead, submit, submit_many,
+    BatchError, JobQueue, MAX_BATCH, Submission, SubmitError, Submitter, retry_dead, submit_many,
 };
 use crate::store::{JobRecord, JobState, Store};
 
@@ -54,12 +54,15 @@ pub struct ApiState {
     pub store: Store,
     pub queue: JobQueue,
     pub auth: ApiAuth,
+    /// Single submissions of concurrent requests, recorded together.
+    pub submitter: Submitter,
 }
 
 impl ApiState {
     /// The API as `settings` configure it (key, development mode).
     pub fn new(settings: &crate::config::Settings, store: Store, queue: JobQueue) -> Self {
         ApiState {
+            submitter: Submitter::new(store.clone(), queue.clone()),
             store,
             queue,
             auth: ApiAuth::new(&settings.api.key, settings.development),
@@ -134,7 +137,7 @@ async fn create(
         Ok(body) => body,
         Err(answer) => return *answer,
     };
-    match submit(&state.store, &state.queue, body.into()).await {
+    match state.submitter.submit(body.into()).await {
         Ok(done) => {
             let status = if done.existing {
                 StatusCode::OK
@@ -286,7 +289,7 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
         }
         SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
         SubmitError::NotDead { .. } => StatusCode::CONFLICT,
-        SubmitError::Store(_) | SubmitError::Queue(_) => {
+        SubmitError::Store(_) | SubmitError::Queue(_) | SubmitError::Unavailable(_) => {
             tracing::error!(error = %body.error, "job submission failed");
             body.error = "the database or the queue is unavailable; try again".into();
             StatusCode::SERVICE_UNAVAILABLE

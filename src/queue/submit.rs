@@ -2,6 +2,7 @@
 //! (a repeated dedup key finds the job already recorded), then queue it.
 //! Also herald's retry backoff and `herald jobs retry`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::{JobQueue, QueueError, Queued};
+use crate::batch::Batcher;
 use crate::config::QueueSettings;
 use crate::jobs::{self, JobInputError};
 use crate::store::{ColumnLimits, JobState, NewJob, Recorded, Store, StoreError, now};
@@ -57,6 +59,9 @@ pub enum SubmitError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The database failed for a group of submissions this one joined.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Jobs one batch submission carries at most.
@@ -87,6 +92,81 @@ pub async fn submit(
         .await
         .map_err(|batch| batch.error)?;
     Ok(answers.remove(0))
+}
+
+/// Single submissions from many callers at once (the API's `POST
+/// /api/jobs`), recorded together: whatever arrives while a group is being
+/// written joins the next one (see [`crate::batch`]), so concurrent requests
+/// share one ledger statement, one commit and one queue write. Each caller
+/// still gets its own answer, and a bad submission fails alone.
+#[derive(Clone)]
+pub struct Submitter {
+    batcher: Arc<Batcher<Submission, Result<Submitted, SubmitError>>>,
+}
+
+/// Groups written at once; the SQLite store has one writer.
+const PARALLEL_GROUPS: usize = 4;
+
+impl Submitter {
+    pub fn new(store: Store, queue: JobQueue) -> Self {
+        let parallel = match store.backend() {
+            crate::store::Backend::Sqlite => 1,
+            crate::store::Backend::Postgres => PARALLEL_GROUPS,
+        };
+        let batcher = Batcher::spawn(MAX_BATCH, parallel, move |items| {
+            let (store, queue) = (store.clone(), queue.clone());
+            async move { submit_group(&store, &queue, items).await }
+        });
+        Submitter {
+            batcher: Arc::new(batcher),
+        }
+    }
+
+    /// Validates, records and queues one job, with others arriving now.
+    pub async fn submit(&self, submission: Submission) -> Result<Submitted, SubmitError> {
+        self.batcher.call(submission).await.unwrap_or_else(|| {
+            Err(SubmitError::Unavailable(
+                "the submission's group ended without an answer; try again".into(),
+            ))
+        })
+    }
+}
+
+/// [`submit_many`] for submissions of different callers: a bad one is
+/// answered alone and the rest are submitted without it; a database
+/// failure answers every one.
+async fn submit_group(
+    store: &Store,
+    queue: &JobQueue,
+    items: Vec<Submission>,
+) -> Vec<Result<Submitted, SubmitError>> {
+    let mut answers: Vec<Option<Result<Submitted, SubmitError>>> =
+        items.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    while !pending.is_empty() {
+        let group = pending.iter().map(|i| items[*i].clone()).collect();
+        match submit_many(store, queue, group).await {
+            Ok(done) => {
+                for (i, submitted) in pending.iter().zip(done) {
+                    answers[*i] = Some(Ok(submitted));
+                }
+                break;
+            }
+            Err(BatchError { at: Some(k), error }) => {
+                answers[pending.remove(k)] = Some(Err(error));
+            }
+            Err(BatchError { at: None, error }) => {
+                let reason = error.to_string();
+                for i in pending.drain(..) {
+                    answers[i] = Some(Err(SubmitError::Unavailable(reason.clone())));
+                }
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.expect("every submission answered"))
+        .collect()
 }
 
 /// Validates, records and queues jobs, answering in their order: every job

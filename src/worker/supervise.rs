@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::JobScheduler;
 use tokio_util::sync::CancellationToken;
 
-use super::{AttemptError, Attempted, Batcher, Runner, attempt, attempt_many};
+use super::{AttemptError, Attempted, Runner, attempt, attempt_many};
+use crate::batch::Batcher;
 use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;

@@ -23,6 +23,7 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let env = queue_env(Case::Sqlite).await;
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let state = ApiState {
+        submitter: herald::queue::Submitter::new(env.db.store.clone(), queue.clone()),
         store: env.db.store.clone(),
         queue,
         auth: auth(&env),
@@ -523,4 +524,34 @@ async fn limits_follow_the_columns_of_the_database() {
     );
     assert!(job(2_147_483_648, "t").check_limits(&limits).is_err());
     assert!(job(1, &"t".repeat(501)).check_limits(&limits).is_err());
+}
+
+/// Concurrent single submissions are recorded in shared groups, yet each
+/// request gets its own answer: a bad one among them fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_single_submissions_are_answered_each_alone() {
+    let api = std::sync::Arc::new(serve(|_| ApiAuth::Development).await);
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut body = notify(i + 1);
+                if i == 17 {
+                    body["payload"]["title"] = json!("x".repeat(300));
+                }
+                api.post(&body).await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, answer) = call.await.unwrap();
+        if i == 17 {
+            assert_eq!((status, answer["field"].as_str()), (422, Some("title")));
+        } else {
+            assert_eq!(status, 202, "{answer}");
+            assert!(ids.insert(answer["id"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(api.recorded().await, 59);
 }
