@@ -37,10 +37,9 @@ use herald::config::{LayerBackend, QueueBackend, Settings};
 use herald::jobs::{Job, JobContext, OverdueCheck};
 use herald::publish::outbox::Publisher;
 use herald::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
-use herald::store::{JobState, PoolOptions, Store};
+use herald::store::{JobState, Store};
 use herald::worker::Worker;
 use serde_json::json;
-use sqlx::Connection;
 
 /// mimalloc instead of glibc's malloc: a batch allocates and frees many
 /// small values (JSON, SQL rows, messages) across threads, where glibc spent
@@ -48,73 +47,10 @@ use sqlx::Connection;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+#[path = "common.rs"]
+mod common;
 
-fn env_number(name: &str, default: usize) -> usize {
-    env_or(name, &default.to_string())
-        .parse()
-        .unwrap_or(default)
-}
-
-/// A fresh, migrated PostgreSQL database: its URL and a store on it.
-async fn fresh_database(admin: &str, tag: &str) -> (String, Store) {
-    let name = format!("herald_bench_{tag}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    let options = PoolOptions {
-        max_connections: 20,
-        acquire_timeout: Duration::from_secs(60),
-    };
-    let store = Store::connect(&url, options).await.unwrap();
-    store.migrate().await.unwrap();
-    (url, store)
-}
-
-async fn drop_database(admin: &str, url: &str) {
-    let name = url.rsplit_once('/').unwrap().1;
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await;
-}
-
-/// Deletes the Redis keys a run made (queue and layer share `prefix`).
-async fn drop_redis_keys(redis: &str, prefix: &str) {
-    let client = redis::Client::open(redis).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
+use common::{drop_database, drop_redis_keys, env_number, env_or, fresh_database};
 
 async fn execute(store: &Store, sql: &'static str) {
     if let Store::Postgres(pool) = store {
