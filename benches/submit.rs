@@ -94,7 +94,12 @@ fn run_wrk(port: u16, connections: usize, seconds: usize) -> Wrk {
     );
     std::fs::write(&script, lua).unwrap();
     let output = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
         .arg("-s")
         .arg(&script)
         .arg(format!("http://127.0.0.1:{port}/api/jobs"))
@@ -119,7 +124,12 @@ fn run_wrk(port: u16, connections: usize, seconds: usize) -> Wrk {
 
 async fn recorded(store: &Store) -> i64 {
     let mut total = 0;
-    for state in [JobState::Queued, JobState::Retrying, JobState::Done, JobState::Dead] {
+    for state in [
+        JobState::Queued,
+        JobState::Retrying,
+        JobState::Done,
+        JobState::Dead,
+    ] {
         total += store.count_jobs(state).await.unwrap();
     }
     total
@@ -143,8 +153,15 @@ fn scripts(settings: &Settings, count: usize) -> (f64, f64) {
     let payload = r#"{"user_id":8,"title":"t","message":"m","notification_type":"info"}"#;
     let started = Instant::now();
     for _ in 0..count {
-        let out = herald().args(["enqueue", "notify", payload]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = herald()
+            .args(["enqueue", "notify", payload])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let looped = count as f64 / started.elapsed().as_secs_f64();
     let lines: String = (0..count).map(|_| format!("{JOB}\n")).collect();
@@ -156,7 +173,12 @@ fn scripts(settings: &Settings, count: usize) -> (f64, f64) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let file = count as f64 / started.elapsed().as_secs_f64();
     (looped, file)
@@ -169,17 +191,30 @@ fn peer(redis: &str, prefix: &str, threads: usize, seconds: usize) -> Option<ser
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/submit_peer.py");
     let output = Command::new(python)
-        .args([script, redis, &format!("{prefix}.celery"), &threads.to_string(), &seconds.to_string()])
+        .args([
+            script,
+            redis,
+            &format!("{prefix}.celery"),
+            &threads.to_string(),
+            &seconds.to_string(),
+        ])
         .output()
         .expect("the peer runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.lines().last()?).ok()
 }
 
 #[tokio::main]
 async fn main() {
-    let admin = env_or("HERALD_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test");
+    let admin = env_or(
+        "HERALD_BENCH_POSTGRES",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
     let redis = env_or("HERALD_BENCH_REDIS", "redis://127.0.0.1:6379");
     let seconds = env_number("HERALD_BENCH_SECONDS", 15);
     let connections = env_number("HERALD_BENCH_CONNECTIONS", 16);
@@ -197,7 +232,10 @@ async fn main() {
             .await
         })
     };
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wrk = tokio::task::spawn_blocking(move || run_wrk(port, connections, seconds))
@@ -213,9 +251,7 @@ async fn main() {
     let _ = serving.await;
     let (looped, file) = scripts(&settings, 200);
     let peer = peer(&redis, &prefix, connections, seconds);
-    println!(
-        "\n| path | requests | per second | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|"
-    );
+    println!("\n| path | requests | per second | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|");
     println!(
         "| herald POST /api/jobs ({connections} connections) | {} | {:.0} | {:.2} | {:.2} |",
         wrk.requests, wrk.per_second, wrk.p50_ms, wrk.p99_ms
@@ -223,8 +259,10 @@ async fn main() {
     if let Some(peer) = &peer {
         println!(
             "| Celery .delay() ({connections} threads) | {} | {:.0} | {:.2} | {:.2} |",
-            peer["calls"], peer["per_second"].as_f64().unwrap_or(0.0),
-            peer["p50_ms"].as_f64().unwrap_or(0.0), peer["p99_ms"].as_f64().unwrap_or(0.0)
+            peer["calls"],
+            peer["per_second"].as_f64().unwrap_or(0.0),
+            peer["p50_ms"].as_f64().unwrap_or(0.0),
+            peer["p99_ms"].as_f64().unwrap_or(0.0)
         );
         let ratio = wrk.per_second / peer["per_second"].as_f64().unwrap_or(f64::NAN);
         println!("\nherald / Celery: {ratio:.2}x");

@@ -16,6 +16,11 @@
 //!   Celery 5 worker (Redis broker, prefork, 2 processes: one per core)
 //!   running the same job with psycopg and channels_redis, as the
 //!   application's Celery tasks do.
+//! * Users online: for herald and the peer alike, another layer instance (a
+//!   sidecar's view) holds one channel per notified user, joined to its
+//!   `notifications_{id}` group and drained, so every notification writes
+//!   and delivers its copy; the senders' capacity for that queue key is
+//!   20,000 (the docs' advice).
 //! * Scan: 1,000,000 tasks of which 100,000 are overdue; one overdue check
 //!   (one insert-select, then publishing every new notification).
 //!
@@ -68,6 +73,77 @@ async fn seed_tasks(store: &Store) {
     .await;
 }
 
+/// The users the seeded tasks notify: assignees 1001..=2000, creators
+/// 5001..=6000 (file_attached's uploader, user 1, is neither).
+fn users() -> Vec<i64> {
+    (1001..=2000).chain(5001..=6000).collect()
+}
+
+/// Copies a sender may queue per process before it drops (channels_redis's
+/// `capacity` for the audience's queue key), on both sides of the bench: the
+/// docs' advice for herald's keys (docs/operations.md).
+const AUDIENCE_CAPACITY: usize = 20_000;
+
+/// Users online: one channel per user, each joined to its
+/// `notifications_{id}` group and drained, in another layer instance (as a
+/// sidecar process holds them), so every notification writes its copy.
+struct Audience {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    resyncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Audience {
+    async fn join(redis: &str, prefix: &str) -> Audience {
+        let mut layer = Settings::defaults().layer;
+        layer.backend = LayerBackend::Redis;
+        layer.hosts = vec![redis.into()];
+        layer.prefix = prefix.into();
+        layer.capacity = AUDIENCE_CAPACITY;
+        let layer = herald::layer::build(&layer).unwrap();
+        let audience = Audience {
+            received: Default::default(),
+            resyncs: Default::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        for user in users() {
+            let channel = layer.new_channel("specific").await.unwrap();
+            let group = herald::publish::notification_group(user);
+            layer.group_add(&group, &channel).await.unwrap();
+            let (layer, stop) = (layer.clone(), audience.stop.clone());
+            let (received, resyncs) = (audience.received.clone(), audience.resyncs.clone());
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = layer.receive(&channel) => message,
+                        () = stop.cancelled() => return,
+                    };
+                    let Ok(message) = message else { return };
+                    let counter = if message["type"] == herald::layer::RESYNC {
+                        &resyncs
+                    } else {
+                        &received
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        audience
+    }
+
+    /// Copies received and resyncs (copies the layer dropped) so far.
+    fn counts(&self) -> (u64, u64) {
+        let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&self.received), get(&self.resyncs))
+    }
+}
+
+impl Drop for Audience {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     let mut settings = Settings::defaults();
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -77,6 +153,7 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     settings.layer.backend = LayerBackend::Redis;
     settings.layer.hosts = vec![redis.into()];
     settings.layer.prefix = format!("bench-{tag}");
+    settings.layer.capacity = AUDIENCE_CAPACITY;
     settings.queue.backend = backend;
     settings.queue.redis_url = redis.into();
     settings.queue.prefix = format!("bench-{tag}");
@@ -142,6 +219,7 @@ async fn herald_run(
     let (url, store) = fresh_database(admin, "e2e").await;
     seed_tasks(&store).await;
     let settings = settings(&url, redis, backend);
+    let audience = Audience::join(redis, &settings.layer.prefix).await;
     let queue = JobQueue::connect(&settings).await.unwrap();
     let start_worker = || {
         let layer = herald::layer::build(&settings.layer).unwrap();
@@ -166,6 +244,11 @@ async fn herald_run(
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     let done = store.count_jobs(JobState::Done).await.unwrap();
     assert_eq!(done, jobs as i64, "every job done");
+    let (copies, resyncs) = audience.counts();
+    eprintln!(
+        "herald: {copies} copies reached the online users ({} sent), {resyncs} resyncs",
+        2 * jobs
+    );
     worker.shutdown(Duration::from_secs(10)).await;
     queue.close().await;
     store.close().await;
@@ -241,8 +324,12 @@ async fn celery_end_to_end(admin: &str, redis: &str, jobs: usize) -> Option<f64>
     let (url, store) = fresh_database(admin, "celery").await;
     seed_tasks(&store).await;
     store.close().await;
+    let prefix = format!("peer-{}", uuid::Uuid::new_v4().simple());
+    let audience = Audience::join(redis, &prefix).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/worker_peer.py");
     let output = tokio::process::Command::new(&python)
+        .env("PEER_LAYER_PREFIX", &prefix)
+        .env("PEER_LAYER_CAPACITY", AUDIENCE_CAPACITY.to_string())
         .arg(script)
         .args([
             "--database",
@@ -267,6 +354,12 @@ async fn celery_end_to_end(admin: &str, redis: &str, jobs: usize) -> Option<f64>
             return None;
         }
     };
+    let (copies, _) = audience.counts();
+    eprintln!(
+        "celery: {copies} copies reached the online users ({} sent)",
+        2 * jobs
+    );
+    drop_redis_keys(redis, &prefix).await;
     report["jobs_per_second"].as_f64()
 }
 
