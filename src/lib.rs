@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod layer;
+mod mailbox;
 pub mod payload;
 pub mod publish;
 pub mod queue;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -18,6 +20,7 @@ use super::protocol::{
     close, error_event,
 };
 use super::{SidecarState, Slot, metrics::inc};
+use crate::mailbox::{Mailbox, Refused};
 use crate::payload::NotificationPayload;
 use crate::publish::notification_group;
 use crate::store::Position;
@@ -115,7 +118,8 @@ struct Connection {
     user_id: i64,
     /// Token expiry, epoch seconds; moved by a refresh.
     exp: i64,
-    tx: mpsc::Sender<Message>,
+    /// The writer's queue.
+    outbox: Arc<Mailbox<Message>>,
     /// Close frame that jumps the queue (when it is full).
     urgent: Option<oneshot::Sender<CloseFrame>>,
     sent: SentIds,
@@ -165,15 +169,20 @@ impl RateLimit {
 pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accepted) {
     let settings = &state.0.settings;
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(settings.queue_size);
+    let outbox = Arc::new(Mailbox::new(settings.queue_size));
     let (urgent_tx, urgent_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(sink, rx, urgent_rx, settings.write_timeout));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        urgent_rx,
+        settings.write_timeout,
+    ));
     let capacity = usize::try_from(settings.replay_limit).unwrap_or(0) + 256;
     let mut conn = Connection {
         state: state.clone(),
         user_id: accepted.token.user_id,
         exp: accepted.token.exp,
-        tx,
+        outbox,
         urgent: Some(urgent_tx),
         sent: SentIds::new(capacity),
         allowance: RateLimit::new(settings.client_messages_per_second),
@@ -359,15 +368,15 @@ impl Connection {
                     code,
                     reason: reason.into(),
                 };
-                if let Err(mpsc::error::TrySendError::Full(Message::Close(Some(frame)))) =
-                    self.tx.try_send(Message::Close(Some(frame)))
+                if let Err(Refused::Full(Message::Close(Some(frame)))) =
+                    self.outbox.try_send(Message::Close(Some(frame)))
                     && let Some(urgent) = self.urgent.take()
                 {
                     let _ = urgent.send(frame);
                 }
             }
         }
-        drop(self.tx);
+        self.outbox.close();
         drop(self.urgent);
         let _ = timeout(write_timeout + CLOSE_GRACE * 2, writer).await;
         let _ = timeout(CLOSE_GRACE, async {
@@ -382,14 +391,14 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, message: Message) -> Result<(), End> {
-        match self.tx.try_send(message) {
+        match self.outbox.try_send(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 inc(&self.state.0.metrics.slow_client_disconnects);
                 tracing::info!(user_id = self.user_id, "slow client: outbound queue full");
                 Err(End::Close(close::SLOW_CLIENT, "slow_client"))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::WriterGone),
+            Err(Refused::Closed(_)) => Err(End::WriterGone),
         }
     }
 
@@ -398,16 +407,16 @@ impl Connection {
     async fn queue_wait(&mut self, text: String) -> Result<(), End> {
         let write_timeout = self.state.0.settings.write_timeout;
         match self
-            .tx
+            .outbox
             .send_timeout(Message::text(text), write_timeout)
             .await
         {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(Refused::Full(_)) => {
                 inc(&self.state.0.metrics.slow_client_disconnects);
                 Err(End::Close(close::SLOW_CLIENT, "slow_client"))
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::WriterGone),
+            Err(Refused::Closed(_)) => Err(End::WriterGone),
         }
     }
 
@@ -633,9 +642,21 @@ impl Connection {
 
 /// Owns the socket's sending half: sends what the queue holds, each write
 /// bounded by `write_timeout`; a close frame from `urgent` jumps the queue.
+/// Its queue is closed when it ends, so the connection's sends fail.
 async fn write_loop(
+    sink: SplitSink<WebSocket, Message>,
+    outbox: Arc<Mailbox<Message>>,
+    urgent: oneshot::Receiver<CloseFrame>,
+    write_timeout: Duration,
+) -> WriterEnd {
+    let end = write_until_done(sink, &outbox, urgent, write_timeout).await;
+    outbox.close();
+    end
+}
+
+async fn write_until_done(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    outbox: &Mailbox<Message>,
     mut urgent: oneshot::Receiver<CloseFrame>,
     write_timeout: Duration,
 ) -> WriterEnd {
@@ -650,7 +671,7 @@ async fn write_loop(
                     continue;
                 }
             },
-            message = rx.recv() => message,
+            message = outbox.recv() => message,
         };
         let Some(message) = next else {
             let _ = timeout(CLOSE_GRACE, sink.close()).await;

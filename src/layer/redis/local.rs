@@ -11,16 +11,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::layer::{LayerError, Message, resync_message};
+use crate::mailbox::Mailbox;
 
-type Receiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>;
-
-/// One channel: its buffer's ends and its lost mark.
+/// One channel: its buffer and its lost mark.
 struct Local {
-    tx: mpsc::Sender<Message>,
-    rx: Receiver,
+    buffer: Arc<Mailbox<Message>>,
     lost: Arc<Lost>,
 }
 
@@ -60,10 +58,8 @@ impl LocalChannels {
     }
 
     pub(crate) fn create(&self, name: &str) {
-        let (tx, rx) = mpsc::channel(self.capacity);
         let local = Local {
-            tx,
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            buffer: Arc::new(Mailbox::new(self.capacity)),
             lost: Arc::default(),
         };
         self.map().insert(name.to_string(), local);
@@ -74,7 +70,9 @@ impl LocalChannels {
     }
 
     pub(crate) fn remove(&self, name: &str) {
-        self.map().remove(name);
+        if let Some(local) = self.map().remove(name) {
+            local.buffer.close();
+        }
     }
 
     /// Hands `message` to each named local channel; a full buffer drops
@@ -86,7 +84,7 @@ impl LocalChannels {
             let Some(local) = map.get(name) else {
                 continue;
             };
-            if local.tx.try_send(message.clone()).is_err() {
+            if local.buffer.try_send(message.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 local.lost.mark();
                 tracing::warn!(
@@ -113,12 +111,11 @@ impl LocalChannels {
     /// Waits for the next message on a local channel; a lost mark answers
     /// [`resync_message`] first.
     pub(crate) async fn receive(&self, name: &str) -> Result<Message, LayerError> {
-        let (rx, lost) = self
+        let (buffer, lost) = self
             .map()
             .get(name)
-            .map(|local| (local.rx.clone(), local.lost.clone()))
+            .map(|local| (local.buffer.clone(), local.lost.clone()))
             .ok_or_else(|| LayerError::InvalidChannelName(name.to_string()))?;
-        let mut rx = rx.lock().await;
         loop {
             let woken = lost.wake.notified();
             tokio::pin!(woken);
@@ -127,7 +124,7 @@ impl LocalChannels {
                 return Ok(resync_message());
             }
             tokio::select! {
-                message = rx.recv() => return message.ok_or(LayerError::Closed),
+                message = buffer.recv() => return message.ok_or(LayerError::Closed),
                 () = woken => {}
             }
         }
