@@ -10,6 +10,8 @@ application, through its own ORM. One JSON operation in, one JSON line out.
   send_notification_ws; answers {"id": ...}.
 - {"op": "notifications"}: every row, oldest id first.
 - {"op": "columns", "table": T}: {column: database type} from introspection.
+- {"op": "users", "first": N, "count": C}: C active users with ids N.., in
+  bulk (the sidecar benchmark's audience); answers {"created": C}.
 """
 
 import json
@@ -64,6 +66,16 @@ def setup(op):
     if "next_notification_id" in op:
         move_sequence(op["next_notification_id"])
     return {"tasks": tasks}
+
+
+def users(op):
+    User = get_user_model()
+    first, count = op["first"], op["count"]
+    User.objects.bulk_create(
+        (User(id=first + i, username=f"user{first + i}") for i in range(count)),
+        batch_size=2000,
+    )
+    return {"created": count}
 
 
 def notify(op):
@@ -122,5 +134,6 @@ class Command(BaseCommand):
             "notify": notify,
             "notifications": notifications,
             "columns": columns,
+            "users": users,
         }[op["op"]](op)
         self.stdout.write(json.dumps(answer))
