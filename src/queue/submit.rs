@@ -104,6 +104,11 @@ pub struct Submitter {
     batcher: Arc<Batcher<Submission, Result<Submitted, SubmitError>>>,
 }
 
+/// Clears unqueued marks off the answers' path: the marks of every group
+/// written meanwhile go in one statement. (A mark outliving a crash only
+/// makes the requeue pass queue its job a second time.)
+type MarkClearer = Batcher<Vec<String>, ()>;
+
 /// Groups written at once; the SQLite store has one writer.
 const PARALLEL_GROUPS: usize = 4;
 
@@ -113,9 +118,20 @@ impl Submitter {
             crate::store::Backend::Sqlite => 1,
             crate::store::Backend::Postgres => PARALLEL_GROUPS,
         };
+        let clearer = {
+            let store = store.clone();
+            Arc::new(MarkClearer::spawn(MAX_BATCH, 1, move |groups| {
+                let store = store.clone();
+                async move {
+                    let count = groups.len();
+                    clear_marks(&store, &groups.concat()).await;
+                    vec![(); count]
+                }
+            }))
+        };
         let batcher = Batcher::spawn(MAX_BATCH, parallel, move |items| {
-            let (store, queue) = (store.clone(), queue.clone());
-            async move { submit_group(&store, &queue, items).await }
+            let (store, queue, clearer) = (store.clone(), queue.clone(), clearer.clone());
+            async move { submit_group(&store, &queue, &clearer, items).await }
         });
         Submitter {
             batcher: Arc::new(batcher),
@@ -138,6 +154,7 @@ impl Submitter {
 async fn submit_group(
     store: &Store,
     queue: &JobQueue,
+    clearer: &Arc<MarkClearer>,
     items: Vec<Submission>,
 ) -> Vec<Result<Submitted, SubmitError>> {
     let mut answers: Vec<Option<Result<Submitted, SubmitError>>> =
@@ -145,11 +162,13 @@ async fn submit_group(
     let mut pending: Vec<usize> = (0..items.len()).collect();
     while !pending.is_empty() {
         let group = pending.iter().map(|i| items[*i].clone()).collect();
-        match submit_many(store, queue, group).await {
-            Ok(done) => {
+        match record_and_push(store, queue, group).await {
+            Ok((done, queued)) => {
                 for (i, submitted) in pending.iter().zip(done) {
                     answers[*i] = Some(Ok(submitted));
                 }
+                let clearer = clearer.clone();
+                tokio::spawn(async move { clearer.call(queued).await });
                 break;
             }
             Err(BatchError { at: Some(k), error }) => {
@@ -179,6 +198,18 @@ pub async fn submit_many(
     queue: &JobQueue,
     submissions: Vec<Submission>,
 ) -> Result<Vec<Submitted>, BatchError> {
+    let (answers, queued) = record_and_push(store, queue, submissions).await?;
+    clear_marks(store, &queued).await;
+    Ok(answers)
+}
+
+/// [`submit_many`] up to the push: the answers, and the ids the queue took
+/// (whose unqueued marks are to be cleared).
+async fn record_and_push(
+    store: &Store,
+    queue: &JobQueue,
+    submissions: Vec<Submission>,
+) -> Result<(Vec<Submitted>, Vec<String>), BatchError> {
     let limits = store.column_limits().await.map_err(SubmitError::from)?;
     let checked = match check_each(&submissions, &limits) {
         // Refused by limits read a while ago: a migration may have widened
@@ -234,26 +265,34 @@ pub async fn submit_many(
         }
     }
     let ids: Vec<String> = fresh.iter().map(|(item, _)| item.id.clone()).collect();
-    push_recorded(store, queue, fresh, &ids).await;
     metrics::counter!(crate::telemetry::metrics::JOBS_SUBMITTED).increment(ids.len() as u64);
-    Ok(answers)
+    Ok((answers, push_recorded(queue, fresh, ids).await))
 }
 
-/// Queues jobs the ledger holds (marked unqueued in the same transaction),
-/// then clears their marks. A failure is only logged: the jobs are durable
-/// and the worker's requeue pass queues them once the queue answers
-/// ([`requeue_unqueued`]).
+/// Queues jobs the ledger holds (marked unqueued in the same transaction);
+/// answers the ids the queue took, whose marks are to be cleared. A failure
+/// is only logged: the jobs are durable and the worker's requeue pass
+/// queues them once the queue answers ([`requeue_unqueued`]).
 async fn push_recorded(
-    store: &Store,
     queue: &JobQueue,
     items: Vec<(Queued, DateTime<Utc>)>,
-    ids: &[String],
-) {
+    ids: Vec<String>,
+) -> Vec<String> {
     if items.is_empty() {
-        return;
+        return Vec::new();
     }
     if let Err(error) = queue.push_many(items).await {
         tracing::warn!(%error, jobs = ids.len(), "recorded jobs not queued yet; the worker will queue them");
+        return Vec::new();
+    }
+    ids
+}
+
+/// Clears the unqueued marks of jobs the queue took. A failure is only
+/// logged: the requeue pass then queues such a job a second time, and the
+/// ledger runs its effects once.
+async fn clear_marks(store: &Store, ids: &[String]) {
+    if ids.is_empty() {
         return;
     }
     if let Err(error) = store.mark_queued(ids).await {
@@ -360,14 +399,9 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
         });
     }
     let job = jobs::parse(&record.kind, record.payload)?;
-    let ids = [id.to_string()];
-    push_recorded(
-        store,
-        queue,
-        vec![(Queued { id: id.into(), job }, now())],
-        &ids,
-    )
-    .await;
+    let item = (Queued { id: id.into(), job }, now());
+    let queued = push_recorded(queue, vec![item], vec![id.to_string()]).await;
+    clear_marks(store, &queued).await;
     Ok(())
 }
 
