@@ -28,7 +28,8 @@
 //! HERALD_BENCH_REDIS (redis://127.0.0.1:6379), HERALD_BENCH_JOBS (100000),
 //! HERALD_BENCH_PEER_JOBS (5000), HERALD_BENCH_TASKS (1000000),
 //! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone),
-//! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_CONCURRENCY (the
+//! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_ONLY (`scan`: the
+//! overdue scan alone), HERALD_BENCH_CONCURRENCY (the
 //! file_attached concurrency; default: the configured one),
 //! HERALD_BENCH_BATCH_SIZE and HERALD_BENCH_BATCHES (`queue.batch_size`,
 //! `queue.batches`; default: the configured ones).
@@ -372,9 +373,15 @@ fn main() {
         let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
         let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 5_000);
         let tasks = env_number("HERALD_BENCH_TASKS", 1_000_000);
-        let celery = celery_end_to_end(&admin, &redis, peer_jobs).await;
+        let only_scan = env_or("HERALD_BENCH_ONLY", "") == "scan";
+        let celery = if only_scan {
+            None
+        } else {
+            celery_end_to_end(&admin, &redis, peer_jobs).await
+        };
         let mut rows = Vec::new();
         let backends = match env_or("HERALD_BENCH_QUEUES", "postgres,redis").as_str() {
+            _ if only_scan => vec![],
             "postgres" => vec![("postgres", QueueBackend::Database)],
             "redis" => vec![("redis", QueueBackend::Redis)],
             _ => vec![("postgres", QueueBackend::Database), ("redis", QueueBackend::Redis)],
