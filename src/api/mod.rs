@@ -273,9 +273,11 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
             JobInputError::InvalidPayload { ref field, .. }
             | JobInputError::OverLimit { ref field, .. },
         ) => {
-            body.field = Some(match at {
-                Some(_) => format!("{prefix}.payload.{field}"),
-                None => field.to_string(),
+            body.field = Some(match (at, field.as_str()) {
+                (Some(_), "") => format!("{prefix}.payload"),
+                (Some(_), field) => format!("{prefix}.payload.{field}"),
+                (None, "") => "payload".to_string(),
+                (None, field) => field.to_string(),
             });
             StatusCode::UNPROCESSABLE_ENTITY
         }

@@ -829,3 +829,49 @@ async fn incremental_body(db: TestStore) {
         assert_eq!(db.store.unread_count(user).await.unwrap(), 1, "user {user}");
     }
 }
+
+/// A payload is a JSON object (serde would read an array as the fields in
+/// order); an integer field may be sent as a float with no fraction, as
+/// JSON Schema's `integer` allows; `data` is kept as given.
+#[test]
+fn payloads_are_objects_and_integral_floats_are_integers() {
+    for (kind, payload) in [
+        ("notify", json!([5, "t", "m", "n"])),
+        ("overdue_check", json!([])),
+        ("deadline_reminder", json!([7])),
+        ("overdue_check", Value::Null),
+    ] {
+        let error = parse(kind, payload).unwrap_err();
+        assert!(
+            matches!(&error, JobInputError::InvalidPayload { field, .. } if field.is_empty()),
+            "{kind}: {error:?}"
+        );
+    }
+    let job = parse(
+        "notify",
+        json!({"user_id": 5.0, "title": "t", "message": "m", "notification_type": "n",
+               "data": {"ratio": 1.0}}),
+    )
+    .unwrap();
+    let Job::Notify(notify) = job else {
+        panic!("a notify job")
+    };
+    assert_eq!(notify.user_id, 5);
+    assert!(
+        notify.data.unwrap()["ratio"].is_f64(),
+        "data is kept as given"
+    );
+    let file = parse(
+        "file_attached",
+        json!({"task_id": 1e3, "file_id": 2, "file_name": "f", "uploaded_by": 3}),
+    );
+    assert!(matches!(file, Ok(Job::FileAttached(f)) if f.task_id == 1000));
+    assert!(
+        parse(
+            "notify",
+            json!({"user_id": 5.5, "title": "t", "message": "m",
+        "notification_type": "n"})
+        )
+        .is_err()
+    );
+}
