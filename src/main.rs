@@ -12,6 +12,7 @@ use herald::queue::BatchError;
 /// mimalloc instead of glibc's malloc: a batch allocates and frees many
 /// small values (JSON, SQL rows, messages) across threads, where glibc spent
 /// a tenth of the worker bench's CPU (see docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
