@@ -61,9 +61,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(known, "judged the payload of unknown kind {kind:?}");
             // Empty only when it names the payload's key `""` exactly.
             assert!(
-                !field.is_empty()
-                    || reason.starts_with("unknown field ``")
-                    || !payload.is_object(),
+                !field.is_empty() || reason.starts_with("unknown field ``") || !payload.is_object(),
                 "no field named: {reason}"
             );
             assert!(!reason.is_empty(), "no reason for {field}");
