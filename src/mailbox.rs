@@ -20,6 +20,17 @@ pub(crate) enum Refused<T> {
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Items meant for this mailbox were dropped elsewhere (a layer lost
+    /// them); the next [`Mailbox::next`] says so before any item.
+    lost: bool,
+}
+
+/// What [`Mailbox::next`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next<T> {
+    Item(T),
+    /// Items were lost since the last call: read them elsewhere.
+    Lost,
 }
 
 pub(crate) struct Mailbox<T> {
@@ -40,6 +51,7 @@ impl<T> Mailbox<T> {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                lost: false,
             }),
             capacity: capacity.max(1),
             ready: Notify::new(),
@@ -89,18 +101,32 @@ impl<T> Mailbox<T> {
     /// The next item; `None` once closed and drained.
     pub(crate) async fn recv(&self) -> Option<T> {
         loop {
+            match self.next().await? {
+                Next::Item(item) => return Some(item),
+                Next::Lost => continue,
+            }
+        }
+    }
+
+    /// The next item, or word that items were lost (before any item);
+    /// `None` once closed and drained.
+    pub(crate) async fn next(&self) -> Option<Next<T>> {
+        loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             {
                 let mut state = self.state();
+                if std::mem::take(&mut state.lost) {
+                    return Some(Next::Lost);
+                }
                 if let Some(item) = state.items.pop_front() {
                     if state.items.is_empty() && state.items.capacity() > KEEP {
                         state.items.shrink_to(KEEP);
                     }
                     drop(state);
                     self.room.notify_one();
-                    return Some(item);
+                    return Some(Next::Item(item));
                 }
                 if state.closed {
                     return None;
@@ -108,6 +134,13 @@ impl<T> Mailbox<T> {
             }
             ready.await;
         }
+    }
+
+    /// Notes that items meant for this mailbox were lost; its receiver
+    /// hears [`Next::Lost`] next.
+    pub(crate) fn mark_lost(&self) {
+        self.state().lost = true;
+        self.ready.notify_one();
     }
 
     /// Refuses further items; `recv` drains what is queued, then ends.
@@ -140,6 +173,19 @@ mod tests {
         assert_eq!(mailbox.recv().await, Some(2));
         assert_eq!(mailbox.recv().await, Some(5));
         assert_eq!(mailbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn lost_items_are_told_first() {
+        let mailbox = Mailbox::new(4);
+        mailbox.try_send(1).unwrap();
+        mailbox.mark_lost();
+        assert_eq!(mailbox.next().await, Some(Next::Lost));
+        assert_eq!(mailbox.next().await, Some(Next::Item(1)));
+        mailbox.mark_lost();
+        mailbox.close();
+        assert_eq!(mailbox.next().await, Some(Next::Lost));
+        assert_eq!(mailbox.next().await, None);
     }
 
     #[tokio::test]

@@ -254,6 +254,10 @@ fn is_capacity(error: &axum::Error) -> bool {
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
+/// The connection's task lives as long as the socket, so its future is
+/// kept small: the awaits that reach the database or take a while (replays,
+/// mark read, a group join) are boxed, each allocated only while it runs,
+/// instead of being laid out inside every idle connection.
 impl Connection {
     async fn serve(
         &mut self,
@@ -266,7 +270,7 @@ impl Connection {
         let settings = &shared.settings;
         let group = notification_group(self.user_id);
         // Join first, read the database second: nothing falls in between.
-        if let Err(error) = join(shared.layer.as_ref(), &group, channel).await {
+        if let Err(error) = Box::pin(join(shared.layer.as_ref(), &group, channel)).await {
             tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
             return End::Close(close::INTERNAL_ERROR, "layer_unavailable");
         }
@@ -276,7 +280,7 @@ impl Connection {
             return end;
         }
         if let Some(last_id) = accepted.last_id
-            && let Err(end) = self.replay(Position::After(last_id), false).await
+            && let Err(end) = Box::pin(self.replay(Position::After(last_id), false)).await
         {
             return end;
         }
@@ -329,7 +333,7 @@ impl Connection {
                         Some(Err(_)) => Err(End::PeerGone),
                         Some(Ok(message)) => {
                             let before = self.exp;
-                            let step = self.on_client(message).await;
+                            let step = Box::pin(self.on_client(message)).await;
                             if self.exp != before {
                                 expiry.as_mut().reset(deadline(self.exp));
                             }
@@ -338,7 +342,7 @@ impl Connection {
                     }
                 }
                 received = shared.layer.receive(channel) => match received {
-                    Ok(message) => self.on_event(&message).await,
+                    Ok(message) => Box::pin(self.on_event(&message)).await,
                     Err(error) => {
                         tracing::error!(user_id = self.user_id, %error, "sidecar: layer receive failed");
                         Err(End::Close(close::INTERNAL_ERROR, "layer_unavailable"))

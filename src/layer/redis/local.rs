@@ -8,33 +8,14 @@
 //! database instead of never knowing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
-
 use crate::layer::{LayerError, Message, resync_message};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Next};
 
-/// One channel: its buffer and its lost mark.
-struct Local {
-    buffer: Arc<Mailbox<Message>>,
-    lost: Arc<Lost>,
-}
-
-/// Set when the channel may have missed messages; wakes its receiver.
-#[derive(Default)]
-struct Lost {
-    flag: AtomicBool,
-    wake: Notify,
-}
-
-impl Lost {
-    fn mark(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-}
+/// One channel's buffer, with its lost mark.
+type Local = Arc<Mailbox<Message>>;
 
 pub(crate) struct LocalChannels {
     capacity: usize,
@@ -58,10 +39,7 @@ impl LocalChannels {
     }
 
     pub(crate) fn create(&self, name: &str) {
-        let local = Local {
-            buffer: Arc::new(Mailbox::new(self.capacity)),
-            lost: Arc::default(),
-        };
+        let local = Arc::new(Mailbox::new(self.capacity));
         self.map().insert(name.to_string(), local);
     }
 
@@ -71,7 +49,7 @@ impl LocalChannels {
 
     pub(crate) fn remove(&self, name: &str) {
         if let Some(local) = self.map().remove(name) {
-            local.buffer.close();
+            local.close();
         }
     }
 
@@ -84,9 +62,9 @@ impl LocalChannels {
             let Some(local) = map.get(name) else {
                 continue;
             };
-            if local.buffer.try_send(message.clone()).is_err() {
+            if local.try_send(message.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                local.lost.mark();
+                local.mark_lost();
                 tracing::warn!(
                     channel = name,
                     "local channel buffer full; message dropped, channel told to resync"
@@ -104,29 +82,29 @@ impl LocalChannels {
         }
         tracing::info!(channels = map.len(), why, "channels told to resync");
         for local in map.values() {
-            local.lost.mark();
+            local.mark_lost();
         }
     }
 
     /// Waits for the next message on a local channel; a lost mark answers
     /// [`resync_message`] first.
     pub(crate) async fn receive(&self, name: &str) -> Result<Message, LayerError> {
-        let (buffer, lost) = self
+        let local = self
             .map()
             .get(name)
-            .map(|local| (local.buffer.clone(), local.lost.clone()))
+            .cloned()
             .ok_or_else(|| LayerError::InvalidChannelName(name.to_string()))?;
-        loop {
-            let woken = lost.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if lost.flag.swap(false, Ordering::AcqRel) {
-                return Ok(resync_message());
-            }
-            tokio::select! {
-                message = buffer.recv() => return message.ok_or(LayerError::Closed),
-                () = woken => {}
-            }
+        match local.next().await {
+            Some(Next::Item(message)) => Ok(message),
+            Some(Next::Lost) => Ok(resync_message()),
+            None => Err(LayerError::Closed),
+        }
+    }
+
+    /// Closes every channel: their receivers answer `Closed`.
+    pub(crate) fn close_all(&self) {
+        for local in self.map().values() {
+            local.close();
         }
     }
 

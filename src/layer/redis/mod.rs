@@ -118,12 +118,14 @@ impl RedisLayer {
     /// Stops the receive loop and membership renewal.
     pub fn close(&self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
 impl Drop for RedisLayer {
     fn drop(&mut self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
@@ -231,10 +233,11 @@ impl ChannelLayer for RedisLayer {
         if !channel.contains('!') {
             return receiver::receive_general(&self.inner, channel).await;
         }
-        tokio::select! {
-            message = self.inner.local.receive(channel) => message,
-            () = self.inner.stop.cancelled() => Err(LayerError::Closed),
+        // Closing the layer closes its channels, which ends this wait.
+        if self.inner.stop.is_cancelled() {
+            return Err(LayerError::Closed);
         }
+        self.inner.local.receive(channel).await
     }
 
     /// A local channel's membership is recorded before Redis is asked, so a
