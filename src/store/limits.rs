@@ -95,12 +95,18 @@ impl Store {
             }
         };
         let mut limits = ColumnLimits::default();
+        // SQLite keeps every INTEGER in 8 bytes, whatever the declared type.
+        let sqlite = matches!(self, Store::Sqlite(_));
         for column in &columns {
             let length = column
                 .max_length
                 .map(|n| n as usize)
                 .or_else(|| declared_length(&column.data_type));
-            let width = id_max(&column.data_type);
+            let width = if sqlite {
+                i64::MAX
+            } else {
+                id_max(&column.data_type)
+            };
             match (column.table_name.as_str(), column.column_name.as_str()) {
                 ("notifications_notification", "title") => limits.title = length,
                 ("notifications_notification", "type") => limits.notification_type = length,
