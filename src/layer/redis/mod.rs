@@ -231,7 +231,9 @@ impl ChannelLayer for RedisLayer {
     async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
         check_channel_name(channel)?;
         if !channel.contains('!') {
-            return receiver::receive_general(&self.inner, channel).await;
+            // Boxed: its Redis futures would otherwise be laid out in every
+            // local channel's wait, which is what nearly all calls are.
+            return Box::pin(receiver::receive_general(&self.inner, channel)).await;
         }
         // Closing the layer closes its channels, which ends this wait.
         if self.inner.stop.is_cancelled() {
