@@ -77,7 +77,10 @@ async def main(args):
                     await asyncio.wait_for(ws.recv(), 30)
                 clients[user_id] = ws
             except Exception as error:
-                failures[type(error).__name__] += 1
+                # An OSError's errno tells port exhaustion (99) from the
+                # open-file limit (24) and refusals (111).
+                errno = getattr(error, "errno", None)
+                failures[type(error).__name__ + (f"[{errno}]" if errno else "")] += 1
 
     start = time.time()
     tasks = [asyncio.create_task(open_one(u)) for u in range(args.users)]
