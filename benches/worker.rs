@@ -29,6 +29,14 @@
 //! `queue.batches`; default: the configured ones).
 //! Each run uses databases and key prefixes of its own and drops them
 //! (databases, and the Redis keys under its prefix).
+//!
+//! The dashboard's cost: HERALD_BENCH_DASHBOARD=N (with HERALD_BENCH_REPEAT,
+//! default 3) measures only the *run* clock, alternately without and with
+//! the operations dashboard open: its server in the worker's process and N
+//! clients reading its event stream (each read of the fleet then serves
+//! them all, once a second), and prints both rates per round, and how long
+//! the dashboard's reads took. Every run writes the worker's heartbeat, as
+//! every herald process does.
 
 use std::time::{Duration, Instant};
 
@@ -203,16 +211,112 @@ async fn herald_run(
     jobs: usize,
     clock: Clock,
 ) -> (f64, f64) {
+    let (rate, enqueue_rate, _) = herald_run_watched(admin, redis, backend, jobs, clock, 0).await;
+    (rate, enqueue_rate)
+}
+
+/// The dashboard open during a run: its server and `clients` readers of
+/// its event stream.
+struct Watching {
+    state: herald::dashboard::DashboardState,
+    readers: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl Watching {
+    async fn open(settings: &Settings, store: &Store, queue: &JobQueue, clients: usize) -> Self {
+        let state =
+            herald::dashboard::DashboardState::new(settings, store.clone(), queue.clone(), None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = herald::http::ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            max_pending: 1024,
+            grace: Duration::from_secs(1),
+        };
+        let routes = herald::dashboard::router(state.clone(), true);
+        tokio::spawn(herald::http::serve(
+            listener,
+            routes,
+            limits,
+            std::future::pending(),
+        ));
+        let key = settings.api.key.clone();
+        let readers = (0..clients)
+            .map(|_| {
+                let key = secrecy::ExposeSecret::expose_secret(&key).to_string();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let request = format!(
+                        "GET /dashboard/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                         Authorization: Bearer {key}\r\n\r\n"
+                    );
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let mut events = 0;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(read) = stream.read(&mut buf).await {
+                        if read == 0 {
+                            break;
+                        }
+                        events += buf[..read]
+                            .windows(12)
+                            .filter(|w| w == b"event: stats")
+                            .count();
+                    }
+                    events
+                })
+            })
+            .collect();
+        Watching { state, readers }
+    }
+
+    /// Closes the streams; the events each client read.
+    async fn close(self) -> Vec<usize> {
+        self.state.stop_streams();
+        let mut counts = Vec::new();
+        for reader in self.readers {
+            counts.push(reader.await.unwrap_or(0));
+        }
+        counts
+    }
+}
+
+/// [`herald_run`] with the dashboard open to `clients` readers (none: not
+/// served): also the dashboard's reads, their total time and the events
+/// the clients got.
+async fn herald_run_watched(
+    admin: &str,
+    redis: &str,
+    backend: QueueBackend,
+    jobs: usize,
+    clock: Clock,
+    clients: usize,
+) -> (
+    f64,
+    f64,
+    Option<(herald::dashboard::stats::ReadCost, Vec<usize>)>,
+) {
     let (url, store) = fresh_database(admin, "e2e").await;
     seed_tasks(&store).await;
-    let settings = settings(&url, redis, backend);
+    let mut settings = settings(&url, redis, backend);
+    settings.api.key = "bench-key".to_string().into();
     let queue = JobQueue::connect(&settings).await.unwrap();
     let start_worker = || {
         let layer = herald::layer::build(&settings.layer).unwrap();
         Worker::start(&settings, store.clone(), layer, queue.clone())
     };
+    let heartbeat = herald::fleet::Heartbeat::start(
+        store.clone(),
+        herald::fleet::Role::Worker,
+        &settings.dashboard,
+        None,
+    );
+    let mut watching = None;
     let (started, worker, enqueue_rate) = if clock == Clock::QueuedFirst {
         let enqueue_rate = enqueue(&store, &queue, jobs).await;
+        if clients > 0 {
+            watching = Some(Watching::open(&settings, &store, &queue, clients).await);
+        }
         let started = Instant::now();
         (started, start_worker().await.unwrap(), enqueue_rate)
     } else {
@@ -228,15 +332,89 @@ async fn herald_run(
         );
     }
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    let watched = match watching {
+        Some(watching) => {
+            let cost = watching.state.read_cost();
+            Some((cost, watching.close().await))
+        }
+        None => None,
+    };
     let done = store.count_jobs(JobState::Done).await.unwrap();
     assert_eq!(done, jobs as i64, "every job done");
+    heartbeat.stop().await;
     worker.shutdown(Duration::from_secs(10)).await;
     queue.close().await;
     store.close().await;
     drop_database(admin, &url).await;
     drop_redis_keys(redis, &settings.queue.prefix).await;
     let _ = std::fs::remove_dir_all(&settings.data_dir);
-    (rate, enqueue_rate)
+    (rate, enqueue_rate, watched)
+}
+
+/// HERALD_BENCH_DASHBOARD=N: the run rate without and with the dashboard
+/// open to N clients, alternating which goes first each round.
+async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
+    let repeat = env_number("HERALD_BENCH_REPEAT", 3);
+    let backends = match env_or("HERALD_BENCH_QUEUES", "redis").as_str() {
+        "postgres" => vec![("postgres", QueueBackend::Database)],
+        "redis" => vec![("redis", QueueBackend::Redis)],
+        _ => vec![
+            ("postgres", QueueBackend::Database),
+            ("redis", QueueBackend::Redis),
+        ],
+    };
+    println!(
+        "\nDashboard cost: {jobs} file_attached jobs, run clock, dashboard open to {clients} event-stream clients"
+    );
+    println!(
+        "| queue | round | jobs/s without | jobs/s with | with/without | dashboard reads | read time per read (ms) | events per client |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, backend) in backends {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 0..repeat {
+            let order = if round % 2 == 0 {
+                [0, clients]
+            } else {
+                [clients, 0]
+            };
+            let mut rates = [0.0; 2];
+            let mut cost = None;
+            for open in order {
+                let (rate, _, watched) =
+                    herald_run_watched(admin, redis, backend, jobs, Clock::QueuedFirst, open).await;
+                if open == 0 {
+                    rates[0] = rate;
+                } else {
+                    rates[1] = rate;
+                    cost = watched;
+                }
+            }
+            without.push(rates[0]);
+            with.push(rates[1]);
+            let (reads, per_read, events) = match &cost {
+                Some((cost, events)) => (
+                    cost.reads.to_string(),
+                    format!(
+                        "{:.1}",
+                        cost.total.as_secs_f64() * 1000.0 / cost.reads.max(1) as f64
+                    ),
+                    format!("{:?}", events),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "| {name} | {} | {:.0} | {:.0} | {:.3} | {reads} | {per_read} | {events} |",
+                round + 1,
+                rates[0],
+                rates[1],
+                rates[1] / rates[0]
+            );
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (a, b) = (mean(&without), mean(&with));
+        println!("| {name} | mean | {a:.0} | {b:.0} | {:.3} | | | |", b / a);
+    }
 }
 
 /// Whether no job waits and no notification is unpublished. Probes for one
@@ -343,6 +521,11 @@ fn main() {
         let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
         let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 5_000);
         let tasks = env_number("HERALD_BENCH_TASKS", 1_000_000);
+        let clients = env_number("HERALD_BENCH_DASHBOARD", 0);
+        if clients > 0 {
+            dashboard_cost(&admin, &redis, jobs, clients).await;
+            return;
+        }
         let celery = celery_end_to_end(&admin, &redis, peer_jobs).await;
         let mut rows = Vec::new();
         let backends = match env_or("HERALD_BENCH_QUEUES", "postgres,redis").as_str() {

@@ -5,6 +5,7 @@
 //! publisher that retries failed publishes.
 
 mod batch;
+pub mod pause;
 pub mod scheduler;
 mod supervise;
 

@@ -88,6 +88,8 @@ impl LocalChannels {
             };
             if local.tx.try_send(message.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
+                    .increment(1);
                 local.lost.mark();
                 tracing::warn!(
                     channel = name,
