@@ -311,15 +311,23 @@ impl Collector {
         let timeout = TimeDelta::from_std(self.settings.dashboard.process_timeout)
             .unwrap_or(TimeDelta::seconds(10));
         let store = &self.store;
-        let (counts, paused, processes, dead, backlog, shards) = tokio::join!(
+        let scan_runs = async {
+            let mut runs = Vec::new();
+            for schedule in &self.schedules {
+                runs.push(store.last_scan_run(schedule.name).await);
+            }
+            runs
+        };
+        let (counts, paused, processes, dead, backlog, shards, windows, scan_runs) = tokio::join!(
             store.open_job_counts(now),
             store.paused_kinds(),
             store.live_processes(now - timeout),
             store.jobs_in_state(JobState::Dead, DEAD_LIMIT),
             store.outbox_backlog(),
             self.ping_shards(),
+            self.windows(cached, now),
+            scan_runs,
         );
-        let windows = self.windows(cached, now).await;
         let mut note = |what: &str, error: crate::store::StoreError| {
             tracing::debug!(%error, what, "dashboard: could not read");
             problems.insert(format!("{what}: unavailable"));
@@ -339,8 +347,7 @@ impl Collector {
         let backlog = backlog.map_err(|e| note("outbox", e)).unwrap_or_default();
         let windows = windows.map_err(|e| note("samples", e)).unwrap_or_default();
         let mut scans = Vec::new();
-        for schedule in &self.schedules {
-            let last = self.store.last_scan_run(schedule.name).await;
+        for (schedule, last) in self.schedules.iter().zip(scan_runs) {
             let last = last.map_err(|e| note("scans", e)).ok().flatten();
             scans.push(ScanStats {
                 name: schedule.name.to_string(),

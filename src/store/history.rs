@@ -2,6 +2,10 @@
 //! per kind, history searched by id, dedup key, user, kind and state (each
 //! through an index, see migrations `*_job_history_indexes.sql`), and the
 //! operator's cancel and discard.
+//!
+//! Counting done jobs per minute from the ledger would read every job of
+//! the minute each second; those counts come from the processes' sample
+//! windows instead (see `crate::fleet`).
 
 use chrono::{DateTime, Utc};
 
@@ -38,7 +42,7 @@ const USER_SQLITE: &str = "CAST(COALESCE(json_extract(payload, '$.user_id'), \
      json_extract(payload, '$.uploaded_by'), json_extract(payload, '$.changed_by')) AS text)";
 
 /// Open and dead jobs per kind, state and whether due later than $1: only
-/// the rows of the partial index `herald_jobs_open`.
+/// those states' rows, through `herald_jobs_state`.
 const OPEN_COUNTS: &str = "SELECT kind, state, CASE WHEN run_at > $1 THEN 1 ELSE 0 END AS later, \
      count(*) FROM herald_jobs WHERE state IN ('queued', 'retrying', 'dead') \
      GROUP BY kind, state, CASE WHEN run_at > $1 THEN 1 ELSE 0 END";
@@ -53,8 +57,8 @@ pub enum Refusal {
 
 impl Store {
     /// Jobs queued, retrying or dead, per kind and state, split by whether
-    /// they are due after `at`: one index-only read of the partial index
-    /// `herald_jobs_open`.
+    /// they are due after `at`: one read of those states' rows through the
+    /// state index (done jobs, the ledger's bulk, are not read).
     pub async fn open_job_counts(&self, at: DateTime<Utc>) -> Result<Vec<OpenCount>, StoreError> {
         let rows: Vec<(String, String, i32, i64)> = with_pool!(self, pool => sqlx::query_as(OPEN_COUNTS)
             .bind(db_time(at))
