@@ -10,6 +10,7 @@
 //   {"cmd": "wait_js", "js": "document.querySelectorAll('tr').length > 2"}
 //   {"cmd": "js", "js": "window.heraldStats.at"}                 // {"value": ...}
 //   {"cmd": "text", "selector": "#dead .error"}                  // {"text": ...}
+//   {"cmd": "scroll", "selector": "#scans"}                        // to the top
 //   {"cmd": "screenshot", "path": "/tmp/x.png", "full": false}
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -29,9 +30,23 @@ const commands = {
   fill: async ({ selector, value }) => { await page.fill(selector, value); return {}; },
   click: async ({ selector }) => { await page.click(selector, { timeout: WAIT }); return {}; },
   wait: async ({ selector }) => { await page.waitForSelector(selector, { timeout: WAIT }); return {}; },
-  wait_js: async ({ js }) => { await page.waitForFunction(js, null, { timeout: WAIT, polling: 100 }); return {}; },
+  // Polled from here (CDP evaluation): the page's Content-Security-Policy
+  // forbids the in-page eval that waitForFunction would use.
+  wait_js: async ({ js }) => {
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      if (await page.evaluate(js)) return {};
+      if (Date.now() > deadline) throw new Error(`timed out waiting for: ${js}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  },
   js: async ({ js }) => ({ value: await page.evaluate(js) }),
   text: async ({ selector }) => ({ text: await page.locator(selector).first().innerText({ timeout: WAIT }) }),
+  scroll: async ({ selector }) => {
+    await page.locator(selector).first().scrollIntoViewIfNeeded();
+    await page.evaluate((s) => document.querySelector(s).scrollIntoView({ block: "start" }), selector);
+    return {};
+  },
   screenshot: async ({ path, full }) => { await page.screenshot({ path, fullPage: !!full }); return {}; },
 };
 

@@ -188,7 +188,12 @@ function render(stats) {
 
   chart(stats.series);
   document.body.dataset.updated = stats.at;
+  // The history follows along every few seconds (one indexed query).
+  updates += 1;
+  if (updates % 5 === 0) search();
 }
+
+let updates = 0;
 
 function chart(series) {
   const xs = series.map((p) => Date.parse(p.at) / 1000);
@@ -200,8 +205,9 @@ function chart(series) {
     const options = (id, title, a, b, unit) => ({
       width: width(id), height: 200,
       scales: { x: { time: true } },
-      series: [{}, { label: a, stroke: "#2f5fb3", width: 2, spanGaps: false },
-        { label: b, stroke: "#b3261e", width: 2, spanGaps: false }],
+      // Points too: a lone window with jobs shows as a dot, not nothing.
+      series: [{}, { label: a, stroke: "#2f5fb3", width: 2, spanGaps: false, points: { show: true, size: 4 } },
+        { label: b, stroke: "#b3261e", width: 2, spanGaps: false, points: { show: true, size: 4 } }],
       axes: [{}, { label: unit, size: 60 }],
     });
     charts = {

@@ -450,7 +450,10 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
         .js("[...document.querySelectorAll('#processes tbody tr')].map(r => r.dataset.role).sort().join(',')")
         .await;
     assert_eq!(roles, "run,worker");
-    browser.screenshot("dashboard-fleet.png", true).await;
+    browser
+        .step(json!({"cmd": "scroll", "selector": "#history"}))
+        .await;
+    browser.screenshot("dashboard-fleet.png", false).await;
     signal(&worker, "-KILL");
     let killed = Instant::now();
     browser
