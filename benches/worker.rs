@@ -36,7 +36,9 @@
 //! clients reading its event stream (each read of the fleet then serves
 //! them all, once a second), and prints both rates per round, and how long
 //! the dashboard's reads took. Every run writes the worker's heartbeat, as
-//! every herald process does.
+//! every herald process does. HERALD_BENCH_NO_HISTORY_INDEXES drops the two
+//! ledger indexes the dashboard's history search added (for an A/B of what
+//! they cost the ledger's writes).
 
 use std::time::{Duration, Instant};
 
@@ -216,10 +218,12 @@ async fn herald_run(
 }
 
 /// The dashboard open during a run: its server and `clients` readers of
-/// its event stream.
+/// its event stream, each also reading the history every 5 s, as an open
+/// page does.
 struct Watching {
     state: herald::dashboard::DashboardState,
     readers: Vec<tokio::task::JoinHandle<usize>>,
+    history: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Watching {
@@ -267,12 +271,40 @@ impl Watching {
                 })
             })
             .collect();
-        Watching { state, readers }
+        let history = (0..clients)
+            .map(|_| {
+                let key = secrecy::ExposeSecret::expose_secret(&key).to_string();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                            return;
+                        };
+                        let request = format!(
+                            "GET /dashboard/history HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                             Connection: close\r\nAuthorization: Bearer {key}\r\n\r\n"
+                        );
+                        let _ = stream.write_all(request.as_bytes()).await;
+                        let mut answer = Vec::new();
+                        let _ = stream.read_to_end(&mut answer).await;
+                    }
+                })
+            })
+            .collect();
+        Watching {
+            state,
+            readers,
+            history,
+        }
     }
 
     /// Closes the streams; the events each client read.
     async fn close(self) -> Vec<usize> {
         self.state.stop_streams();
+        for task in &self.history {
+            task.abort();
+        }
         let mut counts = Vec::new();
         for reader in self.readers {
             counts.push(reader.await.unwrap_or(0));
@@ -298,6 +330,14 @@ async fn herald_run_watched(
 ) {
     let (url, store) = fresh_database(admin, "e2e").await;
     seed_tasks(&store).await;
+    if std::env::var("HERALD_BENCH_NO_HISTORY_INDEXES").is_ok() {
+        // What the dashboard's two history indexes cost every ledger write.
+        execute(
+            &store,
+            "DROP INDEX herald_jobs_kind; DROP INDEX herald_jobs_user",
+        )
+        .await;
+    }
     let mut settings = settings(&url, redis, backend);
     settings.api.key = "bench-key".to_string().into();
     let queue = JobQueue::connect(&settings).await.unwrap();

@@ -312,15 +312,22 @@ async fn events(
     Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = state.0.access.read(&headers, peer) {
-        return denied.into_response();
-    }
-    let stream = futures_util::stream::unfold((state, true), |(state, first)| async move {
+    // A session's stream ends when the session does (the page then asks
+    // for the key again).
+    let expires = match state.0.access.read(&headers, peer) {
+        Ok(Granted::Session(session)) => Some(session.expires),
+        Ok(Granted::Key) => None,
+        Err(denied) => return denied.into_response(),
+    };
+    let stream = futures_util::stream::unfold((state, true), move |(state, first)| async move {
         if !first {
             tokio::select! {
                 () = tokio::time::sleep(state.0.refresh) => {}
                 () = state.0.stop.cancelled() => return None,
             }
+        }
+        if expires.is_some_and(|at| chrono::Utc::now().timestamp() >= at) {
+            return None;
         }
         let (_, json) = state.0.collector.latest().await;
         let event = Event::default().event("stats").data(&*json);

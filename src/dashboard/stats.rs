@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::config::{LayerBackend, Settings};
 use crate::fleet::figures::{self, ProcessFigures, WINDOW_SECONDS, WindowFigures, quantile};
 use crate::jobs::KINDS;
-use crate::store::{JobRecord, JobState, Store};
+use crate::store::{JobRecord, JobState, OpenCount, Store};
 use crate::worker::scheduler::{Schedule, schedules};
 
 /// How far back the charts go.
@@ -34,6 +34,11 @@ pub const DEAD_LIMIT: i64 = 20;
 pub struct Stats {
     /// When these figures were read.
     pub at: DateTime<Utc>,
+    /// When the jobs waiting, scheduled, retrying and dead were counted in
+    /// the ledger: each second, unless counting took long enough (a large
+    /// backlog) that counting each second would cost the database more
+    /// than 1% of its time; then as often as that allows.
+    pub counted_at: DateTime<Utc>,
     /// Per job kind.
     pub kinds: Vec<KindStats>,
     /// Every kind together.
@@ -217,13 +222,20 @@ pub struct Process {
     pub connections: Option<u64>,
 }
 
-/// How many reads of the fleet a collector made, and their time together
-/// (for the bench that measures the dashboard's cost).
+/// How many reads of the fleet a collector made, and their time together;
+/// the same for the ledger counts among them (for the bench that measures
+/// the dashboard's cost).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadCost {
     pub reads: u64,
     pub total: Duration,
+    pub counts: u64,
+    pub counting: Duration,
 }
+
+/// The share of the time the ledger counts may take: they are read again
+/// once `took / COUNT_SHARE` has passed (and at most once per refresh).
+const COUNT_SHARE: f64 = 0.01;
 
 /// Reads the fleet's figures, at most once per refresh interval.
 pub struct Collector {
@@ -238,6 +250,9 @@ pub struct Collector {
 #[derive(Default)]
 struct Cached {
     latest: Option<(Instant, Arc<Stats>, Arc<str>)>,
+    /// The last ledger counts: when read (and at what time), how long the
+    /// read took.
+    counts: Option<(Instant, DateTime<Utc>, Duration, Vec<OpenCount>)>,
     /// Sample windows read before, by (window, process).
     windows: BTreeMap<(DateTime<Utc>, String), WindowFigures>,
     /// When every window was last read afresh.
@@ -318,8 +333,21 @@ impl Collector {
             }
             runs
         };
+        let refresh = self.settings.dashboard.refresh_interval.mul_f64(0.9);
+        let count_now = cached
+            .counts
+            .as_ref()
+            .is_none_or(|(at, _, took, _)| at.elapsed() >= refresh.max(took.div_f64(COUNT_SHARE)));
+        let counting = async {
+            if !count_now {
+                return None;
+            }
+            let started = Instant::now();
+            let counts = store.open_job_counts(now).await;
+            Some((counts, started.elapsed()))
+        };
         let (counts, paused, processes, dead, backlog, shards, windows, scan_runs) = tokio::join!(
-            store.open_job_counts(now),
+            counting,
             store.paused_kinds(),
             store.live_processes(now - timeout),
             store.jobs_in_state(JobState::Dead, DEAD_LIMIT),
@@ -332,9 +360,25 @@ impl Collector {
             tracing::debug!(%error, what, "dashboard: could not read");
             problems.insert(format!("{what}: unavailable"));
         };
-        let counts = counts
-            .map_err(|e| note("job counts", e))
-            .unwrap_or_default();
+        let (counted_at, counts) = match counts {
+            Some((Ok(counts), took)) => {
+                if let Ok(mut cost) = self.cost.lock() {
+                    cost.counts += 1;
+                    cost.counting += took;
+                }
+                cached.counts = Some((Instant::now(), now, took, counts.clone()));
+                (now, counts)
+            }
+            Some((Err(e), _)) => {
+                note("job counts", e);
+                cached.counts = None;
+                (now, Vec::new())
+            }
+            None => match &cached.counts {
+                Some((_, at, _, counts)) => (*at, counts.clone()),
+                None => (now, Vec::new()),
+            },
+        };
         let paused: BTreeSet<String> = paused
             .map_err(|e| note("paused kinds", e))
             .unwrap_or_default()
@@ -463,6 +507,7 @@ impl Collector {
         };
         Stats {
             at: now,
+            counted_at,
             kinds,
             totals,
             series,

@@ -60,10 +60,28 @@ impl Store {
     /// they are due after `at`: one read of those states' rows through the
     /// state index (done jobs, the ledger's bulk, are not read).
     pub async fn open_job_counts(&self, at: DateTime<Utc>) -> Result<Vec<OpenCount>, StoreError> {
-        let rows: Vec<(String, String, i32, i64)> = with_pool!(self, pool => sqlx::query_as(OPEN_COUNTS)
-            .bind(db_time(at))
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<(String, String, i32, i64)> = match self {
+            // One backend, no parallel workers: they would only spread the
+            // same work over more processes, next to a busy worker.
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = sqlx::query_as(OPEN_COUNTS)
+                    .bind(super::postgres_time(at))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_as(OPEN_COUNTS)
+                    .bind(super::sqlite_time(at))
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
         Ok(rows
             .into_iter()
             .filter_map(|(kind, state, later, count)| {

@@ -1011,3 +1011,78 @@ mod indexes {
         reads_use_indexes(Case::Postgres).await
     }
 }
+
+/// A scan's period shows who ran it and what it created; a paused scan
+/// kind skips its periods until resumed.
+async fn scans_show_their_runs(case: Case) {
+    let dash = serve(case, KEY, false).await;
+    let store = &dash.env.db.store;
+    store
+        .create_task(&herald::store::NewTask {
+            title: "Late".into(),
+            status: "open".into(),
+            deadline: Some(chrono::Utc::now() - chrono::TimeDelta::hours(1)),
+            assignee_id: Some(1),
+            created_by_id: None,
+        })
+        .await
+        .unwrap();
+    let mut worker_settings = dash.env.settings.worker.clone();
+    worker_settings.overdue_schedule = "* * * * * *".into();
+    let overdue = herald::worker::scheduler::schedules(&worker_settings)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "overdue_check")
+        .unwrap();
+    let layer = Arc::new(MemoryLayer::new(&dash.env.settings.layer).unwrap());
+    let ctx = herald::jobs::JobContext {
+        store: store.clone(),
+        publisher: herald::publish::outbox::Publisher::new(store.clone(), layer),
+        reminder_offsets: worker_settings.reminder_offsets.clone(),
+        closed_statuses: worker_settings.closed_statuses.clone(),
+        notification_types: worker_settings.notification_types.clone(),
+        job_id: String::new(),
+    };
+    let tick = |at: chrono::DateTime<chrono::Utc>| {
+        herald::worker::scheduler::tick(&overdue, &ctx, "worker-a", at)
+    };
+    let start = chrono::Utc::now();
+    assert!(tick(start).await.unwrap());
+    let stats = until_stats(&dash, "the scan's run", |s| {
+        s["scans"][0]["last_created"].is_number()
+    })
+    .await;
+    let scan = &stats["scans"][0];
+    assert_eq!(scan["name"], "overdue_check", "{stats:#}");
+    assert_eq!(scan["last_run_by"], "worker-a");
+    assert_eq!(scan["last_created"], 1, "one overdue task, one notice");
+    assert!(scan["last_finished"].is_string());
+
+    store.pause_kind("overdue_check").await.unwrap();
+    let later = start + chrono::TimeDelta::seconds(5);
+    assert!(
+        !tick(later).await.unwrap(),
+        "a paused scan skips its period"
+    );
+    assert_eq!(store.claimed_periods("overdue_check").await.unwrap(), 1);
+    let stats = until_stats(&dash, "the paused scan", |s| {
+        s["scans"][0]["paused"] == true
+    })
+    .await;
+    assert_eq!(kind(&stats, "overdue_check")["paused"], true);
+    store.resume_kind("overdue_check").await.unwrap();
+    assert!(tick(later + chrono::TimeDelta::seconds(5)).await.unwrap());
+    assert_eq!(store.claimed_periods("overdue_check").await.unwrap(), 2);
+}
+
+mod scans {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        scans_show_their_runs(Case::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        scans_show_their_runs(Case::Postgres).await
+    }
+}

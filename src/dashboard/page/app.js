@@ -113,7 +113,9 @@ function start() {
 
 function render(stats) {
   window.heraldStats = stats;
-  $("#updated").textContent = `updated ${time(stats.at)}`;
+  const countsAge = (Date.parse(stats.at) - Date.parse(stats.counted_at)) / 1000;
+  $("#updated").textContent = `updated ${time(stats.at)}` +
+    (countsAge > 1.5 ? `; job counts as of ${time(stats.counted_at)} (counted less often while the backlog is large)` : "");
   $("#problems").textContent = stats.problems.join("; ");
 
   const fields = ["waiting", "scheduled", "running", "retrying", "dead", "done_last_minute", "failed_last_minute"];

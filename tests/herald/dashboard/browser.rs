@@ -300,6 +300,28 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
         "the session cookie is out of the script's reach (HttpOnly)"
     );
 
+    // A WebSocket client of user 1, reading everything it is sent.
+    let secret = secrecy::SecretString::from("browser-dashboard-secret");
+    let token = herald::tokens::mint(&secret, 1, Duration::from_secs(600)).unwrap();
+    let url = format!(
+        "ws://127.0.0.1:{}/ws/notifications/?token={token}",
+        fleet.port
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut socket_tx, mut socket_rx) = futures_util::StreamExt::split(socket);
+    let reader = tokio::spawn(async move {
+        let mut notifications = 0;
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut socket_rx).await {
+            if message
+                .to_text()
+                .is_ok_and(|t| t.contains("\"notification\""))
+            {
+                notifications += 1;
+            }
+        }
+        notifications
+    });
+
     // Jobs: many that succeed, one for later, one whose task is missing.
     let mut jobs: Vec<Value> = (0..300)
         .map(|i| {
@@ -330,13 +352,20 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
     assert_eq!(status, 202, "{answer}");
     let dead_id = answer["jobs"][301]["id"].as_str().unwrap().to_string();
 
+    // User 1 is named by every 30th job: 10 notifications to deliver.
     let stats = until_stats(&fleet, "the dead job and every other job done", |s| {
         kind(s, "file_attached")["dead"] == 1
             && kind(s, "notify")["waiting"] == 0
             && kind(s, "notify")["running"] == 0
             && kind(s, "notify")["done_last_minute"].as_i64() >= Some(300)
+            && s["delivery"]["processes"][0]["delivered"].as_i64() >= Some(10)
     })
     .await;
+    assert_eq!(stats["delivery"]["connections"], 1, "{stats:#}");
+    assert_eq!(stats["delivery"]["users_online"], 1);
+    assert_eq!(stats["delivery"]["processes"][0]["delivered"], 10);
+    assert_eq!(stats["layer"]["backend"], "redis");
+    assert_eq!(stats["layer"]["shards"][0]["up"], true);
     assert_eq!(kind(&stats, "notify")["scheduled"], 1, "{stats:#}");
     assert_eq!(stats["dead"][0]["id"], dead_id.as_str());
     let error = stats["dead"][0]["last_error"].as_str().unwrap().to_string();
@@ -371,7 +400,31 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
     browser
         .wait_js("document.querySelector('#chart-throughput canvas') !== null")
         .await;
+    browser
+        .wait_js("document.querySelector('#delivery-totals').textContent.startsWith('1 connections, 1 users online')")
+        .await;
     browser.screenshot("dashboard.png", false).await;
+
+    // The client closes (1000): the close codes count it.
+    futures_util::SinkExt::send(
+        &mut socket_tx,
+        tokio_tungstenite::tungstenite::Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "done".into(),
+            },
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reader.await.unwrap(),
+        10,
+        "the client got its ten notifications"
+    );
+    browser
+        .wait_js("document.querySelector('#delivery-totals').textContent.includes('close codes 1000: 1')")
+        .await;
 
     // The task exists now; the retry button runs the job again.
     let pool = sqlx::PgPool::connect(&fleet.database).await.unwrap();
