@@ -407,9 +407,9 @@ async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
         "\nDashboard cost: {jobs} file_attached jobs, run clock, dashboard open to {clients} event-stream clients"
     );
     println!(
-        "| queue | round | jobs/s without | jobs/s with | with/without | dashboard reads | read time per read (ms) | events per client |"
+        "| queue | round | jobs/s without | jobs/s with | with/without | dashboard reads | ms per read | ledger counts | ms per count | events per client |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, backend) in backends {
         let (mut without, mut with) = (Vec::new(), Vec::new());
         for round in 0..repeat {
@@ -432,19 +432,28 @@ async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
             }
             without.push(rates[0]);
             with.push(rates[1]);
-            let (reads, per_read, events) = match &cost {
+            let (reads, per_read, counts, per_count, events) = match &cost {
                 Some((cost, events)) => (
                     cost.reads.to_string(),
                     format!(
                         "{:.1}",
                         cost.total.as_secs_f64() * 1000.0 / cost.reads.max(1) as f64
                     ),
-                    format!("{:?}", events),
+                    cost.counts.to_string(),
+                    format!(
+                        "{:.1}",
+                        cost.counting.as_secs_f64() * 1000.0 / cost.counts.max(1) as f64
+                    ),
+                    format!(
+                        "{}-{}",
+                        events.iter().min().unwrap_or(&0),
+                        events.iter().max().unwrap_or(&0)
+                    ),
                 ),
-                None => ("-".into(), "-".into(), "-".into()),
+                None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
             };
             println!(
-                "| {name} | {} | {:.0} | {:.0} | {:.3} | {reads} | {per_read} | {events} |",
+                "| {name} | {} | {:.0} | {:.0} | {:.3} | {reads} | {per_read} | {counts} | {per_count} | {events} |",
                 round + 1,
                 rates[0],
                 rates[1],
@@ -453,7 +462,10 @@ async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (a, b) = (mean(&without), mean(&with));
-        println!("| {name} | mean | {a:.0} | {b:.0} | {:.3} | | | |", b / a);
+        println!(
+            "| {name} | mean | {a:.0} | {b:.0} | {:.3} | | | | | |",
+            b / a
+        );
     }
 }
 
