@@ -38,6 +38,8 @@ pub struct DashboardState(Arc<Shared>);
 
 struct Shared {
     store: Store,
+    /// Where the dashboard reads (see [`reading_pool`]).
+    reads: Store,
     queue: JobQueue,
     access: Access,
     collector: Collector,
@@ -56,9 +58,11 @@ impl DashboardState {
         secret: Option<&secrecy::SecretString>,
     ) -> DashboardState {
         let settings = Arc::new(settings.clone());
+        let reads = reading_pool(&settings).unwrap_or_else(|| store.clone());
         DashboardState(Arc::new(Shared {
             access: Access::new(&settings, secret),
-            collector: Collector::new(store.clone(), settings.clone()),
+            collector: Collector::new(reads.clone(), settings.clone()),
+            reads,
             refresh: settings.dashboard.refresh_interval,
             store,
             queue,
@@ -82,6 +86,29 @@ impl DashboardState {
     pub async fn stats(&self) -> Arc<stats::Stats> {
         self.0.collector.latest().await.0
     }
+}
+
+/// Connections the dashboard reads the fleet on (PostgreSQL).
+const READING_CONNECTIONS: u32 = 2;
+
+/// On PostgreSQL, a small pool of the dashboard's own for its reads
+/// (`application_name` `herald-dashboard`), opened on first use: an open
+/// page never takes a connection the worker's batches wait for. On SQLite
+/// (one file, one writer; reads do not block it in WAL mode) the store's
+/// pool serves.
+fn reading_pool(settings: &Settings) -> Option<Store> {
+    let url = settings.database_url().ok()?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+        .ok()?
+        .application_name("herald-dashboard");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(READING_CONNECTIONS)
+        .acquire_timeout(settings.database.acquire_timeout)
+        .connect_lazy_with(options);
+    Some(Store::Postgres(pool))
 }
 
 /// The page, its assets, the session, the event stream, `/api/stats`, the
@@ -434,7 +461,7 @@ async fn history(
         state: job_state,
         limit: query.limit.unwrap_or(50).clamp(1, 200),
     };
-    match state.0.store.search_jobs(&search).await {
+    match state.0.reads.search_jobs(&search).await {
         Ok(jobs) => axum::Json(HistoryAnswer { jobs }).into_response(),
         Err(e) => unavailable(e),
     }
