@@ -21,7 +21,7 @@ use crate::config::DashboardSettings;
 use crate::sidecar::SidecarState;
 use crate::store::{Beat, Store};
 use crate::telemetry::metrics::{self as m, Samples};
-use figures::{Counted, DeliveryNow, ProcessFigures, WINDOW_SECONDS, WindowFigures};
+use figures::{Counted, DeliveryNow, ProcessFigures, WindowFigures};
 
 /// How long rows of silent processes and old samples are kept.
 pub const KEEP: TimeDelta = TimeDelta::hours(1);
@@ -237,6 +237,3 @@ impl Beating {
         }
     }
 }
-
-/// The window length, for readers.
-pub const WINDOW: Duration = Duration::from_secs(WINDOW_SECONDS as u64);
