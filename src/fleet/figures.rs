@@ -264,7 +264,13 @@ pub fn quantile(times: &[u64], q: f64) -> Option<f64> {
     let mut below = 0u64;
     for (i, &count) in times.iter().enumerate() {
         if count > 0 && (below + count) as f64 >= rank {
-            let lower = if i == 0 { 0.0 } else { DURATION_BUCKETS[i - 1] };
+            let largest = DURATION_BUCKETS[DURATION_BUCKETS.len() - 1];
+            // Buckets past the known ones (figures of another version)
+            // read as the largest bound.
+            let lower = match i {
+                0 => 0.0,
+                i => DURATION_BUCKETS.get(i - 1).copied().unwrap_or(largest),
+            };
             let Some(&upper) = DURATION_BUCKETS.get(i) else {
                 return Some(lower);
             };
@@ -304,6 +310,13 @@ mod tests {
         let high = quantile(times, 0.99).unwrap();
         assert!(high > 0.001 && high <= 0.0025, "{high}");
         assert_eq!(quantile(&[0; 13], 0.5), None);
+        let mut odd = vec![0; 20];
+        odd[19] = 3;
+        assert_eq!(
+            quantile(&odd, 0.5),
+            Some(5.0),
+            "unknown buckets do not panic"
+        );
 
         let later = Counted::read(&Samples::parse(
             "herald_jobs_total{kind=\"notify\",outcome=\"done\"} 15\n",

@@ -488,7 +488,12 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
 
     // A second worker process joins, and is killed.
     assert_eq!(processes_shown(&mut browser).await, 1);
-    let worker = fleet.herald("worker").spawn().unwrap();
+    let worker_port = free_port();
+    let worker = fleet
+        .herald("worker")
+        .env("HERALD_WORKER__LISTEN", format!("127.0.0.1:{worker_port}"))
+        .spawn()
+        .unwrap();
     let spawned = Instant::now();
     browser
         .wait_js("document.querySelectorAll('#processes tbody tr').length === 2")
@@ -507,6 +512,18 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
         .step(json!({"cmd": "scroll", "selector": "#history"}))
         .await;
     browser.screenshot("dashboard-fleet.png", false).await;
+    // The worker serves the same dashboard on worker.listen.
+    let worker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], worker_port));
+    let bearer = format!("Authorization: Bearer {KEY}");
+    let (status, from_worker) = http(worker_addr, "GET", "/api/stats", &[&bearer], b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{from_worker}");
+    assert_eq!(from_worker["processes"].as_array().unwrap().len(), 2);
+    let (status, _) = http(worker_addr, "GET", "/api/stats", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "the worker's dashboard needs the key too");
     signal(&worker, "-KILL");
     let killed = Instant::now();
     browser
