@@ -204,17 +204,18 @@ function chart(series) {
   if (typeof uPlot === "undefined") return;
   if (!charts) {
     const width = (id) => Math.max(300, $(id).clientWidth || 500);
-    const options = (id, title, a, b, unit) => ({
+    // Run times get points too: a lone window with jobs (its neighbours
+    // have none) shows as a dot, not nothing.
+    const options = (id, title, a, b, unit, dots) => ({
       width: width(id), height: 200,
       scales: { x: { time: true } },
-      // Points too: a lone window with jobs shows as a dot, not nothing.
-      series: [{}, { label: a, stroke: "#2f5fb3", width: 2, spanGaps: false, points: { show: true, size: 4 } },
-        { label: b, stroke: "#b3261e", width: 2, spanGaps: false, points: { show: true, size: 4 } }],
+      series: [{}, { label: a, stroke: "#2f5fb3", width: 2, spanGaps: false, points: { show: dots, size: 4 } },
+        { label: b, stroke: "#b3261e", width: 2, spanGaps: false, points: { show: dots, size: 4 } }],
       axes: [{}, { label: unit, size: 60 }],
     });
     charts = {
-      throughput: new uPlot(options("#chart-throughput", "", "done/s", "failed/s", "jobs/s"), throughput, $("#chart-throughput")),
-      runtime: new uPlot(options("#chart-runtime", "", "p50", "p99", "ms"), runtime, $("#chart-runtime")),
+      throughput: new uPlot(options("#chart-throughput", "", "done/s", "failed/s", "jobs/s", false), throughput, $("#chart-throughput")),
+      runtime: new uPlot(options("#chart-runtime", "", "p50", "p99", "ms", true), runtime, $("#chart-runtime")),
     };
   } else {
     charts.throughput.setData(throughput);
