@@ -35,6 +35,16 @@
 //! `queue.batches`; default: the configured ones).
 //! Each run uses databases and key prefixes of its own and drops them
 //! (databases, and the Redis keys under its prefix).
+//!
+//! The dashboard's cost: HERALD_BENCH_DASHBOARD=N (with HERALD_BENCH_REPEAT,
+//! default 3) measures only the *run* clock, alternately without and with
+//! the operations dashboard open: its server in the worker's process and N
+//! clients reading its event stream (each read of the fleet then serves
+//! them all, once a second), and prints both rates per round, and how long
+//! the dashboard's reads took. Every run writes the worker's heartbeat, as
+//! every herald process does. HERALD_BENCH_NO_HISTORY_INDEXES drops the two
+//! ledger indexes the dashboard's history search added (for an A/B of what
+//! they cost the ledger's writes).
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +56,7 @@ use herald::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
 use herald::store::{JobState, Store};
 use herald::worker::Worker;
 use serde_json::json;
+use sqlx::Connection;
 
 /// mimalloc instead of glibc's malloc: a batch allocates and frees many
 /// small values (JSON, SQL rows, messages) across threads, where glibc spent
@@ -217,8 +228,224 @@ async fn herald_run(
     jobs: usize,
     clock: Clock,
 ) -> (f64, f64) {
+    let run = herald_run_watched(admin, redis, backend, jobs, clock, None).await;
+    (run.rate, run.enqueue_rate)
+}
+
+/// CPU seconds a process has used (utime + stime of /proc/PID/stat), or
+/// 0 when it is gone or unreadable.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The PostgreSQL backends of database `name`, split into the dashboard's
+/// (application_name `herald-dashboard`) and the others.
+async fn backends(admin: &str, name: &str) -> (Vec<u32>, Vec<u32>) {
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let rows: Vec<(i32, Option<String>)> =
+        sqlx::query_as("SELECT pid, application_name FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let (dashboard, others): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, app)| app.as_deref() == Some("herald-dashboard"));
+    let pids =
+        |rows: Vec<(i32, Option<String>)>| rows.into_iter().map(|(pid, _)| pid as u32).collect();
+    (pids(dashboard), pids(others))
+}
+
+/// CPU seconds of `pids` now, by pid.
+fn cpu_of(pids: &[u32]) -> std::collections::HashMap<u32, f64> {
+    pids.iter().map(|&pid| (pid, cpu_seconds(pid))).collect()
+}
+
+/// CPU used between `before` and `after` (a pid new at `after` counts whole).
+fn cpu_between(
+    before: &std::collections::HashMap<u32, f64>,
+    after: &std::collections::HashMap<u32, f64>,
+) -> f64 {
+    after
+        .iter()
+        .map(|(pid, now)| now - before.get(pid).copied().unwrap_or(0.0))
+        .filter(|used| *used > 0.0)
+        .sum()
+}
+
+/// The dashboard during a run: served by a `herald sidecar` process on the
+/// run's database and Redis (as an operator's sidecar would), read by
+/// `clients` event-stream readers that also read the history every 5 s,
+/// as an open page does. With no clients the sidecar still runs (its
+/// heartbeat), so both sides of the comparison have it.
+struct Watching {
+    sidecar: tokio::process::Child,
+    readers: Vec<tokio::task::JoinHandle<usize>>,
+    history: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watching {
+    async fn open(settings: &Settings, url: &str, redis: &str, clients: usize) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let queue = match settings.queue.backend {
+            QueueBackend::Redis => "redis",
+            QueueBackend::Database => "database",
+        };
+        let key = "bench-key";
+        let sidecar = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("sidecar")
+            .env("DATABASE_URL", url)
+            .env("SECRET_KEY", "bench-secret")
+            .env("REDIS_URL", redis)
+            .env("HERALD_DATA_DIR", &settings.data_dir)
+            .env("HERALD_LAYER__BACKEND", "redis")
+            .env("HERALD_LAYER__PREFIX", &settings.layer.prefix)
+            .env("HERALD_QUEUE__BACKEND", queue)
+            .env("HERALD_QUEUE__REDIS_URL", redis)
+            .env("HERALD_QUEUE__PREFIX", &settings.queue.prefix)
+            .env("HERALD_API__KEY", key)
+            .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the herald binary runs");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let readers = (0..clients)
+            .map(|_| {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                        return 0;
+                    };
+                    let request = format!(
+                        "GET /dashboard/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                         Authorization: Bearer {key}\r\n\r\n"
+                    );
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let mut events = 0;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(read) = stream.read(&mut buf).await {
+                        if read == 0 {
+                            break;
+                        }
+                        events += buf[..read]
+                            .windows(12)
+                            .filter(|w| w == b"event: stats")
+                            .count();
+                    }
+                    events
+                })
+            })
+            .collect();
+        let history = (0..clients)
+            .map(|_| {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                            return;
+                        };
+                        let request = format!(
+                            "GET /dashboard/history HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                             Connection: close\r\nAuthorization: Bearer {key}\r\n\r\n"
+                        );
+                        let _ = stream.write_all(request.as_bytes()).await;
+                        let mut answer = Vec::new();
+                        let _ = stream.read_to_end(&mut answer).await;
+                    }
+                })
+            })
+            .collect();
+        Watching {
+            sidecar,
+            readers,
+            history,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.sidecar.id().unwrap_or(0)
+    }
+
+    /// Stops the sidecar; the events each client read.
+    async fn close(mut self) -> Vec<usize> {
+        for task in &self.history {
+            task.abort();
+        }
+        let _ = self.sidecar.kill().await;
+        let mut counts = Vec::new();
+        for reader in self.readers {
+            counts.push(reader.await.unwrap_or(0));
+        }
+        counts
+    }
+}
+
+/// What one run measured: jobs/s, the enqueue rate, and CPU seconds used
+/// during the run by the worker (the bench process and its database
+/// sessions), by the dashboard (the sidecar process and its
+/// `herald-dashboard` database sessions), and the events each client got.
+struct Measured {
+    rate: f64,
+    enqueue_rate: f64,
+    seconds: f64,
+    worker_cpu: f64,
+    dashboard_cpu: f64,
+    events: Vec<usize>,
+}
+
+/// [`herald_run`], with a dashboard-serving sidecar and `clients` readers
+/// when `watched` (on the *run* clock only).
+async fn herald_run_watched(
+    admin: &str,
+    redis: &str,
+    backend: QueueBackend,
+    jobs: usize,
+    clock: Clock,
+    watched: Option<usize>,
+) -> Measured {
     let (url, store) = fresh_database(admin, "e2e").await;
+    let database = url.rsplit_once('/').unwrap().1.to_string();
     seed_tasks(&store).await;
+    // What the dashboard's two history indexes cost every ledger write:
+    // `user`, `kind` or anything else (both) drops them.
+    match std::env::var("HERALD_BENCH_NO_HISTORY_INDEXES").as_deref() {
+        Ok("user") => execute(&store, "DROP INDEX herald_jobs_user").await,
+        Ok("kind") => execute(&store, "DROP INDEX herald_jobs_kind").await,
+        Ok(_) => {
+            execute(
+                &store,
+                "DROP INDEX herald_jobs_kind; DROP INDEX herald_jobs_user",
+            )
+            .await
+        }
+        Err(_) => {}
+    }
     let settings = settings(&url, redis, backend);
     let audience = Audience::join(redis, &settings.layer.prefix).await;
     let queue = JobQueue::connect(&settings).await.unwrap();
@@ -226,10 +453,31 @@ async fn herald_run(
         let layer = herald::layer::build(&settings.layer).unwrap();
         Worker::start(&settings, store.clone(), layer, queue.clone())
     };
+    let heartbeat = herald::fleet::Heartbeat::start(
+        store.clone(),
+        herald::fleet::Role::Worker,
+        &settings.dashboard,
+        None,
+    );
+    let mut watching = None;
+    let mut cpu_before = None;
     let (started, worker, enqueue_rate) = if clock == Clock::QueuedFirst {
         let enqueue_rate = enqueue(&store, &queue, jobs).await;
-        let started = Instant::now();
-        (started, start_worker().await.unwrap(), enqueue_rate)
+        if let Some(clients) = watched {
+            watching = Some(Watching::open(&settings, &url, redis, clients).await);
+            // Its first reads (connections, the full sample read) settle.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let worker = start_worker().await.unwrap();
+        let (dashboard, others) = backends(admin, &database).await;
+        let sidecar = watching.as_ref().map_or(0, Watching::pid);
+        cpu_before = Some((
+            cpu_seconds(std::process::id()),
+            cpu_seconds(sidecar),
+            cpu_of(&dashboard),
+            cpu_of(&others),
+        ));
+        (Instant::now(), worker, enqueue_rate)
     } else {
         let worker = start_worker().await.unwrap();
         let started = Instant::now();
@@ -242,7 +490,24 @@ async fn herald_run(
             "herald stalled"
         );
     }
-    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = jobs as f64 / seconds;
+    let (mut worker_cpu, mut dashboard_cpu) = (0.0, 0.0);
+    if let Some((own, sidecar, dashboard, others)) = cpu_before {
+        let (dashboard_now, others_now) = backends(admin, &database).await;
+        let pid = watching.as_ref().map_or(0, Watching::pid);
+        worker_cpu =
+            cpu_seconds(std::process::id()) - own + cpu_between(&others, &cpu_of(&others_now));
+        dashboard_cpu = if pid == 0 {
+            0.0
+        } else {
+            cpu_seconds(pid) - sidecar
+        } + cpu_between(&dashboard, &cpu_of(&dashboard_now));
+    }
+    let events = match watching {
+        Some(watching) => watching.close().await,
+        None => Vec::new(),
+    };
     let done = store.count_jobs(JobState::Done).await.unwrap();
     assert_eq!(done, jobs as i64, "every job done");
     let (copies, resyncs) = audience.counts();
@@ -250,13 +515,98 @@ async fn herald_run(
         "herald: {copies} copies reached the online users ({} sent), {resyncs} resyncs",
         2 * jobs
     );
+    heartbeat.stop().await;
     worker.shutdown(Duration::from_secs(10)).await;
     queue.close().await;
     store.close().await;
     drop_database(admin, &url).await;
     drop_redis_keys(redis, &settings.queue.prefix).await;
     let _ = std::fs::remove_dir_all(&settings.data_dir);
-    (rate, enqueue_rate)
+    Measured {
+        rate,
+        enqueue_rate,
+        seconds,
+        worker_cpu,
+        dashboard_cpu,
+        events,
+    }
+}
+
+/// HERALD_BENCH_DASHBOARD=N: each round runs the jobs twice (which first
+/// alternates), each time beside a `herald sidecar`: once with no client,
+/// once with the dashboard open to N clients. Prints the rates and the CPU
+/// the dashboard used against the worker's.
+async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
+    let repeat = env_number("HERALD_BENCH_REPEAT", 3);
+    let backends = match env_or("HERALD_BENCH_QUEUES", "redis").as_str() {
+        "postgres" => vec![("postgres", QueueBackend::Database)],
+        "redis" => vec![("redis", QueueBackend::Redis)],
+        _ => vec![
+            ("postgres", QueueBackend::Database),
+            ("redis", QueueBackend::Redis),
+        ],
+    };
+    println!(
+        "\nDashboard cost: {jobs} file_attached jobs, run clock, a herald sidecar serving the \
+         dashboard, with 0 or {clients} clients"
+    );
+    println!(
+        "| queue | round | jobs/s, 0 clients | jobs/s, {clients} clients | ratio | worker CPU s (0 / {clients}) | sidecar CPU s (0 / {clients}) | dashboard share of CPU | events per client |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, backend) in backends {
+        let (mut without, mut with, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..repeat {
+            let order = if round % 2 == 0 {
+                [0, clients]
+            } else {
+                [clients, 0]
+            };
+            let mut runs: [Option<Measured>; 2] = [None, None];
+            for open in order {
+                let measured =
+                    herald_run_watched(admin, redis, backend, jobs, Clock::QueuedFirst, Some(open))
+                        .await;
+                runs[usize::from(open > 0)] = Some(measured);
+            }
+            let [Some(idle), Some(open)] = runs else {
+                unreachable!("both runs measured")
+            };
+            // The dashboard's own: what the sidecar and its sessions used
+            // beyond an idle sidecar's, over the same seconds.
+            let idle_rate = idle.dashboard_cpu / idle.seconds;
+            let extra = (open.dashboard_cpu - idle_rate * open.seconds).max(0.0);
+            let share = extra / (open.worker_cpu + open.dashboard_cpu);
+            without.push(idle.rate);
+            with.push(open.rate);
+            shares.push(share);
+            let events = format!(
+                "{}-{}",
+                open.events.iter().min().unwrap_or(&0),
+                open.events.iter().max().unwrap_or(&0)
+            );
+            println!(
+                "| {name} | {} | {:.0} | {:.0} | {:.3} | {:.1} / {:.1} | {:.2} / {:.2} | {:.2}% | {events} |",
+                round + 1,
+                idle.rate,
+                open.rate,
+                open.rate / idle.rate,
+                idle.worker_cpu,
+                open.worker_cpu,
+                idle.dashboard_cpu,
+                open.dashboard_cpu,
+                share * 100.0,
+            );
+            let _ = (idle.enqueue_rate, open.enqueue_rate);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (a, b) = (mean(&without), mean(&with));
+        println!(
+            "| {name} | mean | {a:.0} | {b:.0} | {:.3} | | | {:.2}% | |",
+            b / a,
+            mean(&shares) * 100.0
+        );
+    }
 }
 
 /// Whether no job waits and no notification is unpublished. Probes for one
@@ -383,6 +733,11 @@ fn main() {
         let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
         let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 5_000);
         let tasks = env_number("HERALD_BENCH_TASKS", 1_000_000);
+        let clients = env_number("HERALD_BENCH_DASHBOARD", 0);
+        if clients > 0 {
+            dashboard_cost(&admin, &redis, jobs, clients).await;
+            return;
+        }
         let only_scan = env_or("HERALD_BENCH_ONLY", "") == "scan";
         let celery = if only_scan {
             None

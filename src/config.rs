@@ -80,6 +80,32 @@ pub struct Settings {
     pub api: ApiSettings,
     pub tokens: TokenSettings,
     pub sidecar: SidecarSettings,
+    pub dashboard: DashboardSettings,
+}
+
+/// The operations dashboard (`GET /dashboard`, `GET /api/stats`) and the
+/// heartbeat every process writes for it (docs/dashboard.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Serve `/dashboard` and `/api/stats` (on sidecar.listen and
+    /// worker.listen).
+    pub enabled: bool,
+    /// How long a sign-in lasts: the session cookie's Max-Age.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Send the session cookie only over HTTPS (behind a TLS proxy).
+    pub secure_cookie: bool,
+    /// How often each process writes its heartbeat and figures.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A process whose heartbeat is older than this counts as gone.
+    #[serde(with = "humantime_serde")]
+    pub process_timeout: Duration,
+    /// How often an open page gets fresh figures (one read of the fleet
+    /// per process serving pages, however many pages are open).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
 }
 
 /// Where jobs wait.
@@ -498,6 +524,28 @@ impl Settings {
         }
         self.validate_layer()?;
         self.validate_worker()?;
+        for (key, value) in [
+            ("dashboard.session_ttl", self.dashboard.session_ttl),
+            (
+                "dashboard.heartbeat_interval",
+                self.dashboard.heartbeat_interval,
+            ),
+            ("dashboard.process_timeout", self.dashboard.process_timeout),
+            (
+                "dashboard.refresh_interval",
+                self.dashboard.refresh_interval,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if self.dashboard.process_timeout <= self.dashboard.heartbeat_interval {
+            return Err(ConfigError::new(
+                "dashboard.process_timeout",
+                "must be longer than dashboard.heartbeat_interval",
+            ));
+        }
         self.validate_queue()?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(

@@ -6,12 +6,15 @@
 //! runs them ([`jobs`]), writing rows through [`store`]; [`payload`] shapes them as the contract says;
 //! [`publish`] sends them over a [`layer`] to the clients; [`tokens`] checks
 //! who a client is; [`sidecar`] serves them over WebSocket. [`commands`] and
-//! [`shutdown`] hold what the CLI runs.
+//! [`shutdown`] hold what the CLI runs. Every process writes its heartbeat
+//! and figures ([`fleet`]), which the operations [`dashboard`] reads.
 
 pub mod api;
 pub mod batch;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
+pub mod fleet;
 pub mod http;
 pub mod jobs;
 pub mod layer;

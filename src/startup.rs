@@ -6,6 +6,8 @@
 use anyhow::Context;
 
 use crate::config::Settings;
+use crate::dashboard::DashboardState;
+use crate::fleet::{Heartbeat, Role};
 use crate::queue::JobQueue;
 use crate::sidecar::{self, SidecarState};
 use crate::worker::Worker;
@@ -27,11 +29,27 @@ where
         .context("could not open the job queue")?;
     let (listener, api) =
         sidecar::bind_with_api(settings, &store, &queue, sidecar::demo::Mode::AllInOne).await?;
+    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
+    let api = api.merge(crate::dashboard::router(
+        dashboard.clone(),
+        settings.dashboard.enabled,
+    ));
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
     tracing::info!(address = %listener.local_addr()?, queue = queue.name(), "herald running");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let heartbeat = Heartbeat::start(
+        store.clone(),
+        Role::Run,
+        &settings.dashboard,
+        Some(state.clone()),
+    );
+    let shutdown = async move {
+        shutdown.await;
+        dashboard.stop_streams();
+    };
     let served = sidecar::serve_with(listener, state, api, shutdown).await;
     worker.shutdown(settings.queue.shutdown_timeout).await;
+    heartbeat.stop().await;
     queue.close().await;
     store.close().await;
     served?;

@@ -36,7 +36,8 @@ pub use auth::ApiAuth;
 pub(crate) use auth::{local_peer, local_request};
 pub(crate) use body::error;
 
-use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
+pub(crate) use body::ErrorBody;
+use body::{BatchAnswer, BatchBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
 
 use crate::config::ApiSettings;
 use crate::jobs::{JobInputError, KINDS};
@@ -347,7 +348,14 @@ async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let states = ["queued", "retrying", "done", "dead"];
+    let states = [
+        "queued",
+        "retrying",
+        "done",
+        "dead",
+        "cancelled",
+        "discarded",
+    ];
     let wanted = query.ok().map(|Query(q)| q.state);
     let Some(job_state) = wanted.as_deref().and_then(JobState::from_name) else {
         let reason = format!(

@@ -25,11 +25,21 @@ const SCHEME: &str = "api_key";
         description = "Submit, read and retry herald's background jobs. Every error answer is \
             `{\"error\": \"...\"}` with the reason. See docs/jobs.md."
     ),
-    paths(super::create, super::create_batch, super::list, super::show, super::retry, serve),
+    paths(
+        super::create,
+        super::create_batch,
+        super::list,
+        super::show,
+        super::retry,
+        crate::dashboard::api_stats,
+        serve
+    ),
     components(schemas(ErrorBody), responses(Refused)),
     modifiers(&ApiKey),
     tags(
         (name = "jobs", description = "The job API; every route needs the API key."),
+        (name = "dashboard", description = "The operations dashboard's figures (docs/dashboard.md); \
+            the API key, or the dashboard's session cookie."),
         (name = "meta", description = "This description; no key needed."),
     )
 )]

@@ -280,6 +280,8 @@ impl ChannelLayer for MemoryLayer {
             }
         }
         if report.dropped > 0 {
+            metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "memory")
+                .increment(report.dropped as u64);
             self.dropped
                 .fetch_add(report.dropped as u64, Ordering::Relaxed);
             tracing::warn!(

@@ -131,6 +131,10 @@ struct Connection {
     /// When the connection opened: a resync before any cursor reads what
     /// was created since.
     connected_at: chrono::DateTime<chrono::Utc>,
+    /// The writer closed the socket with 4008 (for the close-code count).
+    slow: bool,
+    /// The code of the client's close frame, when it sent one.
+    peer_code: Option<u16>,
 }
 
 /// A token bucket over the client's messages: `rate` a second, bursts of
@@ -188,6 +192,8 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
         allowance: RateLimit::new(settings.client_messages_per_second),
         cursor: accepted.last_id,
         connected_at: crate::store::now(),
+        slow: false,
+        peer_code: None,
     };
     let layer = state.0.layer.clone();
     let user_id = conn.user_id;
@@ -299,6 +305,7 @@ impl Connection {
                 () = shared.shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server_shutdown")),
                 ended = &mut *writer => {
                     if matches!(ended, Ok(WriterEnd::Slow)) {
+                        self.slow = true;
                         inc(&shared.metrics.slow_client_disconnects);
                         tracing::info!(user_id = self.user_id, "slow client disconnected");
                     }
@@ -364,10 +371,16 @@ impl Connection {
         writer: JoinHandle<WriterEnd>,
     ) {
         let write_timeout = self.state.0.settings.write_timeout;
+        let metrics = &self.state.0.metrics;
         match end {
-            End::WriterGone => return,
-            End::PeerGone => {}
+            // The writer closed with 4008 (a slow client) or the socket broke.
+            End::WriterGone => {
+                metrics.closed(if self.slow { close::SLOW_CLIENT } else { 1006 });
+                return;
+            }
+            End::PeerGone => metrics.closed(self.peer_code.unwrap_or(1006)),
             End::Close(code, reason) => {
+                metrics.closed(code);
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
@@ -484,7 +497,11 @@ impl Connection {
                 return self.queue(error_event(&DecodeError::NotText.to_string()));
             }
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(_) => return Err(End::PeerGone),
+            Message::Close(frame) => {
+                // 1005: the client's close frame carried no code.
+                self.peer_code = Some(frame.map_or(1005, |frame| frame.code));
+                return Err(End::PeerGone);
+            }
         };
 
         if text.as_str().len() > max {
@@ -587,10 +604,7 @@ impl Connection {
             count += 1;
         }
         self.advance(last);
-        shared
-            .metrics
-            .notifications_replayed
-            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        shared.metrics.notifications_replayed.increment(count);
         Ok(Some(Resumed {
             count,
             last_id: last,

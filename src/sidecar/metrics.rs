@@ -1,47 +1,62 @@
 //! The sidecar's counters: connections, authentication failures by reason,
 //! events delivered and dropped, slow-client disconnects, replayed
-//! notifications. Plain atomics, rendered in Prometheus text on `/metrics`.
+//! notifications, close codes. `metrics` crate counters in a Prometheus
+//! recorder of the sidecar's own (so two sidecars in one process, as in
+//! tests, count apart), rendered on `/metrics` beside the process-wide
+//! recorder and read back from that same text for the dashboard's figures.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::telemetry::metrics::{self as m, Samples};
+
+/// Where the sidecar's counters are registered from (the recorder ignores it).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// Counters shared by every connection of one sidecar.
-#[derive(Debug, Default)]
 pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    connections_open: Gauge,
     /// Authenticated connections accepted since start.
-    pub connections_accepted: AtomicU64,
-    /// Authentication failures, by `AuthError::code`.
-    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    pub connections_accepted: Counter,
     /// Connections refused by `max_connections` or the per-user limit.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Events written to the client's queue (notifications, chat, typing).
-    pub events_delivered: AtomicU64,
+    pub events_delivered: Counter,
     /// Layer events of a type the sidecar does not know.
-    pub events_dropped_unknown: AtomicU64,
+    pub events_dropped_unknown: Counter,
     /// Notifications dropped because the connection had already sent them.
-    pub events_dropped_duplicate: AtomicU64,
+    pub events_dropped_duplicate: Counter,
     /// Clients closed with 4008.
-    pub slow_client_disconnects: AtomicU64,
+    pub slow_client_disconnects: Counter,
     /// Clients dropped for not answering pings.
-    pub ping_timeouts: AtomicU64,
+    pub ping_timeouts: Counter,
     /// Connections closed because their token expired.
-    pub token_expiries: AtomicU64,
+    pub token_expiries: Counter,
     /// Notifications sent from the database on resume.
-    pub notifications_replayed: AtomicU64,
+    pub notifications_replayed: Counter,
     /// Replays the sidecar started itself: the layer may have lost messages.
-    pub resyncs: AtomicU64,
+    pub resyncs: Counter,
     /// Inbound messages over the size limit.
-    pub oversized_messages: AtomicU64,
+    pub oversized_messages: Counter,
 }
 
-/// A read of every counter at one moment, for tests and `/metrics`.
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// A read of every counter at one moment, for tests and the dashboard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub connections_open: u64,
     pub connections_accepted: u64,
-    pub auth_failures: BTreeMap<&'static str, u64>,
+    pub auth_failures: BTreeMap<String, u64>,
     pub connections_refused: u64,
     pub events_delivered: u64,
     pub events_dropped_unknown: u64,
@@ -52,137 +67,195 @@ pub struct Snapshot {
     pub notifications_replayed: u64,
     pub resyncs: u64,
     pub oversized_messages: u64,
+    /// Closed connections by close code (`"4008"`, ...; `"1005"` a client
+    /// that gave none, `"1006"` a socket that broke).
+    pub closes: BTreeMap<String, u64>,
 }
 
-pub(crate) fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn inc(counter: &Counter) {
+    counter.increment(1);
+}
+
+/// The counters: (field, metric name after `herald_sidecar_`, help).
+const COUNTERS: [(&str, &str); 11] = [
+    (
+        "connections_accepted_total",
+        "Authenticated connections accepted.",
+    ),
+    (
+        "connections_refused_total",
+        "Connections refused by a connection limit.",
+    ),
+    ("events_delivered_total", "Events queued to clients."),
+    (
+        "events_dropped_unknown_total",
+        "Layer events of an unknown type, dropped.",
+    ),
+    (
+        "events_dropped_duplicate_total",
+        "Notifications already sent on the connection, dropped.",
+    ),
+    ("slow_client_disconnects_total", "Clients closed with 4008."),
+    (
+        "ping_timeouts_total",
+        "Clients dropped for not answering pings.",
+    ),
+    (
+        "token_expiries_total",
+        "Connections closed at token expiry.",
+    ),
+    (
+        "notifications_replayed_total",
+        "Notifications sent from the database on resume.",
+    ),
+    (
+        "resyncs_total",
+        "Replays started by the sidecar: the layer may have lost messages.",
+    ),
+    (
+        "oversized_messages_total",
+        "Inbound messages over the size limit.",
+    ),
+];
+
+fn full_name(short: &str) -> String {
+    format!("herald_sidecar_{short}")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let counter = |short: &str| {
+            let (_, help) = COUNTERS
+                .iter()
+                .find(|(name, _)| *name == short)
+                .copied()
+                .unwrap_or((short, ""));
+            let name = full_name(short);
+            recorder.describe_counter(
+                KeyName::from(name.clone()),
+                None,
+                SharedString::from(help.to_string()),
+            );
+            recorder.register_counter(&Key::from_name(name), &METADATA)
+        };
+        let open = full_name("connections_open");
+        recorder.describe_gauge(
+            KeyName::from(open.clone()),
+            None,
+            SharedString::const_str("Open WebSocket connections."),
+        );
+        recorder.describe_counter(
+            KeyName::from_const_str(m::SIDECAR_AUTH_FAILURES),
+            None,
+            SharedString::const_str("Authentication failures by reason."),
+        );
+        recorder.describe_counter(
+            KeyName::from_const_str(m::SIDECAR_CLOSES),
+            None,
+            SharedString::const_str("Connections closed, by close code."),
+        );
+        let connections_open = recorder.register_gauge(&Key::from_name(open), &METADATA);
+        Metrics {
+            connections_open,
+            connections_accepted: counter("connections_accepted_total"),
+            connections_refused: counter("connections_refused_total"),
+            events_delivered: counter("events_delivered_total"),
+            events_dropped_unknown: counter("events_dropped_unknown_total"),
+            events_dropped_duplicate: counter("events_dropped_duplicate_total"),
+            slow_client_disconnects: counter("slow_client_disconnects_total"),
+            ping_timeouts: counter("ping_timeouts_total"),
+            token_expiries: counter("token_expiries_total"),
+            notifications_replayed: counter("notifications_replayed_total"),
+            resyncs: counter("resyncs_total"),
+            oversized_messages: counter("oversized_messages_total"),
+            recorder,
+            handle,
+        }
+    }
 }
 
 impl Metrics {
+    fn labelled(&self, name: &'static str, label: &'static str, value: String) -> Counter {
+        let key = Key::from_parts(name, vec![Label::new(label, value)]);
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
     pub(crate) fn auth_failure(&self, code: &'static str) {
-        let mut map = self
-            .auth_failures
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        *map.entry(code).or_default() += 1;
+        let key = Key::from_parts(m::SIDECAR_AUTH_FAILURES, vec![Label::new("reason", code)]);
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+    }
+
+    /// A connection closed with `code` (sent by the server, or the client's).
+    pub(crate) fn closed(&self, code: u16) {
+        self.labelled(m::SIDECAR_CLOSES, "code", code.to_string())
+            .increment(1);
+    }
+
+    /// The Prometheus text of these counters, with `connections_open` now.
+    pub fn render(&self, connections_open: u64) -> String {
+        self.connections_open.set(connections_open as f64);
+        self.handle.render()
     }
 
     pub(crate) fn snapshot(&self, connections_open: u64) -> Snapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let samples = Samples::parse(&self.render(connections_open));
+        let get = |short: &str| samples.value(&full_name(short), &[]) as u64;
+        let by_label = |name: &str, label: &str| -> BTreeMap<String, u64> {
+            samples
+                .named(name)
+                .filter_map(|s| Some((s.label(label)?.to_string(), s.value as u64)))
+                .collect()
+        };
         Snapshot {
-            connections_open,
-            connections_accepted: get(&self.connections_accepted),
-            auth_failures: self
-                .auth_failures
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .clone(),
-            connections_refused: get(&self.connections_refused),
-            events_delivered: get(&self.events_delivered),
-            events_dropped_unknown: get(&self.events_dropped_unknown),
-            events_dropped_duplicate: get(&self.events_dropped_duplicate),
-            slow_client_disconnects: get(&self.slow_client_disconnects),
-            ping_timeouts: get(&self.ping_timeouts),
-            token_expiries: get(&self.token_expiries),
-            notifications_replayed: get(&self.notifications_replayed),
-            resyncs: get(&self.resyncs),
-            oversized_messages: get(&self.oversized_messages),
+            connections_open: get("connections_open"),
+            connections_accepted: get("connections_accepted_total"),
+            auth_failures: by_label(m::SIDECAR_AUTH_FAILURES, "reason"),
+            connections_refused: get("connections_refused_total"),
+            events_delivered: get("events_delivered_total"),
+            events_dropped_unknown: get("events_dropped_unknown_total"),
+            events_dropped_duplicate: get("events_dropped_duplicate_total"),
+            slow_client_disconnects: get("slow_client_disconnects_total"),
+            ping_timeouts: get("ping_timeouts_total"),
+            token_expiries: get("token_expiries_total"),
+            notifications_replayed: get("notifications_replayed_total"),
+            resyncs: get("resyncs_total"),
+            oversized_messages: get("oversized_messages_total"),
+            closes: by_label(m::SIDECAR_CLOSES, "code"),
         }
     }
 }
 
-impl Snapshot {
-    /// Prometheus text exposition format.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP herald_sidecar_{name} {help}");
-            let _ = writeln!(out, "# TYPE herald_sidecar_{name} {kind}");
-            let _ = writeln!(out, "herald_sidecar_{name} {value}");
-        };
-        metric(
-            "connections_open",
-            "gauge",
-            "Open WebSocket connections.",
-            self.connections_open,
-        );
-        metric(
-            "connections_accepted_total",
-            "counter",
-            "Authenticated connections accepted.",
-            self.connections_accepted,
-        );
-        metric(
-            "connections_refused_total",
-            "counter",
-            "Connections refused by a connection limit.",
-            self.connections_refused,
-        );
-        metric(
-            "events_delivered_total",
-            "counter",
-            "Events queued to clients.",
-            self.events_delivered,
-        );
-        metric(
-            "events_dropped_unknown_total",
-            "counter",
-            "Layer events of an unknown type, dropped.",
-            self.events_dropped_unknown,
-        );
-        metric(
-            "events_dropped_duplicate_total",
-            "counter",
-            "Notifications already sent on the connection, dropped.",
-            self.events_dropped_duplicate,
-        );
-        metric(
-            "slow_client_disconnects_total",
-            "counter",
-            "Clients closed with 4008.",
-            self.slow_client_disconnects,
-        );
-        metric(
-            "ping_timeouts_total",
-            "counter",
-            "Clients dropped for not answering pings.",
-            self.ping_timeouts,
-        );
-        metric(
-            "token_expiries_total",
-            "counter",
-            "Connections closed at token expiry.",
-            self.token_expiries,
-        );
-        metric(
-            "notifications_replayed_total",
-            "counter",
-            "Notifications sent from the database on resume.",
-            self.notifications_replayed,
-        );
-        metric(
-            "resyncs_total",
-            "counter",
-            "Replays started by the sidecar: the layer may have lost messages.",
-            self.resyncs,
-        );
-        metric(
-            "oversized_messages_total",
-            "counter",
-            "Inbound messages over the size limit.",
-            self.oversized_messages,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP herald_sidecar_auth_failures_total Authentication failures by reason."
-        );
-        let _ = writeln!(out, "# TYPE herald_sidecar_auth_failures_total counter");
-        for (reason, count) in &self.auth_failures {
-            let _ = writeln!(
-                out,
-                "herald_sidecar_auth_failures_total{{reason=\"{reason}\"}} {count}"
-            );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_as_prometheus_text_and_read_back() {
+        let metrics = Metrics::default();
+        inc(&metrics.events_delivered);
+        metrics.notifications_replayed.increment(3);
+        metrics.auth_failure("expired");
+        metrics.auth_failure("expired");
+        metrics.closed(4008);
+        let text = metrics.render(2);
+        for line in [
+            "herald_sidecar_connections_open 2",
+            "herald_sidecar_events_delivered_total 1",
+            "herald_sidecar_notifications_replayed_total 3",
+            "herald_sidecar_slow_client_disconnects_total 0",
+            "herald_sidecar_auth_failures_total{reason=\"expired\"} 2",
+            "herald_sidecar_closes_total{code=\"4008\"} 1",
+            "# TYPE herald_sidecar_events_delivered_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
-        out
+        let snapshot = metrics.snapshot(2);
+        assert_eq!(snapshot.connections_open, 2);
+        assert_eq!(snapshot.events_delivered, 1);
+        assert_eq!(snapshot.notifications_replayed, 3);
+        assert_eq!(snapshot.auth_failures.get("expired"), Some(&2));
+        assert_eq!(snapshot.closes.get("4008"), Some(&1));
     }
 }

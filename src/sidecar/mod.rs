@@ -139,9 +139,20 @@ impl SidecarState {
         self.0.open()
     }
 
+    /// Distinct users with an open connection now.
+    pub fn users_online(&self) -> usize {
+        self.0.slots().per_user.len()
+    }
+
     /// The counters, read now.
     pub fn metrics(&self) -> Snapshot {
         self.0.metrics.snapshot(self.open_connections() as u64)
+    }
+
+    /// The sidecar's counters as Prometheus text (`/metrics` adds the
+    /// process-wide ones).
+    pub fn prometheus_text(&self) -> String {
+        self.0.metrics.render(self.open_connections() as u64)
     }
 
     /// Closes every connection with 1001 and refuses new ones.
@@ -273,9 +284,30 @@ where
         .await
         .context("could not open the job queue")?;
     let (listener, api) = bind_with_api(settings, &store, &queue, demo::Mode::SidecarOnly).await?;
+    let dashboard = crate::dashboard::DashboardState::new(
+        settings,
+        store.clone(),
+        queue.clone(),
+        Some(&secret),
+    );
+    let api = api.merge(crate::dashboard::router(
+        dashboard.clone(),
+        settings.dashboard.enabled,
+    ));
     tracing::info!(address = %listener.local_addr()?, "sidecar listening");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let heartbeat = crate::fleet::Heartbeat::start(
+        store.clone(),
+        crate::fleet::Role::Sidecar,
+        &settings.dashboard,
+        Some(state.clone()),
+    );
+    let shutdown = async move {
+        shutdown.await;
+        dashboard.stop_streams();
+    };
     serve_with(listener, state, api, shutdown).await?;
+    heartbeat.stop().await;
     queue.close().await;
     store.close().await;
     tracing::info!("sidecar stopped");
@@ -367,7 +399,10 @@ async fn notifications(
     upgrade.on_upgrade(move |socket| async move {
         match outcome {
             Ok(accepted) => connection::run(socket, state, accepted).await,
-            Err((code, reason)) => connection::refuse(socket, code, reason).await,
+            Err((code, reason)) => {
+                state.0.metrics.closed(code);
+                connection::refuse(socket, code, reason).await
+            }
         }
         drop(refusal);
     })
@@ -479,7 +514,7 @@ async fn readyz(State(state): State<SidecarState>) -> Response {
 /// The sidecar's counters, then the process-wide ones (channel layer,
 /// publisher, jobs) from the global recorder.
 async fn prometheus(State(state): State<SidecarState>) -> impl IntoResponse {
-    let mut text = state.metrics().to_prometheus();
+    let mut text = state.prometheus_text();
     text.push_str(&crate::telemetry::metrics::prometheus().render());
     (
         [(

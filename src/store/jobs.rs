@@ -23,6 +23,10 @@ pub enum JobState {
     Done,
     /// Failed on its last attempt (or permanently); `herald jobs retry` runs it again.
     Dead,
+    /// Cancelled by an operator while queued or scheduled; it never runs.
+    Cancelled,
+    /// A dead job an operator discarded; it is not run again.
+    Discarded,
 }
 
 impl JobState {
@@ -32,6 +36,8 @@ impl JobState {
             JobState::Retrying => "retrying",
             JobState::Done => "done",
             JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+            JobState::Discarded => "discarded",
         }
     }
 
@@ -42,6 +48,8 @@ impl JobState {
             "retrying" => JobState::Retrying,
             "done" => JobState::Done,
             "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
+            "discarded" => JobState::Discarded,
             _ => return None,
         })
     }
@@ -70,7 +78,7 @@ pub struct JobRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     id: String,
     kind: String,
     payload: String,
@@ -130,6 +138,7 @@ macro_rules! job_columns {
          last_error, run_at, created_at, updated_at"
     };
 }
+pub(super) use job_columns;
 
 impl Store {
     /// Records queued jobs, all or none, answering in their order; one
@@ -235,7 +244,7 @@ impl Store {
         for ids in ids.chunks(super::ID_CHUNK) {
             with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new(
-                    "SELECT id, attempts + 1 FROM herald_jobs WHERE state NOT IN ('done', 'dead') AND id",
+                    "SELECT id, attempts + 1 FROM herald_jobs WHERE state IN ('queued', 'retrying') AND id",
                 );
                 push_id_list(&mut sql, ids);
                 let rows: Vec<(String, i32)> = sql.build_query_as().persistent(false).fetch_all(pool).await?;
@@ -253,7 +262,7 @@ impl Store {
                 let mut sql =
                     sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'done', attempts = attempts + 1, updated_at = ");
                 sql.push_bind(db_time(at));
-                sql.push(" WHERE state NOT IN ('done', 'dead') AND id");
+                sql.push(" WHERE state IN ('queued', 'retrying') AND id");
                 push_id_list(&mut sql, ids);
                 sql.build().persistent(false).execute(pool).await?;
             });
@@ -273,7 +282,7 @@ impl Store {
         // A job another entry already ended stays ended.
         const SQL: &str = "UPDATE herald_jobs SET state = $2, attempts = attempts + 1, \
              last_error = COALESCE($3, last_error), run_at = COALESCE($4, run_at), \
-             updated_at = $5 WHERE id = $1 AND state NOT IN ('done', 'dead')";
+             updated_at = $5 WHERE id = $1 AND state IN ('queued', 'retrying')";
         with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(id)
@@ -383,11 +392,12 @@ impl Store {
             .collect()))
     }
 
-    /// Deletes done jobs last changed before `before`, in chunks; how many.
+    /// Deletes ended jobs (done, cancelled, discarded; never dead) last changed
+    /// before `before`, in chunks; how many.
     /// Their dedup keys are free again afterwards.
     pub async fn prune_done_jobs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM herald_jobs WHERE id IN (SELECT id FROM herald_jobs \
-             WHERE state = 'done' AND updated_at < $1 LIMIT $2)";
+             WHERE state IN ('done', 'cancelled', 'discarded') AND updated_at < $1 LIMIT $2)";
         let mut pruned = 0;
         loop {
             let chunk = super::ID_CHUNK as i64;

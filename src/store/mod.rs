@@ -5,6 +5,8 @@
 //! [`with_pool!`] macro expands one body per backend, and the only value
 //! bound differently is time (see `db_time` in each arm).
 
+mod fleet;
+mod history;
 mod jobs;
 mod limits;
 mod missed;
@@ -26,6 +28,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use fleet::{Beat, OutboxBacklog, ProcessRow, SampleRow, ScanRun};
+pub use history::{JobSearch, OpenCount, Refusal};
 pub use jobs::{JobRecord, JobState, NewJob, Recorded};
 pub use limits::ColumnLimits;
 pub use missed::{Missed, Position};

@@ -4,6 +4,7 @@
 //! the job is dead). Beside them: the scan scheduler and the outbox
 //! publisher that retries failed publishes.
 
+pub mod pause;
 pub mod scheduler;
 mod supervise;
 

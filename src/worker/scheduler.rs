@@ -78,6 +78,17 @@ pub async fn tick(
     let Some(period) = period_of(&schedule.cron, now) else {
         return Ok(false);
     };
+    // A paused kind's scans wait too (a database without the pause table
+    // pauses nothing); the next period after resume runs.
+    if ctx
+        .store
+        .is_kind_paused(schedule.job.kind())
+        .await
+        .unwrap_or(false)
+    {
+        tracing::info!(scan = schedule.name, %period, "scan kind paused; period skipped");
+        return Ok(false);
+    }
     if !ctx
         .store
         .claim_period(schedule.name, period, worker)
@@ -89,6 +100,13 @@ pub async fn tick(
     ctx.job_id = format!("{}@{}", schedule.name, period.timestamp());
     metrics::counter!(crate::telemetry::metrics::SCANS_RUN, "scan" => schedule.name).increment(1);
     let outcome = schedule.job.run(&ctx).await?;
+    if let Err(error) = ctx
+        .store
+        .finish_period(schedule.name, period, outcome.created)
+        .await
+    {
+        tracing::warn!(scan = schedule.name, %error, "could not record the scan's result");
+    }
     tracing::info!(scan = schedule.name, %period, created = outcome.created, "scheduled scan ran");
     Ok(true)
 }

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::JobScheduler;
 use tokio_util::sync::CancellationToken;
 
+use super::pause::Paused;
 use super::{AttemptError, Attempted, Runner, attempt, attempt_many};
 use crate::batch::Batcher;
 use crate::config::Settings;
@@ -41,18 +42,21 @@ struct InFlight {
     idle: Notify,
 }
 
-/// Counts one running job until dropped.
-struct Running<'a>(&'a InFlight);
+/// Counts one running job until dropped (also in `herald_jobs_running`).
+struct Running<'a>(&'a InFlight, metrics::Gauge);
 
 impl<'a> Running<'a> {
-    fn new(in_flight: &'a InFlight) -> Self {
+    fn new(in_flight: &'a InFlight, kind: &'static str) -> Self {
         in_flight.count.fetch_add(1, Ordering::SeqCst);
-        Running(in_flight)
+        let gauge = metrics::gauge!(m::JOBS_RUNNING, "kind" => kind);
+        gauge.increment(1.0);
+        Running(in_flight, gauge)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
+        self.1.decrement(1.0);
         if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -66,6 +70,8 @@ struct Shared {
     events: Batcher<Queued, Result<Attempted, AttemptError>>,
     in_flight: InFlight,
     workers: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// The kinds an operator paused (see [`Paused`]).
+    paused: Paused,
 }
 
 /// A started worker; [`Worker::shutdown`] stops it.
@@ -110,11 +116,14 @@ impl Worker {
             let runner = batch_runner.clone();
             async move { attempt_many(&runner, items).await }
         });
+        // Read before any kind worker starts: a paused kind fetches nothing.
+        let paused = Paused::load(&store).await;
         let shared = Arc::new(Shared {
             runner,
             events,
             in_flight: InFlight::default(),
             workers: Default::default(),
+            paused: paused.clone(),
         });
         let name = unique_name();
         let stop = CancellationToken::new();
@@ -122,6 +131,7 @@ impl Worker {
             .iter()
             .map(|kind| tokio::spawn(supervise(shared.clone(), kind, name.clone(), stop.clone())))
             .collect();
+        tasks.push(tokio::spawn(paused.poll(store.clone(), stop.clone())));
         let every = settings.worker.outbox_retry_every;
         tasks.push(tokio::spawn(publisher.run(every, stop.clone())));
         tasks.push(tokio::spawn(depth_gauge(store.clone(), stop.clone())));
@@ -267,6 +277,12 @@ where
     let layer = crate::layer::build(&settings.layer)?;
     let queue = JobQueue::connect(settings).await?;
     let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
+    let heartbeat = crate::fleet::Heartbeat::start(
+        store.clone(),
+        crate::fleet::Role::Worker,
+        &settings.dashboard,
+        None,
+    );
     let listen = &settings.worker.listen;
     if !listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -278,18 +294,25 @@ where
             max_pending: settings.sidecar.max_pending_connections,
             grace: settings.sidecar.shutdown_timeout,
         };
-        let serving =
-            crate::http::serve(listener, metrics_router(), limits, std::future::pending());
+        let dashboard =
+            crate::dashboard::DashboardState::new(settings, store.clone(), queue.clone(), None);
+        let routes = metrics_router().merge(crate::dashboard::router(
+            dashboard,
+            settings.dashboard.enabled,
+        ));
+        let serving = crate::http::serve(listener, routes, limits, std::future::pending());
         tokio::spawn(serving);
     }
     shutdown.await;
     worker.shutdown(settings.queue.shutdown_timeout).await;
+    heartbeat.stop().await;
     queue.close().await;
     store.close().await;
     Ok(())
 }
 
-/// `/metrics` (Prometheus text) and `/healthz` for `herald worker`.
+/// `/metrics` (Prometheus text) and `/healthz` for `herald worker` (the
+/// dashboard's routes are added beside them).
 fn metrics_router() -> axum::Router {
     axum::Router::new()
         .route(
@@ -315,12 +338,44 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
     const FIRST_DELAY: Duration = Duration::from_millis(200);
     let mut delay = FIRST_DELAY;
     for generation in 0u64.. {
+        if shared.paused.is_paused(kind) {
+            tracing::info!(kind, "job kind paused: its worker waits for resume");
+            tokio::select! {
+                () = shared.paused.until_resumed(kind) => {}
+                () = stop.cancelled() => return,
+            }
+            tracing::info!(kind, "job kind resumed");
+        }
         let name = format!("{base}-{kind}-{generation}");
         crate::layer::lock(&shared.workers).insert(kind, name.clone());
         let started = tokio::time::Instant::now();
-        let result = run_kind(shared.clone(), kind, &name, stop.clone()).await;
+        // This generation ends when the process stops or the kind is paused.
+        let ends = stop.child_token();
+        let pause_watch = {
+            let (paused, ends) = (shared.paused.clone(), ends.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = paused.until_paused(kind) => ends.cancel(),
+                    () = ends.cancelled() => {}
+                }
+            })
+        };
+        let result = run_kind(shared.clone(), kind, &name, ends.clone()).await;
+        ends.cancel();
+        let _ = pause_watch.await;
         if stop.is_cancelled() {
             return;
+        }
+        if shared.paused.is_paused(kind) {
+            // What the stopped worker fetched and did not start goes back.
+            let held = [(kind, name.clone())];
+            match put_back_twice(&shared.runner.queue, &held).await {
+                Ok(put_back) => tracing::info!(kind, put_back, "job kind paused: worker stopped"),
+                Err(error) => tracing::warn!(kind, %error,
+                    "job kind paused: what its worker held goes back when its heartbeat expires"),
+            }
+            delay = FIRST_DELAY;
+            continue;
         }
         // A worker that ran a while failed afresh: start the backoff over.
         if result.is_ok() || started.elapsed() > Duration::from_secs(30) {
@@ -340,7 +395,14 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
 /// The apalis handler: one attempt under herald's policy; a scan alone,
 /// an event in a batch with the other events waiting now.
 async fn handle(item: Queued, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
-    let _running = Running::new(&shared.in_flight);
+    let kind = item.job.kind();
+    if shared.paused.is_paused(kind) {
+        // Fetched just before the pause reached this worker: queued again
+        // unrun (the ledger still says queued); it waits for resume.
+        shared.runner.queue.push(item, chrono::Utc::now()).await?;
+        return Ok(());
+    }
+    let _running = Running::new(&shared.in_flight, kind);
     let answer = if item.job.is_scan() {
         attempt(&shared.runner, item).await
     } else {

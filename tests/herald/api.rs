@@ -31,7 +31,15 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let mut limits = env.settings.api.clone();
     limits.max_body_size = 1024;
     limits.max_batch_body_size = 64 * 1024;
-    let app = router(state, &limits);
+    // The dashboard's `/api/stats` is in the same document (its access
+    // follows env.settings: no key, so closed).
+    let dashboard = herald::dashboard::DashboardState::new(
+        &env.settings,
+        env.db.store.clone(),
+        state.queue.clone(),
+        None,
+    );
+    let app = router(state, &limits).merge(herald::dashboard::router(dashboard, true));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = herald::http::ServeLimits {

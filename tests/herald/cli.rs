@@ -39,7 +39,7 @@ async fn migrate_twice(backend: Backend) {
     let first = run();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied 7 migration"),
+        stdout(&first).contains("applied 9 migration"),
         "{}",
         stdout(&first)
     );

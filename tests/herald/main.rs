@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod catalog;
 mod cli;
+mod dashboard;
 mod demo;
 mod faults;
 mod helpers;

@@ -64,6 +64,8 @@ impl LocalChannels {
             };
             if local.try_send(message.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
+                    .increment(1);
                 local.mark_lost();
                 tracing::warn!(
                     channel = name,

@@ -322,6 +322,8 @@ impl ChannelLayer for RedisLayer {
             .map(|((group, message), members)| async move {
                 let report = deliver(inner, &members?, &message).await?;
                 if report.dropped > 0 {
+                    metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
+                        .increment(report.dropped as u64);
                     tracing::warn!(
                         group,
                         dropped = report.dropped,
