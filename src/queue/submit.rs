@@ -127,13 +127,8 @@ pub async fn submit_many(
                     existing: false,
                     state: JobState::Queued,
                 });
-                fresh.push((
-                    Queued {
-                        id: job.id,
-                        job: job.job,
-                    },
-                    job.run_at,
-                ));
+                let item = Queued::new(job.id, job.job, job.dedup_key.as_deref());
+                fresh.push((item, job.run_at));
             }
         }
     }
@@ -198,7 +193,8 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
         });
     }
     let job = jobs::parse(&record.kind, record.payload)?;
-    queue.push(Queued { id: id.into(), job }, now()).await?;
+    let item = Queued::new(id.into(), job, record.dedup_key.as_deref());
+    queue.push(item, now()).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 
+use crate::ingress::{Outcome, ResultBackend};
 use crate::jobs::{Job, JobContext, JobError, JobOutcome, run_many, together_or_alone};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, Store, StoreError};
@@ -25,6 +26,9 @@ pub use supervise::{Stopped, Worker, run};
 pub struct Runner {
     pub ctx: JobContext,
     pub queue: JobQueue,
+    /// Celery's result backend, where the end of each job that came from
+    /// Celery (`Queued::celery_id`) is written; `None`: no results.
+    pub results: Option<ResultBackend>,
 }
 
 /// The ledger or the queue could not be written.
@@ -118,14 +122,30 @@ async fn attempt_together(
         .collect();
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
+    let mut ended = Vec::new(); // Celery's jobs that ended, for their results
     for ((item, attempt), result) in items.iter().zip(attempts).zip(results) {
-        answers.push(match (attempt, result) {
+        let answer = match (attempt, result) {
             (Some(attempt), Some(Err(error))) => {
                 after_failure(runner, item.clone(), attempt, error).await
             }
-            (_, Some(Ok(_))) => Ok(Attempted::Done),
+            (_, Some(Ok(outcome))) => {
+                if let Some(task_id) = &item.celery_id {
+                    ended.push((task_id.clone(), Outcome::done(&outcome)));
+                }
+                Ok(Attempted::Done)
+            }
             _ => Ok(Attempted::Skipped),
-        });
+        };
+        if let (Some(task_id), Ok(Attempted::Dead { error, .. })) = (&item.celery_id, &answer) {
+            ended.push((
+                task_id.clone(),
+                Outcome::builtin("RuntimeError", error.clone()),
+            ));
+        }
+        answers.push(answer);
+    }
+    if let Some(results) = &runner.results {
+        results.store_logged(&ended).await;
     }
     Ok(answers)
 }

@@ -96,6 +96,7 @@ impl Worker {
         let runner = Runner {
             ctx: ctx.clone(),
             queue,
+            results: crate::ingress::result_backend(&settings.celery)?,
         };
         let batch_runner = Arc::new(runner.clone());
         let size = settings.queue.batch_size;
@@ -261,6 +262,7 @@ where
     let layer = crate::layer::build(&settings.layer)?;
     let queue = JobQueue::connect(settings).await?;
     let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
+    let ingress = crate::ingress::Ingress::start(settings, store.clone(), queue.clone()).await?;
     let listen = &settings.worker.listen;
     if !listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -270,6 +272,10 @@ where
         tokio::spawn(async move { axum::serve(listener, metrics_router()).await });
     }
     shutdown.await;
+    // The ingress feeds the queue: it stops first.
+    if let Some(ingress) = ingress {
+        ingress.shutdown(settings.queue.shutdown_timeout).await;
+    }
     worker.shutdown(settings.queue.shutdown_timeout).await;
     queue.close().await;
     store.close().await;
