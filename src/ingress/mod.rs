@@ -18,7 +18,7 @@ pub mod route;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -396,7 +396,7 @@ impl Shared {
         Ok(Plan::Record(Box::new(Submission {
             kind: route.kind.to_string(),
             payload,
-            run_at: task.eta,
+            run_at: task.eta.map(whole_second_up),
             dedup_key: Some(key),
         })))
     }
@@ -481,6 +481,18 @@ fn refusal(refused: Refused) -> Plan {
     }
 }
 
+/// The queues keep run times in whole seconds and run an entry once its
+/// second has come: an `eta` rounded up to its next second is never run
+/// before it.
+fn whole_second_up(eta: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = eta.trunc_subsecs(0);
+    if floor == eta {
+        eta
+    } else {
+        floor + chrono::TimeDelta::seconds(1)
+    }
+}
+
 /// `claimed_by` of a beat message's claim: `celery:<task id>`, cut to the
 /// column's 64 bytes.
 fn claimant(task_id: &str) -> String {
@@ -540,6 +552,19 @@ mod tests {
         assert_eq!(task_id_of("celery:abc"), Some("abc"));
         assert_eq!(task_id_of("welcome"), None);
         assert_eq!(claimant(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn an_eta_rounds_up_to_its_second() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            whole_second_up(at("2030-01-01T00:00:04.001Z")),
+            at("2030-01-01T00:00:05Z")
+        );
+        assert_eq!(
+            whole_second_up(at("2030-01-01T00:00:04Z")),
+            at("2030-01-01T00:00:04Z")
+        );
     }
 
     #[test]

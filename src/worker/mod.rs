@@ -120,34 +120,44 @@ async fn attempt_together(
         .filter(|(_, result)| matches!(result, Some(Ok(_))))
         .map(|(item, _)| item.id.clone())
         .collect();
+    // Celery's results before the ledger's: a crash in between runs the
+    // jobs again (their effects happen once) rather than losing a result.
+    let succeeded = items
+        .iter()
+        .zip(&results)
+        .filter_map(|(item, result)| match result {
+            Some(Ok(outcome)) => Some((item.celery_id.clone()?, Outcome::done(outcome))),
+            _ => None,
+        });
+    store_results(runner, succeeded.collect()).await;
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
-    let mut ended = Vec::new(); // Celery's jobs that ended, for their results
+    let mut dead = Vec::new();
     for ((item, attempt), result) in items.iter().zip(attempts).zip(results) {
         let answer = match (attempt, result) {
             (Some(attempt), Some(Err(error))) => {
                 after_failure(runner, item.clone(), attempt, error).await
             }
-            (_, Some(Ok(outcome))) => {
-                if let Some(task_id) = &item.celery_id {
-                    ended.push((task_id.clone(), Outcome::done(&outcome)));
-                }
-                Ok(Attempted::Done)
-            }
+            (_, Some(Ok(_))) => Ok(Attempted::Done),
             _ => Ok(Attempted::Skipped),
         };
         if let (Some(task_id), Ok(Attempted::Dead { error, .. })) = (&item.celery_id, &answer) {
-            ended.push((
+            dead.push((
                 task_id.clone(),
                 Outcome::builtin("RuntimeError", error.clone()),
             ));
         }
         answers.push(answer);
     }
+    store_results(runner, dead).await;
+    Ok(answers)
+}
+
+/// Writes the results of Celery's jobs that ended, when results are on.
+async fn store_results(runner: &Runner, ended: Vec<(String, Outcome)>) {
     if let Some(results) = &runner.results {
         results.store_logged(&ended).await;
     }
-    Ok(answers)
 }
 
 /// A failed attempt: queued again after its backoff, or dead after the
