@@ -81,7 +81,7 @@ SIMPLE_JWT = {"ALGORITHM": "HS256", "SIGNING_KEY": SECRET_KEY}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_SERIALIZER = os.environ.get("INTEROP_CELERY_SERIALIZER", "json")
-CELERY_ACCEPT_CONTENT = ["json", "msgpack", "pickle"]
+CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
 HERALD_QUEUE = os.environ.get("INTEROP_CELERY_QUEUE", "herald")
 CELERY_TASK_ROUTES = {
     "apps.tasks.tasks.*": {"queue": HERALD_QUEUE},

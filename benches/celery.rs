@@ -1,0 +1,386 @@
+//! Celery drop-in benchmark: a broker queue pre-filled with real
+//! `file_attached.delay(...)` messages made by the celery package (the
+//! interop Django project's task, routed to herald's queue), drained end to
+//! end by herald (ingress, ledger, Redis queue, worker: every notification
+//! committed and published, every Celery result written), and a sample of
+//! the same calls drained by a Celery prefork worker (concurrency 2) running
+//! the application's own task, in the same run, on the same database.
+//!
+//!     scripts/bench-celery     (= cargo bench --bench celery, with the venv)
+//!
+//! The database is made by Django's `migrate` (the application's tables,
+//! foreign keys included), then `herald migrate`; 7,000 users and 1,000
+//! tasks (each with an assignee and a creator, so each job writes two
+//! notifications). Celery's broker and results, herald's queue and both
+//! channel layers share one Redis: a redis-server the bench starts on a
+//! free port (or HERALD_BENCH_REDIS).
+//!
+//! Environment: HERALD_BENCH_PYTHON (the interop venv's python; required),
+//! HERALD_BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432/test),
+//! HERALD_BENCH_REDIS, HERALD_BENCH_JOBS (100000), HERALD_BENCH_PEER_JOBS
+//! (2000), HERALD_BENCH_CELERY_BATCH (celery.batch_size),
+//! HERALD_BENCH_CELERY_LOOPS (celery.concurrency). The database is dropped
+//! at the end.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::config::{LayerBackend, QueueBackend, Settings};
+use herald::ingress::Ingress;
+use herald::queue::JobQueue;
+use herald::store::{JobState, PoolOptions, Store};
+use herald::worker::Worker;
+use sqlx::Connection;
+
+/// The same allocator as the `herald` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    env_or(name, &default.to_string())
+        .parse()
+        .unwrap_or(default)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A redis-server of the bench's own, stopped on drop.
+struct PrivateRedis(Child);
+
+impl PrivateRedis {
+    fn start() -> (PrivateRedis, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (PrivateRedis(child), format!("redis://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Everything one run shares: the database, Redis, and the Python side.
+struct Bench {
+    admin: String,
+    url: String,
+    redis: String,
+    python: String,
+    prefix: String,
+}
+
+impl Bench {
+    /// `python ARGS` with the interop project's environment.
+    fn python(&self, args: &[&str], queue: &str, results: bool) -> Command {
+        let app = repo().join("tests/interop/django_app");
+        let mut command = Command::new(&self.python);
+        command
+            .args(args)
+            .current_dir(&app)
+            .env("PYTHONPATH", &app)
+            .env("DJANGO_SETTINGS_MODULE", "settings")
+            .env("INTEROP_SECRET_KEY", "bench-secret")
+            .env("INTEROP_DATABASE", &self.url)
+            .env("INTEROP_ID_VARIANT", "bigauto")
+            .env("INTEROP_REDIS_URL", &self.redis)
+            .env("INTEROP_PREFIX", format!("{}-layer", self.prefix))
+            .env("CELERY_BROKER_URL", format!("{}/0", self.redis))
+            .env("INTEROP_CELERY_QUEUE", queue)
+            .env_remove("CELERY_RESULT_BACKEND");
+        if results {
+            command.env("CELERY_RESULT_BACKEND", format!("{}/1", self.redis));
+        }
+        command
+    }
+
+    /// Runs a Python command to its end; its one JSON line.
+    fn run(&self, mut command: Command, what: &str) -> serde_json::Value {
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("python runs");
+        assert!(output.status.success(), "{what} failed");
+        let out = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(out.trim().lines().last().unwrap_or_default())
+            .unwrap_or_else(|_| panic!("{what} printed {out}"))
+    }
+
+    /// `jobs` real `file_attached.delay()` calls into `queue`; seconds.
+    fn fill(&self, queue: &str, jobs: usize) -> f64 {
+        let peer = repo().join("benches/celery_peer.py");
+        let peer = peer.to_str().unwrap();
+        let command = self.python(&[peer, "fill", "--jobs", &jobs.to_string()], queue, false);
+        self.run(command, "celery_peer.py fill")["seconds"]
+            .as_f64()
+            .unwrap()
+    }
+
+    fn settings(&self, queue: &str) -> Settings {
+        let mut settings = Settings::defaults();
+        settings.database.url = self.url.clone();
+        settings.database.max_connections = 20;
+        settings.data_dir = std::env::temp_dir().join(format!("herald-bench-{}", self.prefix));
+        settings.secret_key = Some("bench-secret".to_string().into());
+        settings.layer.backend = LayerBackend::Redis;
+        settings.layer.hosts = vec![self.redis.clone()];
+        settings.layer.prefix = format!("{}-layer", self.prefix);
+        settings.queue.backend = QueueBackend::Redis;
+        settings.queue.redis_url = self.redis.clone();
+        settings.queue.prefix = format!("{}-queue", self.prefix);
+        settings.queue.poll_interval = Duration::from_millis(10);
+        settings.celery.broker_url = format!("{}/0", self.redis).into();
+        settings.celery.result_backend = format!("{}/1", self.redis).into();
+        settings.celery.queues = vec![queue.to_string()];
+        settings.celery.batch_size =
+            env_number("HERALD_BENCH_CELERY_BATCH", settings.celery.batch_size);
+        settings.celery.concurrency =
+            env_number("HERALD_BENCH_CELERY_LOOPS", settings.celery.concurrency);
+        settings
+    }
+}
+
+/// A fresh database made by Django's `migrate` and `herald migrate`, with
+/// the users and tasks the jobs name.
+async fn django_database(bench: &Bench) -> Store {
+    let name = url_name(&bench.url);
+    let mut conn = sqlx::PgConnection::connect(&bench.admin)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut migrate = bench.python(&["manage.py", "migrate", "-v0"], "none", false);
+    let status = migrate.status().expect("python runs");
+    assert!(status.success(), "Django's migrate");
+    let options = PoolOptions {
+        max_connections: 20,
+        acquire_timeout: Duration::from_secs(60),
+    };
+    let store = Store::connect(&bench.url, options).await.unwrap();
+    store.migrate().await.unwrap();
+    let Store::Postgres(pool) = &store else {
+        unreachable!("PostgreSQL")
+    };
+    sqlx::raw_sql(
+        "INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, \
+                                is_staff, is_active, date_joined) \
+         SELECT i, '', false, 'u' || i, '', '', '', false, true, now() FROM generate_series(1, 7000) i; \
+         INSERT INTO tasks_task (title, status, deadline, assignee_id, created_by_id, created_at, updated_at) \
+         SELECT 'Task ' || i, 'todo', NULL, 1000 + i, 5000 + i, now(), now() FROM generate_series(1, 1000) i; \
+         ANALYZE",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    store
+}
+
+fn url_name(url: &str) -> &str {
+    url.rsplit_once('/').unwrap().1
+}
+
+async fn drop_database(bench: &Bench) {
+    let mut conn = sqlx::PgConnection::connect(&bench.admin).await.unwrap();
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        url_name(&bench.url)
+    );
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await;
+}
+
+async fn broker_left(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> (u64, u64) {
+    let waiting: u64 = redis::cmd("LLEN")
+        .arg(queue)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let held: u64 = redis::cmd("HLEN")
+        .arg("unacked")
+        .query_async(conn)
+        .await
+        .unwrap();
+    (waiting, held)
+}
+
+/// Whether no job waits and no notification is unpublished (probes that
+/// stop at the first row, as benches/worker.rs does).
+async fn all_published(store: &Store) -> bool {
+    let Store::Postgres(pool) = store else {
+        unreachable!("PostgreSQL")
+    };
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM herald_jobs WHERE state IN ('queued', 'retrying')) \
+         AND NOT EXISTS (SELECT 1 FROM herald_outbox)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Herald drains `queue` (`jobs` messages): seconds until every message is
+/// off the broker (recorded and acknowledged), and until every job is done
+/// and published.
+async fn herald_drain(bench: &Bench, store: &Store, queue: &str, jobs: usize) -> (f64, f64) {
+    let settings = bench.settings(queue);
+    let mut broker = redis::Client::open(format!("{}/0", bench.redis))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let job_queue = JobQueue::connect(&settings).await.unwrap();
+    let layer = herald::layer::build(&settings.layer).unwrap();
+    let started = Instant::now();
+    let worker = Worker::start(&settings, store.clone(), layer, job_queue.clone())
+        .await
+        .unwrap();
+    let ingress = Ingress::start(&settings, store.clone(), job_queue.clone())
+        .await
+        .unwrap()
+        .expect("a broker is configured");
+    while broker_left(&mut broker, queue).await != (0, 0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "herald's ingress stalled"
+        );
+    }
+    let taken = started.elapsed().as_secs_f64();
+    while !all_published(store).await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "herald stalled"
+        );
+    }
+    let done = started.elapsed().as_secs_f64();
+    assert_eq!(
+        store.count_jobs(JobState::Done).await.unwrap(),
+        jobs as i64,
+        "every job done"
+    );
+    ingress.shutdown(Duration::from_secs(10)).await;
+    worker.shutdown(Duration::from_secs(10)).await;
+    job_queue.close().await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+    (taken, done)
+}
+
+/// Rows of notifications, and how many results say SUCCESS (sampled).
+async fn check(bench: &Bench, store: &Store, jobs: usize) {
+    let Store::Postgres(pool) = store else {
+        unreachable!("PostgreSQL")
+    };
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications_notification")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2 * jobs as i64, "two notifications per job");
+    let mut results = redis::Client::open(format!("{}/1", bench.redis))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut results)
+        .await
+        .unwrap();
+    assert_eq!(stored, jobs as u64, "one Celery result per job");
+}
+
+fn main() {
+    herald::telemetry::init();
+    let python = std::env::var("HERALD_BENCH_PYTHON")
+        .expect("HERALD_BENCH_PYTHON: a python with the interop requirements (scripts/bench-celery sets it)");
+    let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
+    let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 2_000);
+    let (_private, redis) = match std::env::var("HERALD_BENCH_REDIS") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let (server, url) = PrivateRedis::start();
+            (Some(server), url)
+        }
+    };
+    let admin = env_or(
+        "HERALD_BENCH_POSTGRES",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let bench = Bench {
+        url: format!(
+            "{}/herald_bench_celery_{tag}",
+            admin.rsplit_once('/').unwrap().0
+        ),
+        admin,
+        redis,
+        python,
+        prefix: format!("bench-{tag}"),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = django_database(&bench).await;
+        let queue = format!("{}-herald", bench.prefix);
+        let fill = bench.fill(&queue, jobs);
+        eprintln!("filled {jobs} messages in {fill:.1} s");
+        let (taken, done) = herald_drain(&bench, &store, &queue, jobs).await;
+        check(&bench, &store, jobs).await;
+        // The Celery sample: the same calls (fresh file ids are not needed:
+        // the rows are counted, and each call's task makes its own two).
+        let Store::Postgres(pool) = &store else { unreachable!("PostgreSQL") };
+        sqlx::raw_sql("TRUNCATE notifications_notification").execute(pool).await.unwrap();
+        let source = format!("{}-peer-fill", bench.prefix);
+        bench.fill(&source, peer_jobs);
+        let peer = repo().join("benches/celery_peer.py");
+        let peer_queue = format!("{}-peer", bench.prefix);
+        let args = [peer.to_str().unwrap(), "drain", "--queue", &peer_queue, "--from", &source];
+        let mut command = bench.python(&args, &peer_queue, true);
+        command.args(["--jobs", &peer_jobs.to_string()]);
+        let celery = bench.run(command, "celery_peer.py drain")["jobs_per_second"].as_f64().unwrap();
+        store.close().await;
+        drop_database(&bench).await;
+
+        let herald = jobs as f64 / done;
+        println!("\nDraining a broker queue pre-filled with file_attached.delay() messages (PostgreSQL store, Redis broker/queue/layer)");
+        println!("| worker | messages | off the broker (s) | all done and published (s) | jobs/s | vs Celery |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        println!("| Celery 5.7 prefork, concurrency 2 | {peer_jobs} | - | {:.1} | {celery:.0} | 1.0x |", peer_jobs as f64 / celery);
+        println!("| herald | {jobs} | {taken:.1} | {done:.1} | {herald:.0} | {:.0}x |", herald / celery);
+        println!("\nfilled {jobs} messages with .delay() in {fill:.1} s");
+        let met = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!("target >= 10,000 jobs/s: {} ({herald:.0})", met(herald >= 10_000.0));
+        println!("target >= 100x Celery: {} ({:.0}x)", met(herald >= 100.0 * celery), herald / celery);
+    });
+}
