@@ -18,7 +18,8 @@
 //! Environment: HERALD_BENCH_PYTHON (the interop venv's python; required),
 //! HERALD_BENCH_POSTGRES (postgres://postgres@127.0.0.1:5432/test),
 //! HERALD_BENCH_REDIS, HERALD_BENCH_JOBS (100000), HERALD_BENCH_PEER_JOBS
-//! (2000), HERALD_BENCH_CELERY_BATCH (celery.batch_size),
+//! (2000), HERALD_BENCH_APART (1: a second run, the ingress alone and then
+//! the worker alone), HERALD_BENCH_CELERY_BATCH (celery.batch_size),
 //! HERALD_BENCH_CELERY_LOOPS (celery.concurrency). The database is dropped
 //! at the end.
 
@@ -253,8 +254,15 @@ async fn all_published(store: &Store) -> bool {
 
 /// Herald drains `queue` (`jobs` messages): seconds until every message is
 /// off the broker (recorded and acknowledged), and until every job is done
-/// and published.
-async fn herald_drain(bench: &Bench, store: &Store, queue: &str, jobs: usize) -> (f64, f64) {
+/// and published. `apart`: the ingress alone first, then the worker alone
+/// (its clock starting when it starts), to show what each part costs.
+async fn herald_drain(
+    bench: &Bench,
+    store: &Store,
+    queue: &str,
+    jobs: usize,
+    apart: bool,
+) -> (f64, f64) {
     let settings = bench.settings(queue);
     let mut broker = redis::Client::open(format!("{}/0", bench.redis))
         .unwrap()
@@ -262,15 +270,20 @@ async fn herald_drain(bench: &Bench, store: &Store, queue: &str, jobs: usize) ->
         .await
         .unwrap();
     let job_queue = JobQueue::connect(&settings).await.unwrap();
-    let layer = herald::layer::build(&settings.layer).unwrap();
+    let start_worker = || {
+        let layer = herald::layer::build(&settings.layer).unwrap();
+        Worker::start(&settings, store.clone(), layer, job_queue.clone())
+    };
     let started = Instant::now();
-    let worker = Worker::start(&settings, store.clone(), layer, job_queue.clone())
+    let worker = if apart {
+        None
+    } else {
+        Some(start_worker().await.unwrap())
+    };
+    let mut ingress = Ingress::start(&settings, store.clone(), job_queue.clone())
         .await
         .unwrap();
-    let ingress = Ingress::start(&settings, store.clone(), job_queue.clone())
-        .await
-        .unwrap()
-        .expect("a broker is configured");
+    assert!(ingress.is_some(), "a broker is configured");
     while broker_left(&mut broker, queue).await != (0, 0) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
@@ -279,6 +292,16 @@ async fn herald_drain(bench: &Bench, store: &Store, queue: &str, jobs: usize) ->
         );
     }
     let taken = started.elapsed().as_secs_f64();
+    let (worker, started) = match worker {
+        Some(worker) => (worker, started),
+        None => {
+            if let Some(ingress) = ingress.take() {
+                ingress.shutdown(Duration::from_secs(10)).await;
+            }
+            let started = Instant::now();
+            (start_worker().await.unwrap(), started)
+        }
+    };
     while !all_published(store).await {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
@@ -292,11 +315,35 @@ async fn herald_drain(bench: &Bench, store: &Store, queue: &str, jobs: usize) ->
         jobs as i64,
         "every job done"
     );
-    ingress.shutdown(Duration::from_secs(10)).await;
+    if let Some(ingress) = ingress {
+        ingress.shutdown(Duration::from_secs(10)).await;
+    }
     worker.shutdown(Duration::from_secs(10)).await;
     job_queue.close().await;
     let _ = std::fs::remove_dir_all(&settings.data_dir);
     (taken, done)
+}
+
+/// Empties what a drain left: notifications, ledger, outbox, results.
+async fn reset(bench: &Bench, store: &Store) {
+    let Store::Postgres(pool) = store else {
+        unreachable!("PostgreSQL")
+    };
+    for sql in [
+        "TRUNCATE notifications_notification, herald_jobs, herald_outbox",
+        "VACUUM ANALYZE",
+    ] {
+        sqlx::raw_sql(sql).execute(pool).await.unwrap();
+    }
+    let mut results = redis::Client::open(format!("{}/1", bench.redis))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("FLUSHDB")
+        .query_async(&mut results)
+        .await
+        .unwrap();
 }
 
 /// Rows of notifications, and how many results say SUCCESS (sampled).
@@ -350,37 +397,92 @@ fn main() {
         prefix: format!("bench-{tag}"),
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bench = std::sync::Arc::new(bench);
     runtime.block_on(async {
-        let store = django_database(&bench).await;
-        let queue = format!("{}-herald", bench.prefix);
-        let fill = bench.fill(&queue, jobs);
-        eprintln!("filled {jobs} messages in {fill:.1} s");
-        let (taken, done) = herald_drain(&bench, &store, &queue, jobs).await;
-        check(&bench, &store, jobs).await;
-        // The Celery sample: the same calls (fresh file ids are not needed:
-        // the rows are counted, and each call's task makes its own two).
-        let Store::Postgres(pool) = &store else { unreachable!("PostgreSQL") };
-        sqlx::raw_sql("TRUNCATE notifications_notification").execute(pool).await.unwrap();
-        let source = format!("{}-peer-fill", bench.prefix);
-        bench.fill(&source, peer_jobs);
-        let peer = repo().join("benches/celery_peer.py");
-        let peer_queue = format!("{}-peer", bench.prefix);
-        let args = [peer.to_str().unwrap(), "drain", "--queue", &peer_queue, "--from", &source];
-        let mut command = bench.python(&args, &peer_queue, true);
-        command.args(["--jobs", &peer_jobs.to_string()]);
-        let celery = bench.run(command, "celery_peer.py drain")["jobs_per_second"].as_f64().unwrap();
-        store.close().await;
+        // Run apart, so the database is dropped whatever happens to the run.
+        let run = tokio::spawn(measure(bench.clone(), jobs, peer_jobs)).await;
         drop_database(&bench).await;
-
-        let herald = jobs as f64 / done;
-        println!("\nDraining a broker queue pre-filled with file_attached.delay() messages (PostgreSQL store, Redis broker/queue/layer)");
-        println!("| worker | messages | off the broker (s) | all done and published (s) | jobs/s | vs Celery |");
-        println!("|---|---:|---:|---:|---:|---:|");
-        println!("| Celery 5.7 prefork, concurrency 2 | {peer_jobs} | - | {:.1} | {celery:.0} | 1.0x |", peer_jobs as f64 / celery);
-        println!("| herald | {jobs} | {taken:.1} | {done:.1} | {herald:.0} | {:.0}x |", herald / celery);
-        println!("\nfilled {jobs} messages with .delay() in {fill:.1} s");
-        let met = |ok: bool| if ok { "met" } else { "MISSED" };
-        println!("target >= 10,000 jobs/s: {} ({herald:.0})", met(herald >= 10_000.0));
-        println!("target >= 100x Celery: {} ({:.0}x)", met(herald >= 100.0 * celery), herald / celery);
+        if let Err(failed) = run {
+            std::panic::resume_unwind(failed.into_panic());
+        }
     });
+}
+
+/// The whole measurement; prints the table.
+async fn measure(bench: std::sync::Arc<Bench>, jobs: usize, peer_jobs: usize) {
+    let bench = &*bench;
+    let store = django_database(bench).await;
+    let queue = format!("{}-herald", bench.prefix);
+    let fill = bench.fill(&queue, jobs);
+    eprintln!("filled {jobs} messages in {fill:.1} s");
+    let (taken, done) = herald_drain(bench, &store, &queue, jobs, false).await;
+    check(bench, &store, jobs).await;
+    let apart = if std::env::var("HERALD_BENCH_APART").is_ok_and(|v| v == "1") {
+        reset(bench, &store).await;
+        let queue = format!("{}-herald-apart", bench.prefix);
+        bench.fill(&queue, jobs);
+        let (ingress, worker) = herald_drain(bench, &store, &queue, jobs, true).await;
+        check(bench, &store, jobs).await;
+        Some((ingress, worker))
+    } else {
+        None
+    };
+    // The Celery sample: the same calls, run by the application's task.
+    reset(bench, &store).await;
+    let source = format!("{}-peer-fill", bench.prefix);
+    bench.fill(&source, peer_jobs);
+    let peer = repo().join("benches/celery_peer.py");
+    let peer_queue = format!("{}-peer", bench.prefix);
+    let args = [
+        peer.to_str().unwrap(),
+        "drain",
+        "--queue",
+        &peer_queue,
+        "--from",
+        &source,
+    ];
+    let mut command = bench.python(&args, &peer_queue, true);
+    command.args(["--jobs", &peer_jobs.to_string()]);
+    let celery = bench.run(command, "celery_peer.py drain")["jobs_per_second"]
+        .as_f64()
+        .unwrap();
+    store.close().await;
+
+    let herald = jobs as f64 / done;
+    println!(
+        "\nDraining a broker queue pre-filled with file_attached.delay() messages (PostgreSQL store, Redis broker/queue/layer)"
+    );
+    println!(
+        "| worker | messages | off the broker (s) | all done and published (s) | jobs/s | vs Celery |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| Celery 5.7 prefork, concurrency 2 | {peer_jobs} | - | {:.1} | {celery:.0} | 1.0x |",
+        peer_jobs as f64 / celery
+    );
+    println!(
+        "| herald | {jobs} | {taken:.1} | {done:.1} | {herald:.0} | {:.0}x |",
+        herald / celery
+    );
+    if let Some((ingress, worker)) = apart {
+        println!(
+            "| herald, ingress alone | {jobs} | {ingress:.1} | - | {:.0} | - |",
+            jobs as f64 / ingress
+        );
+        println!(
+            "| herald, then the worker alone | {jobs} | - | {worker:.1} | {:.0} | - |",
+            jobs as f64 / worker
+        );
+    }
+    println!("\nfilled {jobs} messages with .delay() in {fill:.1} s");
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "target >= 10,000 jobs/s: {} ({herald:.0})",
+        met(herald >= 10_000.0)
+    );
+    println!(
+        "target >= 100x Celery: {} ({:.0}x)",
+        met(herald >= 100.0 * celery),
+        herald / celery
+    );
 }

@@ -63,9 +63,29 @@ struct Envelope {
     #[serde(rename = "content-type", default)]
     content_type: Option<String>,
     #[serde(default)]
-    headers: Option<Map<String, Value>>,
+    headers: Headers,
     #[serde(default)]
     properties: Properties,
+}
+
+/// The headers herald reads (Celery's protocol 2 puts the task there);
+/// the others (`argsrepr`, `origin`, `stamps`, ...) are skipped unread.
+#[derive(Debug, Default, Deserialize)]
+struct Headers {
+    #[serde(default)]
+    task: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    eta: Option<Value>,
+    #[serde(default)]
+    expires: Option<Value>,
+    #[serde(default)]
+    celery_beat_task: Option<Value>,
+    #[serde(default)]
+    redelivered: Option<Value>,
+    #[serde(default)]
+    compression: Option<Value>,
 }
 
 /// The envelope's `properties` that matter here.
@@ -90,22 +110,19 @@ impl Properties {
 
 /// Reads one message as popped from a queue list.
 pub fn decode(raw: &[u8]) -> Result<TaskMessage, Refused> {
-    let envelope: Envelope = serde_json::from_slice(raw)
+    let mut envelope: Envelope = serde_json::from_slice(raw)
         .map_err(|e| Refused::unreadable(format!("the message is not a kombu envelope: {e}")))?;
-    let headers = envelope.headers.clone().unwrap_or_default();
     // Known before the body is read, so a body herald refuses still gets
     // its FAILURE result.
-    let id = text(&headers, "id").or_else(|| match &envelope.properties.correlation_id {
-        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
-        _ => None,
-    });
-    let task = text(&headers, "task");
+    let id = text(&envelope.headers.id).or_else(|| text(&envelope.properties.correlation_id));
+    let task = text(&envelope.headers.task);
     let named = |error: Refused| Refused {
         id: error.id.or_else(|| id.clone()),
         task: error.task.or_else(|| task.clone()),
         ..error
     };
     let body = body_value(&envelope).map_err(named)?;
+    let headers = std::mem::take(&mut envelope.headers);
     let mut message = task_message(body, headers).map_err(named)?;
     message.redelivered = message.redelivered || envelope.properties.redelivered();
     Ok(message)
@@ -115,8 +132,7 @@ pub fn decode(raw: &[u8]) -> Result<TaskMessage, Refused> {
 /// read by its content type.
 fn body_value(envelope: &Envelope) -> Result<Value, Refused> {
     let bytes = body_bytes(envelope)?;
-    let headers = envelope.headers.as_ref();
-    if let Some(compression) = headers.and_then(|h| h.get("compression"))
+    if let Some(compression) = &envelope.headers.compression
         && !compression.is_null()
     {
         return Err(Refused::unreadable(format!(
@@ -132,7 +148,12 @@ fn body_value(envelope: &Envelope) -> Result<Value, Refused> {
         "application/json" => {
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| Refused::unreadable(format!("the JSON body does not parse: {e}")))?;
-            plain(value)
+            // Only a body that has kombu's typed values needs the walk.
+            if bytes.windows(8).any(|w| w == b"__type__") {
+                plain(value)
+            } else {
+                Ok(value)
+            }
         }
         "application/x-msgpack" => {
             let value: Value = rmp_serde::from_slice(&bytes).map_err(|e| {
@@ -210,8 +231,8 @@ fn hyphenated(hex: &str) -> String {
     uuid::Uuid::try_parse(hex).map_or_else(|_| hex.to_string(), |u| u.hyphenated().to_string())
 }
 
-fn text(headers: &Map<String, Value>, key: &str) -> Option<String> {
-    match headers.get(key) {
+fn text(value: &Option<Value>) -> Option<String> {
+    match value {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     }
@@ -220,7 +241,7 @@ fn text(headers: &Map<String, Value>, key: &str) -> Option<String> {
 /// Protocol 2: body `[args, kwargs, embed]`, the task in the headers.
 /// Protocol 1 (and Celery's hybrid): one body dict holding the task, with
 /// any message headers over it (as Celery's `hybrid_to_proto2`).
-fn task_message(body: Value, mut headers: Map<String, Value>) -> Result<TaskMessage, Refused> {
+fn task_message(body: Value, mut headers: Headers) -> Result<TaskMessage, Refused> {
     let (args, kwargs, embed) = match body {
         Value::Array(mut parts) if (2..=3).contains(&parts.len()) => {
             let embed = if parts.len() == 3 { parts.pop() } else { None };
@@ -229,14 +250,17 @@ fn task_message(body: Value, mut headers: Map<String, Value>) -> Result<TaskMess
             (args, kwargs, embed.unwrap_or(Value::Null))
         }
         Value::Object(mut dict) if dict.contains_key("args") || dict.contains_key("task") => {
-            let mut merged = Map::new();
-            for key in ["task", "id", "eta", "expires"] {
-                if let Some(value) = dict.remove(key) {
-                    merged.insert(key.into(), value);
+            // Message headers win over the body's (Celery's hybrid_to_proto2).
+            for (field, key) in [
+                (&mut headers.task, "task"),
+                (&mut headers.id, "id"),
+                (&mut headers.eta, "eta"),
+                (&mut headers.expires, "expires"),
+            ] {
+                if field.is_none() {
+                    *field = dict.remove(key);
                 }
             }
-            merged.append(&mut headers);
-            headers = merged;
             let embed = ["callbacks", "errbacks", "chord"]
                 .into_iter()
                 .filter_map(|key| Some((key.to_string(), dict.remove(key)?)))
@@ -251,9 +275,8 @@ fn task_message(body: Value, mut headers: Map<String, Value>) -> Result<TaskMess
             ));
         }
     };
-    let id =
-        text(&headers, "id").ok_or_else(|| Refused::unreadable("the message has no task id"))?;
-    let task = text(&headers, "task");
+    let id = text(&headers.id).ok_or_else(|| Refused::unreadable("the message has no task id"))?;
+    let task = text(&headers.task);
     let refuse = |exc_type: &'static str, reason: String| Refused {
         id: Some(id.clone()),
         task: task.clone(),
@@ -278,7 +301,7 @@ fn task_message(body: Value, mut headers: Map<String, Value>) -> Result<TaskMess
             ));
         }
     };
-    let time = |key: &str| match headers.get(key) {
+    let time = |key: &str, value: &Option<Value>| match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => parse_time(text).map(Some).ok_or_else(|| {
             refuse(
@@ -291,12 +314,13 @@ fn task_message(body: Value, mut headers: Map<String, Value>) -> Result<TaskMess
             format!("{key} {other} is not an ISO 8601 time"),
         )),
     };
+    let flag = |value: &Option<Value>| value.as_ref().and_then(Value::as_bool) == Some(true);
     Ok(TaskMessage {
-        eta: time("eta")?,
-        expires: time("expires")?,
-        beat: headers.get("celery_beat_task").and_then(Value::as_bool) == Some(true),
+        eta: time("eta", &headers.eta)?,
+        expires: time("expires", &headers.expires)?,
+        beat: flag(&headers.celery_beat_task),
         linked: linked(&embed),
-        redelivered: headers.get("redelivered").and_then(Value::as_bool) == Some(true),
+        redelivered: flag(&headers.redelivered),
         id,
         task,
         args,

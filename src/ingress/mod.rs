@@ -324,8 +324,9 @@ impl Shared {
     }
 
     /// Records `submissions` in one ledger statement. One that the
-    /// submission path still refuses (planning checked them all) moves to
-    /// `answers` as a FAILURE, and the rest are submitted again.
+    /// submission path refuses (a payload that breaks its kind's schema)
+    /// moves to `answers` as a FAILURE naming the field, and the rest are
+    /// submitted again (the check runs before anything is written).
     async fn submit(
         &self,
         submissions: &mut Vec<Submission>,
@@ -376,10 +377,6 @@ impl Shared {
             Ok(payload) => payload,
             Err(error) => return answer(Outcome::builtin("TypeError", error.to_string())),
         };
-        let job = match crate::jobs::parse(route.kind, payload.clone()) {
-            Ok(job) => job,
-            Err(error) => return answer(Outcome::builtin("ValueError", error.to_string())),
-        };
         let key = dedup_key(&task.id);
         if key.len() > MAX_DEDUP_KEY {
             let reason = format!(
@@ -388,7 +385,10 @@ impl Shared {
             );
             return answer(Outcome::builtin("ValueError", reason));
         }
+        // A payload that breaks the kind's schema is refused by the
+        // submission, which names the field (see `submit`).
         if task.beat
+            && let Ok(job) = crate::jobs::parse(route.kind, payload.clone())
             && let Some(outcome) = self.claim_beat_period(&job, &task.id).await?
         {
             return answer(outcome);
