@@ -97,6 +97,8 @@ struct Bench {
     admin: String,
     url: String,
     redis: String,
+    /// The private redis-server's pid, for its CPU time.
+    redis_pid: Option<u32>,
     python: String,
     prefix: String,
 }
@@ -324,6 +326,128 @@ async fn herald_drain(
     (taken, done)
 }
 
+/// CPU seconds used so far by herald (this process; for Celery, its worker
+/// and pool, which the peer measures), the PostgreSQL backends serving the
+/// bench's database, and the private redis-server: what a drain costs,
+/// whatever else the machine runs at the time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// herald's process, or the Celery worker and its pool.
+    worker: f64,
+    postgres: f64,
+    redis: f64,
+}
+
+/// utime + stime of a process, in seconds (100 ticks a second).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+impl Cpu {
+    fn now(bench: &Bench) -> Cpu {
+        let database = format!(" {} ", url_name(&bench.url));
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let title = String::from_utf8_lossy(&title);
+            if title.starts_with("postgres: ") && title.contains(&database) {
+                postgres += cpu_seconds(&pid).unwrap_or_default();
+            }
+        }
+        let redis = bench.redis_pid.map(|pid| pid.to_string());
+        Cpu {
+            worker: cpu_seconds("self").unwrap_or_default(),
+            postgres,
+            redis: redis.and_then(|pid| cpu_seconds(&pid)).unwrap_or_default(),
+        }
+    }
+
+    fn minus(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            worker: self.worker - before.worker,
+            postgres: self.postgres - before.postgres,
+            redis: self.redis - before.redis,
+        }
+    }
+
+    /// Total CPU seconds per job.
+    fn per_job(&self, jobs: usize) -> f64 {
+        (self.worker + self.postgres + self.redis) / jobs as f64
+    }
+
+    /// Per job, and the rate two cores with nothing else to run would give.
+    fn report(&self, worker: &str, jobs: usize) {
+        let per_job = |seconds: f64| seconds * 1e6 / jobs as f64;
+        println!(
+            "CPU per job: {worker} {:.0} µs, PostgreSQL backends {:.0} µs, Redis {:.0} µs; \
+             total {:.0} µs (two otherwise idle cores: at most {:.0} jobs/s)",
+            per_job(self.worker),
+            per_job(self.postgres),
+            per_job(self.redis),
+            self.per_job(jobs) * 1e6,
+            2.0 / self.per_job(jobs)
+        );
+    }
+}
+
+/// Redis's own time per command (`INFO commandstats`: calls, usec).
+async fn redis_time(bench: &Bench) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut conn = redis::Client::open(bench.redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            };
+            Some((name.to_string(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
+}
+
+/// Prints where Redis spent its time during a drain, per job.
+async fn report_redis_time(
+    bench: &Bench,
+    before: std::collections::BTreeMap<String, (u64, u64)>,
+    jobs: usize,
+) {
+    let after = redis_time(bench).await;
+    let mut spent: Vec<(String, u64, u64)> = after
+        .into_iter()
+        .map(|(name, (calls, usec))| {
+            let (c0, u0) = before.get(&name).copied().unwrap_or_default();
+            (name, calls - c0, usec - u0)
+        })
+        .filter(|(_, calls, _)| *calls > 0)
+        .collect();
+    spent.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
+    // A script's time includes the commands it ran, which count again
+    // under their own names.
+    eprintln!("Redis time by command during herald's drain (scripts include their commands):");
+    for (name, calls, usec) in spent.iter().take(10) {
+        let per_job = *usec as f64 / jobs as f64;
+        eprintln!(
+            "  {name}: {calls} calls, {:.2} s ({per_job:.1} µs per job)",
+            *usec as f64 / 1e6
+        );
+    }
+}
+
 /// Empties what a drain left: notifications, ledger, outbox, results.
 async fn reset(bench: &Bench, store: &Store) {
     let Store::Postgres(pool) = store else {
@@ -374,13 +498,14 @@ fn main() {
         .expect("HERALD_BENCH_PYTHON: a python with the interop requirements (scripts/bench-celery sets it)");
     let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
     let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 2_000);
-    let (_private, redis) = match std::env::var("HERALD_BENCH_REDIS") {
+    let (private, redis) = match std::env::var("HERALD_BENCH_REDIS") {
         Ok(url) => (None, url),
         Err(_) => {
             let (server, url) = PrivateRedis::start();
             (Some(server), url)
         }
     };
+    let redis_pid = private.as_ref().map(|server| server.0.id());
     let admin = env_or(
         "HERALD_BENCH_POSTGRES",
         "postgres://postgres@127.0.0.1:5432/test",
@@ -393,6 +518,7 @@ fn main() {
         ),
         admin,
         redis,
+        redis_pid,
         python,
         prefix: format!("bench-{tag}"),
     };
@@ -415,12 +541,17 @@ async fn measure(bench: std::sync::Arc<Bench>, jobs: usize, peer_jobs: usize) {
     let queue = format!("{}-herald", bench.prefix);
     let fill = bench.fill(&queue, jobs);
     eprintln!("filled {jobs} messages in {fill:.1} s");
+    let before = redis_time(bench).await;
+    let cpu = Cpu::now(bench);
     let (taken, done) = herald_drain(bench, &store, &queue, jobs, false).await;
+    let cpu = Cpu::now(bench).minus(&cpu);
     check(bench, &store, jobs).await;
+    report_redis_time(bench, before, jobs).await;
     let apart = if std::env::var("HERALD_BENCH_APART").is_ok_and(|v| v == "1") {
         reset(bench, &store).await;
         let queue = format!("{}-herald-apart", bench.prefix);
         bench.fill(&queue, jobs);
+        eprintln!("filled again: the ingress alone, then the worker alone");
         let (ingress, worker) = herald_drain(bench, &store, &queue, jobs, true).await;
         check(bench, &store, jobs).await;
         Some((ingress, worker))
@@ -443,9 +574,12 @@ async fn measure(bench: std::sync::Arc<Bench>, jobs: usize, peer_jobs: usize) {
     ];
     let mut command = bench.python(&args, &peer_queue, true);
     command.args(["--jobs", &peer_jobs.to_string()]);
-    let celery = bench.run(command, "celery_peer.py drain")["jobs_per_second"]
-        .as_f64()
-        .unwrap();
+    let before = Cpu::now(bench);
+    let peer = bench.run(command, "celery_peer.py drain");
+    let mut peer_cpu = Cpu::now(bench).minus(&before);
+    // The Celery worker and its pool stand where herald's process does.
+    peer_cpu.worker = peer["worker_cpu_seconds"].as_f64().unwrap_or_default();
+    let celery = peer["jobs_per_second"].as_f64().unwrap();
     store.close().await;
 
     let herald = jobs as f64 / done;
@@ -475,6 +609,12 @@ async fn measure(bench: std::sync::Arc<Bench>, jobs: usize, peer_jobs: usize) {
         );
     }
     println!("\nfilled {jobs} messages with .delay() in {fill:.1} s");
+    cpu.report("herald", jobs);
+    peer_cpu.report("Celery (worker and pool)", peer_jobs);
+    println!(
+        "CPU per job, Celery / herald: {:.0}x",
+        peer_cpu.per_job(peer_jobs) / cpu.per_job(jobs)
+    );
     let met = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
         "target >= 10,000 jobs/s: {} ({herald:.0})",
