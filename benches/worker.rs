@@ -16,6 +16,11 @@
 //!   Celery 5 worker (Redis broker, prefork, 2 processes: one per core)
 //!   running the same job with psycopg and channels_redis, as the
 //!   application's Celery tasks do.
+//! * Users online: for herald and the peer alike, another layer instance (a
+//!   sidecar's view) holds one channel per notified user, joined to its
+//!   `notifications_{id}` group and drained, so every notification writes
+//!   and delivers its copy; the senders' capacity for that queue key is
+//!   20,000 (the docs' advice).
 //! * Scan: 1,000,000 tasks of which 100,000 are overdue; one overdue check
 //!   (one insert-select, then publishing every new notification).
 //!
@@ -23,7 +28,8 @@
 //! HERALD_BENCH_REDIS (redis://127.0.0.1:6379), HERALD_BENCH_JOBS (100000),
 //! HERALD_BENCH_PEER_JOBS (5000), HERALD_BENCH_TASKS (1000000),
 //! HERALD_BENCH_PYTHON (a python with celery; "skip" runs herald alone),
-//! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_CONCURRENCY (the
+//! HERALD_BENCH_QUEUES (postgres,redis), HERALD_BENCH_ONLY (`scan`: the
+//! overdue scan alone), HERALD_BENCH_CONCURRENCY (the
 //! file_attached concurrency; default: the configured one),
 //! HERALD_BENCH_BATCH_SIZE and HERALD_BENCH_BATCHES (`queue.batch_size`,
 //! `queue.batches`; default: the configured ones).
@@ -37,10 +43,9 @@ use herald::config::{LayerBackend, QueueBackend, Settings};
 use herald::jobs::{Job, JobContext, OverdueCheck};
 use herald::publish::outbox::Publisher;
 use herald::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
-use herald::store::{JobState, PoolOptions, Store};
+use herald::store::{JobState, Store};
 use herald::worker::Worker;
 use serde_json::json;
-use sqlx::Connection;
 
 /// mimalloc instead of glibc's malloc: a batch allocates and frees many
 /// small values (JSON, SQL rows, messages) across threads, where glibc spent
@@ -48,73 +53,10 @@ use sqlx::Connection;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+#[path = "common.rs"]
+mod common;
 
-fn env_number(name: &str, default: usize) -> usize {
-    env_or(name, &default.to_string())
-        .parse()
-        .unwrap_or(default)
-}
-
-/// A fresh, migrated PostgreSQL database: its URL and a store on it.
-async fn fresh_database(admin: &str, tag: &str) -> (String, Store) {
-    let name = format!("herald_bench_{tag}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    let options = PoolOptions {
-        max_connections: 20,
-        acquire_timeout: Duration::from_secs(60),
-    };
-    let store = Store::connect(&url, options).await.unwrap();
-    store.migrate().await.unwrap();
-    (url, store)
-}
-
-async fn drop_database(admin: &str, url: &str) {
-    let name = url.rsplit_once('/').unwrap().1;
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await;
-}
-
-/// Deletes the Redis keys a run made (queue and layer share `prefix`).
-async fn drop_redis_keys(redis: &str, prefix: &str) {
-    let client = redis::Client::open(redis).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
+use common::{drop_database, drop_redis_keys, env_number, env_or, fresh_database};
 
 async fn execute(store: &Store, sql: &'static str) {
     if let Store::Postgres(pool) = store {
@@ -132,6 +74,77 @@ async fn seed_tasks(store: &Store) {
     .await;
 }
 
+/// The users the seeded tasks notify: assignees 1001..=2000, creators
+/// 5001..=6000 (file_attached's uploader, user 1, is neither).
+fn users() -> Vec<i64> {
+    (1001..=2000).chain(5001..=6000).collect()
+}
+
+/// Copies a sender may queue per process before it drops (channels_redis's
+/// `capacity` for the audience's queue key), on both sides of the bench: the
+/// docs' advice for herald's keys (docs/operations.md).
+const AUDIENCE_CAPACITY: usize = 20_000;
+
+/// Users online: one channel per user, each joined to its
+/// `notifications_{id}` group and drained, in another layer instance (as a
+/// sidecar process holds them), so every notification writes its copy.
+struct Audience {
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    resyncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Audience {
+    async fn join(redis: &str, prefix: &str) -> Audience {
+        let mut layer = Settings::defaults().layer;
+        layer.backend = LayerBackend::Redis;
+        layer.hosts = vec![redis.into()];
+        layer.prefix = prefix.into();
+        layer.capacity = AUDIENCE_CAPACITY;
+        let layer = herald::layer::build(&layer).unwrap();
+        let audience = Audience {
+            received: Default::default(),
+            resyncs: Default::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        for user in users() {
+            let channel = layer.new_channel("specific").await.unwrap();
+            let group = herald::publish::notification_group(user);
+            layer.group_add(&group, &channel).await.unwrap();
+            let (layer, stop) = (layer.clone(), audience.stop.clone());
+            let (received, resyncs) = (audience.received.clone(), audience.resyncs.clone());
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = layer.receive(&channel) => message,
+                        () = stop.cancelled() => return,
+                    };
+                    let Ok(message) = message else { return };
+                    let counter = if message["type"] == herald::layer::RESYNC {
+                        &resyncs
+                    } else {
+                        &received
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        audience
+    }
+
+    /// Copies received and resyncs (copies the layer dropped) so far.
+    fn counts(&self) -> (u64, u64) {
+        let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&self.received), get(&self.resyncs))
+    }
+}
+
+impl Drop for Audience {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     let mut settings = Settings::defaults();
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -141,6 +154,7 @@ fn settings(url: &str, redis: &str, backend: QueueBackend) -> Settings {
     settings.layer.backend = LayerBackend::Redis;
     settings.layer.hosts = vec![redis.into()];
     settings.layer.prefix = format!("bench-{tag}");
+    settings.layer.capacity = AUDIENCE_CAPACITY;
     settings.queue.backend = backend;
     settings.queue.redis_url = redis.into();
     settings.queue.prefix = format!("bench-{tag}");
@@ -206,6 +220,7 @@ async fn herald_run(
     let (url, store) = fresh_database(admin, "e2e").await;
     seed_tasks(&store).await;
     let settings = settings(&url, redis, backend);
+    let audience = Audience::join(redis, &settings.layer.prefix).await;
     let queue = JobQueue::connect(&settings).await.unwrap();
     let start_worker = || {
         let layer = herald::layer::build(&settings.layer).unwrap();
@@ -230,6 +245,11 @@ async fn herald_run(
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     let done = store.count_jobs(JobState::Done).await.unwrap();
     assert_eq!(done, jobs as i64, "every job done");
+    let (copies, resyncs) = audience.counts();
+    eprintln!(
+        "herald: {copies} copies reached the online users ({} sent), {resyncs} resyncs",
+        2 * jobs
+    );
     worker.shutdown(Duration::from_secs(10)).await;
     queue.close().await;
     store.close().await;
@@ -291,6 +311,16 @@ async fn herald_scan(admin: &str, redis: &str, tasks: usize) -> (f64, usize) {
     let outcome = Job::OverdueCheck(OverdueCheck {}).run(&ctx).await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(outcome.published.failed, 0, "every notice published");
+    // Where the time goes: the insert-select alone, on the same tasks again
+    // (their notices exist: it finds nothing new), and a second pass.
+    let again = Instant::now();
+    let none = Job::OverdueCheck(OverdueCheck {}).run(&ctx).await.unwrap();
+    eprintln!(
+        "scan: {:.2} s for the first pass; a second pass (incremental, {} new) {:.3} s",
+        seconds,
+        none.created,
+        again.elapsed().as_secs_f64()
+    );
     store.close().await;
     drop_database(admin, &url).await;
     (seconds, outcome.created)
@@ -305,8 +335,12 @@ async fn celery_end_to_end(admin: &str, redis: &str, jobs: usize) -> Option<f64>
     let (url, store) = fresh_database(admin, "celery").await;
     seed_tasks(&store).await;
     store.close().await;
+    let prefix = format!("peer-{}", uuid::Uuid::new_v4().simple());
+    let audience = Audience::join(redis, &prefix).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/worker_peer.py");
     let output = tokio::process::Command::new(&python)
+        .env("PEER_LAYER_PREFIX", &prefix)
+        .env("PEER_LAYER_CAPACITY", AUDIENCE_CAPACITY.to_string())
         .arg(script)
         .args([
             "--database",
@@ -331,6 +365,12 @@ async fn celery_end_to_end(admin: &str, redis: &str, jobs: usize) -> Option<f64>
             return None;
         }
     };
+    let (copies, _) = audience.counts();
+    eprintln!(
+        "celery: {copies} copies reached the online users ({} sent)",
+        2 * jobs
+    );
+    drop_redis_keys(redis, &prefix).await;
     report["jobs_per_second"].as_f64()
 }
 
@@ -343,9 +383,15 @@ fn main() {
         let jobs = env_number("HERALD_BENCH_JOBS", 100_000);
         let peer_jobs = env_number("HERALD_BENCH_PEER_JOBS", 5_000);
         let tasks = env_number("HERALD_BENCH_TASKS", 1_000_000);
-        let celery = celery_end_to_end(&admin, &redis, peer_jobs).await;
+        let only_scan = env_or("HERALD_BENCH_ONLY", "") == "scan";
+        let celery = if only_scan {
+            None
+        } else {
+            celery_end_to_end(&admin, &redis, peer_jobs).await
+        };
         let mut rows = Vec::new();
         let backends = match env_or("HERALD_BENCH_QUEUES", "postgres,redis").as_str() {
+            _ if only_scan => vec![],
             "postgres" => vec![("postgres", QueueBackend::Database)],
             "redis" => vec![("redis", QueueBackend::Redis)],
             _ => vec![("postgres", QueueBackend::Database), ("redis", QueueBackend::Redis)],

@@ -46,7 +46,11 @@ def connection():
 def layer():
     global _layer
     if _layer is None:
-        _layer = RedisChannelLayer(hosts=[REDIS], prefix=f"peer-{QUEUE}")
+        _layer = RedisChannelLayer(
+            hosts=[REDIS],
+            prefix=os.environ.get("PEER_LAYER_PREFIX", f"peer-{QUEUE}"),
+            capacity=int(os.environ.get("PEER_LAYER_CAPACITY", "100")),
+        )
     return _layer
 
 

@@ -12,6 +12,7 @@
 //     onNotification: (n) => render(n),               // each id exactly once
 //     onEvent: (event) => {},                         // every other event
 //     onStatus: (status, detail) => {},               // "open" | "closed" | "reconnecting"
+//     onGap: (resumed) => refetch(),                  // herald could not vouch for a resume
 //   });
 //   // options: minDelay/maxDelay (ms, backoff), openTimeout (ms, handshake), lastId
 //   feed.start();  feed.markRead(id);  feed.markAllRead();  feed.refresh(token);  feed.stop();
@@ -26,6 +27,10 @@ export class HeraldNotifications {
     this.onNotification = options.onNotification || (() => {});
     this.onEvent = options.onEvent || (() => {});
     this.onStatus = options.onStatus || (() => {});
+    // Called with the `resumed` data when herald says it could not recover
+    // everything since our position (`recovered: false`): reload the list
+    // from the application (or resume from 0) to show what may be missing.
+    this.onGap = options.onGap || (() => {});
     this.minDelay = options.minDelay ?? 500;
     this.maxDelay = options.maxDelay ?? 30000;
     this.openTimeout = options.openTimeout ?? 10000;
@@ -131,8 +136,11 @@ export class HeraldNotifications {
       this.onNotification(event.data);
       return;
     }
-    if (event.type === "resumed" && event.data && event.data.more) {
-      this.send({ type: "resume", last_id: event.data.last_id });
+    if (event.type === "resumed" && event.data) {
+      // The server pages a long replay (also one it started itself when
+      // live messages may have been lost: `resync: true`).
+      if (event.data.more) this.send({ type: "resume", last_id: event.data.last_id });
+      if (event.data.recovered === false) this.onGap(event.data);
     }
     this.onEvent(event);
   }

@@ -112,6 +112,19 @@ export type Resumed = {
    * True when the replay stopped at `replay_limit` rows.
    */
   more: boolean;
+  /**
+   * True when everything after the client's position is in this replay
+   * and the pages `more` announces; false when herald cannot vouch for
+   * it (the position's row is not the user's: deleted, or never theirs,
+   * so rows committed late below it cannot be bounded): refetch.
+   */
+  recovered: boolean;
+  /**
+   * True when the server started this replay itself: the channel layer
+   * may have dropped live notifications (Redis reconnected, a full
+   * buffer), so they are read from the database.
+   */
+  resync: boolean;
 };
 
 /**

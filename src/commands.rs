@@ -65,8 +65,9 @@ pub async fn enqueue_many(
     settings: &Settings,
     submissions: Vec<crate::queue::Submission>,
 ) -> anyhow::Result<String> {
-    crate::queue::check_all(&submissions)?;
     let store = connect_store(settings).await?;
+    let limits = store.column_limits().await?;
+    crate::queue::check_all(&submissions, &limits)?;
     let queue = crate::queue::JobQueue::connect(settings)
         .await
         .context("could not open the job queue")?;

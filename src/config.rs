@@ -65,6 +65,11 @@ impl ConfigError {
 pub struct Settings {
     /// Home of the embedded SQLite file and the generated secret.
     pub data_dir: PathBuf,
+    /// Development mode (`herald run --dev`): demo tokens and a keyless job
+    /// API for clients on this machine. Checked by
+    /// [`Settings::enable_development`].
+    #[serde(default)]
+    pub development: bool,
     /// Django's SECRET_KEY; `None` means "generate and keep one in data_dir".
     #[serde(default)]
     pub secret_key: Option<SecretString>,
@@ -373,6 +378,11 @@ pub struct SidecarSettings {
     pub write_timeout: Duration,
     /// Most missed notifications sent for one resume (at most 500).
     pub replay_limit: i64,
+    /// A resume from id N also reads the rows at or below N created this
+    /// long before row N: a transaction that committed a lower id after a
+    /// higher one was delivered is caught if it took less than this.
+    #[serde(with = "humantime_serde")]
+    pub resume_lookback: Duration,
     /// How often each connection re-joins its group, so a connection older
     /// than `layer.group_expiry` stays a member; must be shorter than it.
     #[serde(with = "humantime_serde")]
@@ -388,6 +398,15 @@ pub struct SidecarSettings {
     /// How long shutdown waits for clients to take their 1001 close.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections open at once that are not WebSockets (yet): requests
+    /// under way and handshakes not finished; more are closed at once.
+    pub max_pending_connections: usize,
+    /// Inbound WebSocket messages a client may send per second (bursts of
+    /// twice as many); faster closes with 1008 "rate_limited".
+    pub client_messages_per_second: u32,
     /// Whether a token's user must exist and be active in `user_table`.
     pub user_check: UserCheckMode,
     /// The application's user table (`auth_user`, or the custom user
@@ -502,6 +521,14 @@ impl Settings {
             ("sidecar.buffer_size", sidecar.buffer_size),
             ("sidecar.queue_size", sidecar.queue_size),
             ("sidecar.replay_limit", sidecar.replay_limit.max(0) as usize),
+            (
+                "sidecar.max_pending_connections",
+                sidecar.max_pending_connections,
+            ),
+            (
+                "sidecar.client_messages_per_second",
+                sidecar.client_messages_per_second as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -513,6 +540,7 @@ impl Settings {
             ("sidecar.ping_timeout", sidecar.ping_timeout),
             ("sidecar.write_timeout", sidecar.write_timeout),
             ("sidecar.group_renew_interval", sidecar.group_renew_interval),
+            ("sidecar.header_timeout", sidecar.header_timeout),
         ];
         for (key, value) in durations {
             if value.is_zero() {
@@ -536,6 +564,7 @@ impl Settings {
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::new("sidecar.listen", e.to_string()))?;
         self.validate_user_table()?;
+        self.check_development()?;
         for (i, entry) in self.layer.channel_capacity.iter().enumerate() {
             let key = format!("layer.channel_capacity[{i}]");
             globset::Glob::new(&entry.pattern)
@@ -756,6 +785,41 @@ impl Settings {
                 let key = format!("worker.notification_types.{kind}");
                 return Err(ConfigError::new(key, "must be 1 to 50 characters"));
             }
+        }
+        Ok(())
+    }
+
+    /// Turns development mode on, where it is safe: the embedded SQLite
+    /// store, herald's generated secret (never a configured SECRET_KEY,
+    /// which may be the application's own) and a loopback listen address.
+    pub fn enable_development(&mut self) -> Result<(), ConfigError> {
+        self.development = true;
+        self.check_development()
+    }
+
+    fn check_development(&self) -> Result<(), ConfigError> {
+        let refuse = |reason: &str| {
+            Err(ConfigError::new(
+                "development",
+                format!("development mode needs {reason}"),
+            ))
+        };
+        if !self.development {
+            return Ok(());
+        }
+        if !self.is_embedded() {
+            return refuse("the embedded SQLite store (database.url empty or sqlite:)");
+        }
+        if self.secret_key.is_some() {
+            return refuse("herald's generated secret, not a configured SECRET_KEY");
+        }
+        let loopback = self
+            .sidecar
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|address| address.ip().is_loopback());
+        if !loopback {
+            return refuse("sidecar.listen on a loopback address");
         }
         Ok(())
     }

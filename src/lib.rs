@@ -10,11 +10,14 @@
 //! [`shutdown`] hold what the CLI runs.
 
 pub mod api;
+pub mod batch;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod ingress;
 pub mod jobs;
 pub mod layer;
+mod mailbox;
 pub mod payload;
 pub mod publish;
 pub mod queue;

@@ -12,6 +12,7 @@ use herald::queue::BatchError;
 /// mimalloc instead of glibc's malloc: a batch allocates and frees many
 /// small values (JSON, SQL rows, messages) across threads, where glibc spent
 /// a tenth of the worker bench's CPU (see docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -50,7 +51,14 @@ enum Command {
     Worker,
     /// Everything in one process: worker, scheduler, sidecar and job API.
     /// With no configuration: embedded SQLite, in-memory layer.
-    Run,
+    Run {
+        /// Development mode on this machine: the demo page gets tokens from
+        /// POST /demo/token and the job API needs no key, for clients on
+        /// this machine (only with the embedded store, its generated
+        /// secret and a loopback listen address).
+        #[arg(long)]
+        dev: bool,
+    },
     /// Submit a job: KIND and its JSON payload; or many with --file.
     Enqueue {
         /// deadline_reminder, overdue_check, file_attached, status_changed or notify.
@@ -92,10 +100,15 @@ enum JobsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     herald::telemetry::init();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
+    if let Command::Run { dev: true } = cli.command
+        && let Err(error) = settings.enable_development()
+    {
+        return config_failure(&error);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return failure(&error.into()),
@@ -110,7 +123,7 @@ fn main() -> ExitCode {
             Command::Worker => herald::worker::run(&settings, herald::shutdown::signal())
                 .await
                 .map(|()| String::new()),
-            Command::Run => herald::startup::run(&settings, herald::shutdown::signal())
+            Command::Run { .. } => herald::startup::run(&settings, herald::shutdown::signal())
                 .await
                 .map(|()| String::new()),
             Command::Enqueue {

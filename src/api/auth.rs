@@ -1,7 +1,8 @@
 //! Who may use the job API: a bearer key compared in constant time. With
-//! no key configured the API is open only on a loopback listener, and only
-//! to requests that are plainly local ([`local_request`]); on any other
-//! address it refuses everything until `api.key` is set.
+//! no key configured the API refuses everything, except in development
+//! mode (`herald run --dev`), where clients on this machine may submit: the
+//! TCP peer must be loopback (the socket, not a header, decides) and the
+//! request plainly local ([`local_request`]).
 
 use std::borrow::Cow;
 
@@ -19,33 +20,39 @@ use super::body::{ErrorBody, error};
 pub enum ApiAuth {
     /// Requests must carry `Authorization: Bearer <key>`.
     Key(SecretString),
-    /// No key, loopback listener: local requests may submit.
-    OpenOnLoopback,
-    /// No key, non-loopback listener: nobody may.
+    /// No key, development mode: clients on this machine may submit.
+    Development,
+    /// No key: nobody may.
     Closed,
 }
 
 impl ApiAuth {
-    /// The rule for `key` (empty: none) on a listener at `loopback` or not.
-    pub fn new(key: &SecretString, loopback: bool) -> Self {
-        match (key.expose_secret().is_empty(), loopback) {
+    /// The rule for `key` (empty: none), in development mode or not.
+    pub fn new(key: &SecretString, development: bool) -> Self {
+        match (key.expose_secret().is_empty(), development) {
             (false, _) => ApiAuth::Key(key.clone()),
-            (true, true) => ApiAuth::OpenOnLoopback,
+            (true, true) => ApiAuth::Development,
             (true, false) => ApiAuth::Closed,
         }
     }
 
     /// `Err` is the 401 answer, saying why without echoing what was sent.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
+    /// `peer` is the request's TCP peer (unknown: not local).
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), Refused> {
         let expected = match self {
-            ApiAuth::OpenOnLoopback => {
-                return local_request(headers)
+            ApiAuth::Development => {
+                return local_peer(peer)
+                    .and_then(|()| local_request(headers))
                     .map_err(|reason| Refused(format!("without api.key, {reason}").into()));
             }
             ApiAuth::Closed => {
                 return Err(Refused(
-                    "the job API is disabled: api.key is not set and herald listens on a \
-                     non-loopback address"
+                    "the job API is disabled: set api.key (HERALD_API__KEY), or run \
+                     `herald run --dev` on a developer's machine"
                         .into(),
                 ));
             }
@@ -62,6 +69,15 @@ impl ApiAuth {
             Some(given) if bool::from(given.as_bytes().ct_eq(expected)) => Ok(()),
             Some(_) => Err(Refused("invalid API key".into())),
         }
+    }
+}
+
+/// Whether the TCP peer is this machine (a loopback address): the socket
+/// says so, whatever the headers claim.
+pub(crate) fn local_peer(peer: Option<std::net::SocketAddr>) -> Result<(), &'static str> {
+    match peer {
+        Some(peer) if peer.ip().is_loopback() => Ok(()),
+        _ => Err("only clients on this machine are served (the connection is not from loopback)"),
     }
 }
 
@@ -131,7 +147,8 @@ impl<'r> utoipa::ToResponse<'r> for Refused {
         let response = openapi::ResponseBuilder::new()
             .description(
                 "No `Authorization: Bearer <api.key>` header, a wrong key, or no key configured \
-                 while herald listens on a non-loopback address; the reason says which.",
+                 (outside development mode, which serves only clients on herald's machine); the \
+                 reason says which.",
             )
             .header("WWW-Authenticate", challenge)
             .content(
@@ -153,6 +170,21 @@ mod tests {
             headers.insert(*name, value.parse().unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn development_trusts_the_socket_not_the_headers() {
+        let auth = ApiAuth::new(&SecretString::from(""), true);
+        let local = headers(&[("host", "127.0.0.1:8001")]);
+        let from = |ip: &str| Some(std::net::SocketAddr::new(ip.parse().unwrap(), 40000));
+        assert!(auth.check(&local, from("127.0.0.1")).is_ok());
+        assert!(auth.check(&local, from("::1")).is_ok());
+        for peer in [from("203.0.113.9"), from("10.0.0.2"), None] {
+            let refused = auth.check(&local, peer).unwrap_err();
+            assert!(refused.0.contains("not from loopback"), "{}", refused.0);
+        }
+        let closed = ApiAuth::new(&SecretString::from(""), false);
+        assert!(closed.check(&local, from("127.0.0.1")).is_err());
     }
 
     #[test]

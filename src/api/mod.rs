@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 pub use auth::ApiAuth;
-pub(crate) use auth::local_request;
+pub(crate) use auth::{local_peer, local_request};
 pub(crate) use body::error;
 
 use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
@@ -41,7 +41,7 @@ use body::{BatchAnswer, BatchBody, ErrorBody, JobList, RetryAnswer, SubmitAnswer
 use crate::config::ApiSettings;
 use crate::jobs::{JobInputError, KINDS};
 use crate::queue::{
-    BatchError, JobQueue, MAX_BATCH, Submission, SubmitError, retry_dead, submit, submit_many,
+    BatchError, JobQueue, MAX_BATCH, Submission, SubmitError, Submitter, retry_dead, submit_many,
 };
 use crate::store::{JobRecord, JobState, Store};
 
@@ -54,20 +54,18 @@ pub struct ApiState {
     pub store: Store,
     pub queue: JobQueue,
     pub auth: ApiAuth,
+    /// Single submissions of concurrent requests, recorded together.
+    pub submitter: Submitter,
 }
 
 impl ApiState {
-    /// The API of a server listening on `address`.
-    pub fn new(
-        settings: &crate::config::Settings,
-        store: Store,
-        queue: JobQueue,
-        address: std::net::SocketAddr,
-    ) -> Self {
+    /// The API as `settings` configure it (key, development mode).
+    pub fn new(settings: &crate::config::Settings, store: Store, queue: JobQueue) -> Self {
         ApiState {
+            submitter: Submitter::new(store.clone(), queue.clone()),
             store,
             queue,
-            auth: ApiAuth::new(&settings.api.key, address.ip().is_loopback()),
+            auth: ApiAuth::new(&settings.api.key, settings.development),
         }
     }
 }
@@ -91,7 +89,11 @@ pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
 /// Every job route needs the API key (see [`ApiAuth`]); checked before the
 /// body is read.
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    match state.auth.check(request.headers()) {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    match state.auth.check(request.headers(), peer) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }
@@ -116,10 +118,13 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
         (status = 413, description = "The body is over `api.max_body_size`.", body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
             body = ErrorBody),
-        (status = 422, description = "The payload breaks the kind's schema, or `dedup_key` is \
-            empty or too long: `field` names the field.", body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written; nothing \
-            is queued.", body = ErrorBody),
+        (status = 422, description = "The payload breaks the kind's schema or holds what the \
+            database would refuse (a NUL character, text longer than its column, an id out of \
+            its column's range), `dedup_key` is empty or too long, or `run_at` is not RFC 3339 \
+            or more than 366 days ahead: `field` names the field.", body = ErrorBody),
+        (status = 503, description = "The database could not be written; nothing is \
+            recorded. (A queue that cannot be written is not an error: the job is recorded \
+            and a worker queues it when the queue answers.)", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -130,9 +135,9 @@ async fn create(
 ) -> Response {
     let body: SubmitBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err((status, reason)) => return error(status, reason),
+        Err(answer) => return *answer,
     };
-    match submit(&state.store, &state.queue, body.into()).await {
+    match state.submitter.submit(body.into()).await {
         Ok(done) => {
             let status = if done.existing {
                 StatusCode::OK
@@ -166,12 +171,12 @@ async fn create(
             body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`.",
             body = ErrorBody),
-        (status = 422, description = "A job's payload breaks its kind's schema, or its \
-            `dedup_key` is empty or too long: `index` names the job and `field` the field \
-            (`jobs[i].payload.<path>` or `jobs[i].dedup_key`). Nothing is queued.",
-            body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written; nothing \
-            is queued.", body = ErrorBody),
+        (status = 422, description = "A job's payload breaks its kind's schema or holds what \
+            the database would refuse, or its `dedup_key` or `run_at` is bad: `index` names the \
+            job and `field` the field (`jobs[i].payload.<path>`, `jobs[i].dedup_key`, \
+            `jobs[i].run_at`). Nothing is recorded.", body = ErrorBody),
+        (status = 503, description = "The database could not be written; nothing is \
+            recorded.", body = ErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -182,7 +187,7 @@ async fn create_batch(
 ) -> Response {
     let body: BatchBody = match json_body(&headers, body) {
         Ok(body) => body,
-        Err((status, reason)) => return error(status, reason),
+        Err(answer) => return *answer,
     };
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         let reason = format!(
@@ -212,7 +217,7 @@ async fn create_batch(
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, (StatusCode, String)> {
+) -> Result<T, Box<Response>> {
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -220,11 +225,30 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         let reason = "send the job as JSON with `Content-Type: application/json`";
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, reason.into()));
+        return Err(Box::new(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason)));
     }
-    let body = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    let body =
+        body.map_err(|rejection| Box::new(error(rejection.status(), rejection.body_text())))?;
+    let mut reader = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| Box::new(body_error(e)))
+}
+
+/// A body that is not the request's shape: 400 for JSON that does not
+/// parse or lacks (or adds) a field, 422 naming the field for a value of
+/// the wrong type (a `run_at` that is not RFC 3339).
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> Response {
+    let reason = e.inner().to_string();
+    let shape = reason.starts_with("missing field") || reason.starts_with("unknown field");
+    if e.inner().classify() != serde_json::error::Category::Data || shape {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {reason}"),
+        );
+    }
+    let field = e.path().to_string();
+    let mut body = ErrorBody::new(format!("{field}: {reason}"));
+    body.field = Some(field);
+    body.answer(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 /// The answer to a failed submission; `at` is the index of the job at
@@ -245,10 +269,15 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
             body.kinds = Some(KINDS.map(String::from).to_vec());
             StatusCode::BAD_REQUEST
         }
-        SubmitError::Input(JobInputError::InvalidPayload { field, .. }) => {
-            body.field = Some(match at {
-                Some(_) => format!("{prefix}.payload.{field}"),
-                None => field,
+        SubmitError::Input(
+            JobInputError::InvalidPayload { ref field, .. }
+            | JobInputError::OverLimit { ref field, .. },
+        ) => {
+            body.field = Some(match (at, field.as_str()) {
+                (Some(_), "") => format!("{prefix}.payload"),
+                (Some(_), field) => format!("{prefix}.payload.{field}"),
+                (None, "") => "payload".to_string(),
+                (None, field) => field.to_string(),
             });
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -256,10 +285,15 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
             body.field = Some(field("dedup_key".into()));
             StatusCode::UNPROCESSABLE_ENTITY
         }
+        SubmitError::RunAt(_) => {
+            body.field = Some(field("run_at".into()));
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         SubmitError::NotFound(_) => StatusCode::NOT_FOUND,
         SubmitError::NotDead { .. } => StatusCode::CONFLICT,
-        SubmitError::Store(_) | SubmitError::Queue(_) => {
+        SubmitError::Store(_) | SubmitError::Queue(_) | SubmitError::Unavailable(_) => {
             tracing::error!(error = %body.error, "job submission failed");
+            body.error = "the database or the queue is unavailable; try again".into();
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
@@ -353,7 +387,7 @@ async fn list(
             body = ErrorBody),
         (status = 422, description = "The job's stored payload no longer fits its kind's \
             schema (a job recorded by another herald version).", body = ErrorBody),
-        (status = 503, description = "The database or the queue could not be written.",
+        (status = 503, description = "The database could not be written.",
             body = ErrorBody),
     ),
     security(("api_key" = [])),

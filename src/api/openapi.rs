@@ -44,8 +44,8 @@ impl Modify for ApiKey {
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
                 "`Authorization: Bearer <api.key>` (set with `HERALD_API__KEY`). With no key \
-                 configured the API is open only when herald listens on a loopback address; \
-                 on any other address every job route answers 401 until a key is set.",
+                 configured every job route answers 401, except in development mode \
+                 (`herald run --dev`), where clients on herald's own machine need no key.",
             ))
             .build();
         openapi

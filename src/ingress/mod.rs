@@ -31,8 +31,8 @@ pub use route::Routes;
 use crate::config::{CelerySettings, ConfigError, Settings};
 use crate::jobs::Job;
 use crate::queue::submit::MAX_DEDUP_KEY;
-use crate::queue::{JobQueue, MAX_BATCH, Queued, Submission, Submitted, submit_many};
-use crate::store::{JobState, Store};
+use crate::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
+use crate::store::Store;
 use crate::worker::scheduler::{Schedule, period_of, schedules};
 
 /// The dedup key prefix of the jobs the ingress records: `celery:<task id>`.
@@ -291,15 +291,9 @@ impl Shared {
     /// Plans and records one batch; an error leaves it all to do again.
     async fn record(&self, taken: &[Taken]) -> anyhow::Result<()> {
         let mut plans = Vec::with_capacity(taken.len());
-        let mut redelivered = Vec::new();
         for message in taken.iter().filter(|t| t.tag.is_some()) {
             let plan = match message::decode(&message.raw) {
-                Ok(task) => {
-                    if task.redelivered {
-                        redelivered.push(task.id.clone());
-                    }
-                    self.plan(task).await?
-                }
+                Ok(task) => self.plan(task).await?,
                 Err(refused) => refusal(refused),
             };
             plans.push(plan);
@@ -313,9 +307,7 @@ impl Shared {
                 Plan::Drop => {}
             }
         }
-        let submitted = self.submit(&mut submissions, &mut answers).await?;
-        self.queue_again(&submissions, &submitted, &redelivered)
-            .await?;
+        self.submit(&mut submissions, &mut answers).await?;
         if let Some(results) = &self.results {
             results.store(&answers).await?;
         }
@@ -323,18 +315,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Records `submissions` in one ledger statement. One that the
-    /// submission path refuses (a payload that breaks its kind's schema)
-    /// moves to `answers` as a FAILURE naming the field, and the rest are
-    /// submitted again (the check runs before anything is written).
+    /// Records `submissions` in one ledger statement (a message taken
+    /// again finds its job by the dedup key and records nothing; a job
+    /// recorded by a process that died before queueing it is queued by the
+    /// worker's requeue pass). One that the submission path refuses (a
+    /// payload that breaks its kind's schema) moves to `answers` as a
+    /// FAILURE naming the field, and the rest are submitted again (the check
+    /// runs before anything is written).
     async fn submit(
         &self,
         submissions: &mut Vec<Submission>,
         answers: &mut Vec<(String, Outcome)>,
-    ) -> anyhow::Result<Vec<Submitted>> {
+    ) -> anyhow::Result<()> {
         while !submissions.is_empty() {
             match submit_many(&self.store, &self.queue, submissions.clone()).await {
-                Ok(submitted) => return Ok(submitted),
+                Ok(_) => return Ok(()),
                 Err(error) => match error.at {
                     Some(i) if i < submissions.len() => {
                         let refused = submissions.remove(i);
@@ -346,7 +341,7 @@ impl Shared {
                 },
             }
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// What to do with one task message.
@@ -436,39 +431,6 @@ impl Shared {
             "period": period.to_rfc3339(),
             "ran_by": holder,
         }))))
-    }
-
-    /// A message taken again (marked redelivered) whose job is still
-    /// waiting may have been recorded by a process that died before
-    /// queueing it: it is queued again. A second queue entry of a job that
-    /// was queued after all runs once more, and its effects happen once.
-    async fn queue_again(
-        &self,
-        submissions: &[Submission],
-        submitted: &[Submitted],
-        redelivered: &[String],
-    ) -> anyhow::Result<()> {
-        if redelivered.is_empty() {
-            return Ok(());
-        }
-        let mut again = Vec::new();
-        for (submission, answer) in submissions.iter().zip(submitted) {
-            let key = submission.dedup_key.as_deref().unwrap_or_default();
-            let waiting = answer.existing && answer.state == JobState::Queued;
-            if waiting && task_id_of(key).is_some_and(|id| redelivered.iter().any(|r| r == id)) {
-                let job = crate::jobs::parse(&submission.kind, submission.payload.clone())?;
-                let run_at = submission.run_at.unwrap_or_else(Utc::now);
-                again.push((Queued::new(answer.id.clone(), job, Some(key)), run_at));
-            }
-        }
-        if !again.is_empty() {
-            tracing::info!(
-                jobs = again.len(),
-                "redelivered Celery messages of waiting jobs queued again"
-            );
-            self.queue.push_many(again).await?;
-        }
-        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use crate::store::Unpublished;
 #[serde(deny_unknown_fields)]
 pub struct DeadlineReminder {
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub task_id: Option<i64>,
 }
 

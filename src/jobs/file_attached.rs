@@ -13,6 +13,7 @@ use crate::store::{NewNotification, Task};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAttached {
+    #[schemars(range(min = 1))]
     pub task_id: i64,
     pub file_id: i64,
     pub file_name: String,

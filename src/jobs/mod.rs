@@ -11,6 +11,7 @@ mod file_attached;
 mod notify;
 mod overdue_check;
 mod status_changed;
+mod validate;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,12 +60,16 @@ pub enum JobInputError {
     UnknownKind { kind: String },
     #[error("payload field `{field}`: {reason}")]
     InvalidPayload { field: String, reason: String },
+    /// The payload fits the kind's schema but not the database's columns
+    /// (a NUL character, a text too long, an id out of range).
+    #[error("payload field `{field}`: {reason}")]
+    OverLimit { field: String, reason: String },
 }
 
 /// Why a job failed while running.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The database failed; worth retrying.
+    /// The database failed (worth retrying), or refused the data (not).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The job names a task that does not exist (yet: an application that
@@ -73,18 +78,48 @@ pub enum JobError {
     TaskNotFound(i64),
 }
 
+impl JobInputError {
+    /// The payload field at fault, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            JobInputError::InvalidPayload { field, .. }
+            | JobInputError::OverLimit { field, .. } => Some(field),
+            JobInputError::UnknownKind { .. } => None,
+        }
+    }
+}
+
 impl JobError {
     /// Whether another attempt could succeed: a database error may pass, and
     /// a missing task may still be committed. The retry policy bounds both.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, JobError::Store(_) | JobError::TaskNotFound(_))
+        match self {
+            JobError::Store(error) => !error.is_permanent(),
+            JobError::TaskNotFound(_) => true,
+        }
     }
 }
 
 /// Turns `{kind, payload}` into a job, naming the first bad field.
+///
+/// A payload is a JSON object (serde would also read an array as the
+/// fields in order, which the schemas do not allow); a number with no
+/// fraction (`5.0`, `1e3`) in one of its fields counts as that integer, as
+/// JSON Schema's `integer` does (`data` is kept as given).
 pub fn parse(kind: &str, payload: Value) -> Result<Job, JobInputError> {
     fn typed<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, JobInputError> {
-        serde_path_to_error::deserialize(payload).map_err(|e| {
+        let Value::Object(mut fields) = payload else {
+            return Err(JobInputError::InvalidPayload {
+                field: String::new(),
+                reason: "the payload must be a JSON object".into(),
+            });
+        };
+        for (name, value) in fields.iter_mut() {
+            if name != "data" {
+                *value = integral(std::mem::take(value));
+            }
+        }
+        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
             let reason = e.inner().to_string();
             JobInputError::InvalidPayload {
                 field: field_named(&e.path().to_string(), &reason),
@@ -100,6 +135,15 @@ pub fn parse(kind: &str, payload: Value) -> Result<Job, JobInputError> {
         "notify" => Job::Notify(typed(payload)?),
         other => return Err(JobInputError::UnknownKind { kind: other.into() }),
     })
+}
+
+/// `5.0` as `5`: a float with no fraction that an i64 holds exactly.
+fn integral(value: Value) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: floats are exact below
+    match value.as_f64() {
+        Some(f) if value.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT => Value::from(f as i64),
+        _ => value,
+    }
 }
 
 /// The field a payload error is about. serde reports a missing field at the

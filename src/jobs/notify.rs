@@ -10,15 +10,22 @@ use crate::store::NewNotification;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
+    /// The user's id (1 up to what the user id column holds).
+    #[schemars(range(min = 1))]
     pub user_id: i64,
+    /// At most the title column's size (Django's default: 255).
+    #[schemars(length(max = 255))]
     pub title: String,
     pub message: String,
+    /// The application's `Notification.Type` choice (the column holds 50).
+    #[schemars(length(min = 1, max = 50))]
     pub notification_type: String,
     /// Extra data for client routing; `{}` when absent.
     #[serde(default)]
     pub data: Option<Value>,
     /// At most one notification per (user, dedup_key); defaults to one per job.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 255))]
     pub dedup_key: Option<String>,
 }
 

@@ -14,6 +14,7 @@ use crate::store::{NewNotification, Task};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChanged {
+    #[schemars(range(min = 1))]
     pub task_id: i64,
     pub old_status: String,
     pub new_status: String,

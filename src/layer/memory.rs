@@ -25,6 +25,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 struct Queue {
     items: Mutex<VecDeque<(Instant, Message)>>,
     ready: Notify,
+    /// A group copy was dropped (full) or a message expired unread: the
+    /// next receive answers a resync message first.
+    lost: AtomicBool,
 }
 
 impl Queue {
@@ -126,7 +129,10 @@ impl MemoryLayer {
         state.last_sweep = Some(now);
         state.channels.retain(|_, queue| {
             let mut items = queue.items();
-            drop_expired(&mut items, now);
+            if drop_expired(&mut items, now) {
+                queue.lost.store(true, Ordering::Release);
+                queue.ready.notify_one();
+            }
             !items.is_empty() || Arc::strong_count(queue) > 1
         });
         let group_expiry = self.group_expiry;
@@ -153,10 +159,13 @@ impl MemoryLayer {
     }
 }
 
-fn drop_expired(items: &mut VecDeque<(Instant, Message)>, now: Instant) {
+/// Drops the messages past their expiry; true when any was.
+fn drop_expired(items: &mut VecDeque<(Instant, Message)>, now: Instant) -> bool {
+    let before = items.len();
     while items.front().is_some_and(|(expires, _)| *expires <= now) {
         items.pop_front();
     }
+    items.len() < before
 }
 
 #[async_trait]
@@ -180,7 +189,9 @@ impl ChannelLayer for MemoryLayer {
         let now = Instant::now();
         {
             let mut items = queue.items();
-            drop_expired(&mut items, now);
+            if drop_expired(&mut items, now) {
+                queue.lost.store(true, Ordering::Release);
+            }
             if items.len() >= self.capacities.for_channel(channel) {
                 return Err(LayerError::ChannelFull(channel.to_string()));
             }
@@ -200,7 +211,13 @@ impl ChannelLayer for MemoryLayer {
             self.check_open()?;
             {
                 let mut items = queue.items();
-                drop_expired(&mut items, Instant::now());
+                let expired = drop_expired(&mut items, Instant::now());
+                if expired || queue.lost.swap(false, Ordering::AcqRel) {
+                    if !items.is_empty() {
+                        queue.ready.notify_one();
+                    }
+                    return Ok(super::resync_message());
+                }
                 if let Some((_, message)) = items.pop_front() {
                     if !items.is_empty() {
                         queue.ready.notify_one();
@@ -253,7 +270,12 @@ impl ChannelLayer for MemoryLayer {
         for channel in self.members(group) {
             match self.send(&channel, message.clone()).await {
                 Ok(()) => report.delivered += 1,
-                Err(LayerError::ChannelFull(_)) => report.dropped += 1,
+                Err(LayerError::ChannelFull(_)) => {
+                    report.dropped += 1;
+                    let queue = self.queue(&channel);
+                    queue.lost.store(true, Ordering::Release);
+                    queue.ready.notify_one();
+                }
                 Err(other) => return Err(other),
             }
         }

@@ -40,6 +40,20 @@ pub const GROUP_SEND_CONCURRENCY: usize = 64;
 /// A layer message: a map with string keys, `type` naming the handler.
 pub type Message = Map<String, Value>;
 
+/// The `type` of the message [`ChannelLayer::receive`] answers on one of
+/// herald's own channels when messages for it may have been lost (a full
+/// buffer, Redis lost and memberships restored, a queue key at capacity):
+/// the consumer reads what it missed from the database. Never sent over
+/// Redis, so Python consumers never see it.
+pub const RESYNC: &str = "herald.resync";
+
+/// A [`RESYNC`] message.
+pub fn resync_message() -> Message {
+    let mut message = Message::new();
+    message.insert("type".into(), Value::String(RESYNC.into()));
+    message
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LayerError {
     /// `send` to a channel holding its capacity of messages.
@@ -79,7 +93,9 @@ pub trait ChannelLayer: Send + Sync + 'static {
     async fn new_channel(&self, prefix: &str) -> Result<String, LayerError>;
     /// Queues `message` on `channel`; fails with `ChannelFull` at capacity.
     async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError>;
-    /// Waits for the next message on `channel`.
+    /// Waits for the next message on `channel`. On a channel of this
+    /// process that may have missed messages, answers a [`RESYNC`] message
+    /// first.
     async fn receive(&self, channel: &str) -> Result<Message, LayerError>;
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError>;
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError>;

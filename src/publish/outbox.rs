@@ -18,8 +18,12 @@ use crate::telemetry::metrics as m;
 
 /// Notifications one layer call sends together.
 const SEND_CHUNK: usize = 500;
-/// Notifications one retry pass takes (whole entries, so it may go over).
+/// Outbox entries one retry pass claims.
 const RETRY_BATCH: usize = 1000;
+
+/// How long a retry pass holds the entries it claimed: past it, another
+/// pass (of any process) may take them, as when this one died.
+const CLAIM_LEASE: TimeDelta = TimeDelta::seconds(60);
 
 /// What one publish pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,7 +116,7 @@ impl Publisher {
 
     /// One pass over the outbox entries that are due.
     pub async fn retry_due(&self, retry_in: Duration) -> Result<Published, StoreError> {
-        let due = self.store.outbox_due(RETRY_BATCH).await?;
+        let due = self.store.outbox_due(RETRY_BATCH, CLAIM_LEASE).await?;
         if due.is_empty() {
             return Ok(Published::default());
         }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub use backend::{GivenUp, JobQueue, QueueError};
 pub use submit::{
-    BatchError, MAX_BATCH, Submission, SubmitError, Submitted, backoff, check_all, retry_dead,
-    submit, submit_many,
+    BatchError, MAX_BATCH, Submission, SubmitError, Submitted, Submitter, backoff, check_all,
+    requeue_unqueued, retry_dead, submit, submit_many,
 };
 
 use crate::jobs::Job;

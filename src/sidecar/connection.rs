@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -18,8 +20,10 @@ use super::protocol::{
     close, error_event,
 };
 use super::{SidecarState, Slot, metrics::inc};
+use crate::mailbox::{Mailbox, Refused};
 use crate::payload::NotificationPayload;
 use crate::publish::notification_group;
+use crate::store::Position;
 use crate::tokens::{self, AccessToken};
 
 /// How long a closing socket waits for the client's close reply.
@@ -103,6 +107,7 @@ impl SentIds {
         true
     }
 
+    #[cfg(test)]
     fn contains(&self, id: i64) -> bool {
         self.set.contains(&id)
     }
@@ -113,27 +118,76 @@ struct Connection {
     user_id: i64,
     /// Token expiry, epoch seconds; moved by a refresh.
     exp: i64,
-    tx: mpsc::Sender<Message>,
+    /// The writer's queue.
+    outbox: Arc<Mailbox<Message>>,
     /// Close frame that jumps the queue (when it is full).
     urgent: Option<oneshot::Sender<CloseFrame>>,
     sent: SentIds,
+    /// Messages the client may still send now (refilled each second).
+    allowance: RateLimit,
+    /// The highest notification id the client was sent or resumed from: a
+    /// resync reads what came after it.
+    cursor: Option<i64>,
+    /// When the connection opened: a resync before any cursor reads what
+    /// was created since.
+    connected_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A token bucket over the client's messages: `rate` a second, bursts of
+/// twice that.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self {
+            rate,
+            tokens: rate * 2.0,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one message's token; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// Runs an authenticated connection to its end.
 pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accepted) {
     let settings = &state.0.settings;
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(settings.queue_size);
+    let outbox = Arc::new(Mailbox::new(settings.queue_size));
     let (urgent_tx, urgent_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(sink, rx, urgent_rx, settings.write_timeout));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbox.clone(),
+        urgent_rx,
+        settings.write_timeout,
+    ));
     let capacity = usize::try_from(settings.replay_limit).unwrap_or(0) + 256;
     let mut conn = Connection {
         state: state.clone(),
         user_id: accepted.token.user_id,
         exp: accepted.token.exp,
-        tx,
+        outbox,
         urgent: Some(urgent_tx),
         sent: SentIds::new(capacity),
+        allowance: RateLimit::new(settings.client_messages_per_second),
+        cursor: accepted.last_id,
+        connected_at: crate::store::now(),
     };
     let layer = state.0.layer.clone();
     let user_id = conn.user_id;
@@ -166,6 +220,28 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
     tracing::debug!(user_id, channel, "WebSocket closed");
 }
 
+/// Joins `group`, trying again for a few seconds when the layer fails (its
+/// Redis restarting): the membership is restored with the others once the
+/// layer reconnects, and the connection resyncs then.
+async fn join(
+    layer: &dyn crate::layer::ChannelLayer,
+    group: &str,
+    channel: &str,
+) -> Result<(), crate::layer::LayerError> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match layer.group_add(group, channel).await {
+            Ok(()) => return Ok(()),
+            Err(error) if wait > Duration::from_secs(2) => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "sidecar: group_add failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+}
+
 /// Epoch seconds `exp` as an instant on tokio's clock.
 fn deadline(exp: i64) -> Instant {
     let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
@@ -178,6 +254,10 @@ fn is_capacity(error: &axum::Error) -> bool {
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
+/// The connection's task lives as long as the socket, so its future is
+/// kept small: the awaits that reach the database or take a while (replays,
+/// mark read, a group join) are boxed, each allocated only while it runs,
+/// instead of being laid out inside every idle connection.
 impl Connection {
     async fn serve(
         &mut self,
@@ -190,7 +270,7 @@ impl Connection {
         let settings = &shared.settings;
         let group = notification_group(self.user_id);
         // Join first, read the database second: nothing falls in between.
-        if let Err(error) = shared.layer.group_add(&group, channel).await {
+        if let Err(error) = Box::pin(join(shared.layer.as_ref(), &group, channel)).await {
             tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
             return End::Close(close::INTERNAL_ERROR, "layer_unavailable");
         }
@@ -200,7 +280,7 @@ impl Connection {
             return end;
         }
         if let Some(last_id) = accepted.last_id
-            && let Err(end) = self.replay(last_id).await
+            && let Err(end) = Box::pin(self.replay(Position::After(last_id), false)).await
         {
             return end;
         }
@@ -253,7 +333,7 @@ impl Connection {
                         Some(Err(_)) => Err(End::PeerGone),
                         Some(Ok(message)) => {
                             let before = self.exp;
-                            let step = self.on_client(message).await;
+                            let step = Box::pin(self.on_client(message)).await;
                             if self.exp != before {
                                 expiry.as_mut().reset(deadline(self.exp));
                             }
@@ -262,7 +342,7 @@ impl Connection {
                     }
                 }
                 received = shared.layer.receive(channel) => match received {
-                    Ok(message) => self.on_event(&message),
+                    Ok(message) => Box::pin(self.on_event(&message)).await,
                     Err(error) => {
                         tracing::error!(user_id = self.user_id, %error, "sidecar: layer receive failed");
                         Err(End::Close(close::INTERNAL_ERROR, "layer_unavailable"))
@@ -292,15 +372,15 @@ impl Connection {
                     code,
                     reason: reason.into(),
                 };
-                if let Err(mpsc::error::TrySendError::Full(Message::Close(Some(frame)))) =
-                    self.tx.try_send(Message::Close(Some(frame)))
+                if let Err(Refused::Full(Message::Close(Some(frame)))) =
+                    self.outbox.try_send(Message::Close(Some(frame)))
                     && let Some(urgent) = self.urgent.take()
                 {
                     let _ = urgent.send(frame);
                 }
             }
         }
-        drop(self.tx);
+        self.outbox.close();
         drop(self.urgent);
         let _ = timeout(write_timeout + CLOSE_GRACE * 2, writer).await;
         let _ = timeout(CLOSE_GRACE, async {
@@ -315,14 +395,14 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, message: Message) -> Result<(), End> {
-        match self.tx.try_send(message) {
+        match self.outbox.try_send(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 inc(&self.state.0.metrics.slow_client_disconnects);
                 tracing::info!(user_id = self.user_id, "slow client: outbound queue full");
                 Err(End::Close(close::SLOW_CLIENT, "slow_client"))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::WriterGone),
+            Err(Refused::Closed(_)) => Err(End::WriterGone),
         }
     }
 
@@ -331,36 +411,49 @@ impl Connection {
     async fn queue_wait(&mut self, text: String) -> Result<(), End> {
         let write_timeout = self.state.0.settings.write_timeout;
         match self
-            .tx
+            .outbox
             .send_timeout(Message::text(text), write_timeout)
             .await
         {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(Refused::Full(_)) => {
                 inc(&self.state.0.metrics.slow_client_disconnects);
                 Err(End::Close(close::SLOW_CLIENT, "slow_client"))
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::WriterGone),
+            Err(Refused::Closed(_)) => Err(End::WriterGone),
         }
     }
 
     /// A group event from the layer.
-    fn on_event(&mut self, message: &crate::layer::Message) -> Result<(), End> {
-        let metrics = &self.state.0.metrics;
+    async fn on_event(&mut self, message: &crate::layer::Message) -> Result<(), End> {
+        let shared = self.state.0.clone();
+        let metrics = &shared.metrics;
         match protocol::from_layer(message) {
             Outgoing::Notification { id, text } => {
-                if let Some(id) = id
-                    && !self.sent.insert(id)
-                {
-                    inc(&metrics.events_dropped_duplicate);
-                    return Ok(());
+                if let Some(id) = id {
+                    if !self.sent.insert(id) {
+                        inc(&metrics.events_dropped_duplicate);
+                        return Ok(());
+                    }
+                    self.advance(id);
                 }
                 inc(&metrics.events_delivered);
-                self.queue(text)
+                // A burst waits for room (up to the write timeout) instead of
+                // closing a client that reads, only slower: meanwhile the
+                // layer's buffer fills, and what it drops is resynced.
+                self.queue_wait(text).await
+            }
+            Outgoing::Resync => {
+                inc(&metrics.resyncs);
+                let position = match self.cursor {
+                    Some(id) => Position::After(id),
+                    None => Position::Since(self.connected_at),
+                };
+                self.replay(position, true).await
             }
             Outgoing::Other(text) => {
                 inc(&metrics.events_delivered);
-                self.queue(text)
+                self.queue_wait(text).await
             }
             Outgoing::Unknown(kind) => {
                 inc(&metrics.events_dropped_unknown);
@@ -377,6 +470,13 @@ impl Connection {
     /// A message from the client; every one gets an answer.
     async fn on_client(&mut self, message: Message) -> Result<(), End> {
         let max = self.state.0.settings.max_message_size;
+        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.allowance.take() {
+            tracing::info!(
+                user_id = self.user_id,
+                "client over its message rate; closed"
+            );
+            return Err(End::Close(close::POLICY_VIOLATION, "rate_limited"));
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(bytes) if bytes.len() > max => return self.oversized(),
@@ -386,13 +486,16 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
             Message::Close(_) => return Err(End::PeerGone),
         };
+
         if text.as_str().len() > max {
             return self.oversized();
         }
         match protocol::decode(text.as_str()) {
             Err(error) => self.queue(error_event(&error.to_string())),
             Ok(ClientMessage::Ping) => self.queue(ServerEvent::Pong(Empty {}).to_text()),
-            Ok(ClientMessage::Resume { last_id }) => self.replay(last_id).await,
+            Ok(ClientMessage::Resume { last_id }) => {
+                self.replay(Position::After(last_id), false).await
+            }
             Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
             Ok(ClientMessage::MarkRead { id }) => self.mark_read(Some(id)).await,
             Ok(ClientMessage::MarkAllRead) => self.mark_read(None).await,
@@ -404,50 +507,97 @@ impl Connection {
         Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
     }
 
-    /// Sends the user's notifications after `last_id` from the database,
-    /// oldest first, at most `replay_limit`, skipping ids already sent; then
-    /// `{"type": "resumed", "data": {count, last_id, more}}`.
-    async fn replay(&mut self, last_id: i64) -> Result<(), End> {
-        let shared = self.state.0.clone();
-        let limit = shared.settings.replay_limit;
-        let rows = match shared
-            .store
-            .list_notifications_after(self.user_id, last_id, limit)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(error) => {
-                tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
+    /// Moves the cursor up to `id`.
+    fn advance(&mut self, id: i64) {
+        self.cursor = Some(self.cursor.map_or(id, |cursor| cursor.max(id)));
+    }
+
+    /// Sends what the user missed after `position` from the database
+    /// (see [`crate::store::Position`]), oldest id first, skipping ids
+    /// already sent, then `{"type": "resumed", "data": {count, last_id,
+    /// more, recovered, resync}}`. A client's resume is one page of at most
+    /// `replay_limit` past its position (`more` asks it to resume again); a
+    /// resync (`resync`: the server's own, for live messages the layer may
+    /// have lost) reads every page before answering once.
+    async fn replay(&mut self, position: Position, resync: bool) -> Result<(), End> {
+        let mut position = position;
+        let mut answer = Resumed {
+            count: 0,
+            last_id: 0,
+            more: false,
+            recovered: true,
+            resync,
+        };
+        loop {
+            let Some(page) = self.replay_page(position).await? else {
                 return self.queue(error_event(
                     "could not load missed notifications; send resume again",
                 ));
+            };
+            answer.count += page.count;
+            answer.last_id = page.last_id;
+            answer.more = page.more;
+            answer.recovered &= page.recovered;
+            if !(resync && page.more) {
+                break;
+            }
+            position = Position::After(page.last_id);
+        }
+        self.queue_wait(ServerEvent::Resumed(answer).to_text())
+            .await
+    }
+
+    /// One page of [`Connection::replay`]: its rows sent, its summary
+    /// answered (`None` when the database could not be read).
+    async fn replay_page(&mut self, position: Position) -> Result<Option<Resumed>, End> {
+        let shared = self.state.0.clone();
+        let settings = &shared.settings;
+        let lookback =
+            chrono::TimeDelta::from_std(settings.resume_lookback).unwrap_or(chrono::TimeDelta::MAX);
+        let missed = match shared
+            .store
+            .missed_notifications(self.user_id, position, lookback, settings.replay_limit)
+            .await
+        {
+            Ok(missed) => missed,
+            Err(error) => {
+                tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
+                return Ok(None);
             }
         };
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit;
         let mut count = 0u64;
-        let mut last = last_id;
-        for row in &rows {
-            last = row.id;
-            if self.sent.contains(row.id) {
+        let mut last = match position {
+            Position::After(id) => id,
+            Position::Since(_) => self.cursor.unwrap_or(0),
+        };
+        if let Position::After(id) = position
+            && id > 0
+        {
+            // The client has its position's row: never send it again.
+            self.sent.insert(id);
+        }
+        for row in &missed.rows {
+            last = last.max(row.id);
+            if !self.sent.insert(row.id) {
                 continue;
             }
-            self.sent.insert(row.id);
             let payload = NotificationPayload::from(row);
             self.queue_wait(ServerEvent::Notification(payload).to_text())
                 .await?;
             count += 1;
         }
+        self.advance(last);
         shared
             .metrics
             .notifications_replayed
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        let resumed = Resumed {
+        Ok(Some(Resumed {
             count,
             last_id: last,
-            more,
-        };
-        self.queue_wait(ServerEvent::Resumed(resumed).to_text())
-            .await
+            more: missed.more,
+            recovered: missed.recovered,
+            resync: false,
+        }))
     }
 
     /// A fresh token for the same user moves the expiry.
@@ -496,9 +646,21 @@ impl Connection {
 
 /// Owns the socket's sending half: sends what the queue holds, each write
 /// bounded by `write_timeout`; a close frame from `urgent` jumps the queue.
+/// Its queue is closed when it ends, so the connection's sends fail.
 async fn write_loop(
+    sink: SplitSink<WebSocket, Message>,
+    outbox: Arc<Mailbox<Message>>,
+    urgent: oneshot::Receiver<CloseFrame>,
+    write_timeout: Duration,
+) -> WriterEnd {
+    let end = write_until_done(sink, &outbox, urgent, write_timeout).await;
+    outbox.close();
+    end
+}
+
+async fn write_until_done(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    outbox: &Mailbox<Message>,
     mut urgent: oneshot::Receiver<CloseFrame>,
     write_timeout: Duration,
 ) -> WriterEnd {
@@ -513,7 +675,7 @@ async fn write_loop(
                     continue;
                 }
             },
-            message = rx.recv() => message,
+            message = outbox.recv() => message,
         };
         let Some(message) = next else {
             let _ = timeout(CLOSE_GRACE, sink.close()).await;

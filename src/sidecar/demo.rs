@@ -4,12 +4,13 @@
 //! the standalone client (clients/herald-notifications.js), with an unread
 //! count, mark read and a button that submits a `notify` job to
 //! `POST /api/jobs`. It gets its token from `POST /demo/token`, which mints
-//! one only in development: herald on a loopback address with the embedded
-//! SQLite store and its generated secret (never a configured SECRET_KEY,
-//! which may be the application's real one), asked by a plainly local
-//! request (`api::local_request`: loopback `Host` and `Origin`, nothing
-//! forwarded by a proxy). Anywhere else the route answers 403 with the
-//! reason and the page asks for a pasted token.
+//! one only in development mode (`herald run --dev`: a loopback address,
+//! the embedded SQLite store and its generated secret, never a configured
+//! SECRET_KEY, which may be the application's real one), asked from this
+//! machine (a loopback TCP peer) by a plainly local request
+//! (`api::local_request`: loopback `Host` and `Origin`, nothing forwarded
+//! by a proxy). Anywhere else the route answers 403 with the reason and the
+//! page asks for a pasted token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Json, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Json, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use secrecy::SecretString;
@@ -53,16 +55,13 @@ pub fn routes(settings: &Settings, mode: Mode, address: SocketAddr) -> anyhow::R
     if !enabled {
         return Ok(Router::new());
     }
-    let minting = if !address.ip().is_loopback() {
+    let minting = if !settings.development {
+        Minting::Refused(
+            "development tokens are minted only in development mode (`herald run --dev`)",
+        )
+    } else if !address.ip().is_loopback() {
         Minting::Refused(
             "development tokens are minted only when herald listens on a loopback address",
-        )
-    } else if !settings.is_embedded() {
-        Minting::Refused("development tokens are minted only with the embedded SQLite store")
-    } else if settings.secret_key.is_some() {
-        // A configured secret may be the application's real SECRET_KEY.
-        Minting::Refused(
-            "development tokens are minted only with herald's generated secret, not a configured SECRET_KEY",
         )
     } else {
         Minting::Allowed {
@@ -102,14 +101,17 @@ struct TokenRequest {
 /// "expires_in": seconds}` in development, 403 with the reason elsewhere.
 async fn mint(
     State(minting): State<Arc<Minting>>,
-    headers: HeaderMap,
+    request: Parts,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Response {
     let (secret, ttl) = match minting.as_ref() {
         Minting::Allowed { secret, ttl } => (secret, *ttl),
         Minting::Refused(reason) => return error(StatusCode::FORBIDDEN, *reason),
     };
-    if let Err(reason) = crate::api::local_request(&headers) {
+    let peer = request.extensions.get::<ConnectInfo<SocketAddr>>();
+    let local = crate::api::local_peer(peer.map(|ConnectInfo(peer)| *peer))
+        .and_then(|()| crate::api::local_request(&request.headers));
+    if let Err(reason) = local {
         return error(
             StatusCode::FORBIDDEN,
             format!("development tokens: {reason}"),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub token_expiries: AtomicU64,
     /// Notifications sent from the database on resume.
     pub notifications_replayed: AtomicU64,
+    /// Replays the sidecar started itself: the layer may have lost messages.
+    pub resyncs: AtomicU64,
     /// Inbound messages over the size limit.
     pub oversized_messages: AtomicU64,
 }
@@ -48,6 +50,7 @@ pub struct Snapshot {
     pub ping_timeouts: u64,
     pub token_expiries: u64,
     pub notifications_replayed: u64,
+    pub resyncs: u64,
     pub oversized_messages: u64,
 }
 
@@ -82,6 +85,7 @@ impl Metrics {
             ping_timeouts: get(&self.ping_timeouts),
             token_expiries: get(&self.token_expiries),
             notifications_replayed: get(&self.notifications_replayed),
+            resyncs: get(&self.resyncs),
             oversized_messages: get(&self.oversized_messages),
         }
     }
@@ -155,6 +159,12 @@ impl Snapshot {
             "counter",
             "Notifications sent from the database on resume.",
             self.notifications_replayed,
+        );
+        metric(
+            "resyncs_total",
+            "counter",
+            "Replays started by the sidecar: the layer may have lost messages.",
+            self.resyncs,
         );
         metric(
             "oversized_messages_total",

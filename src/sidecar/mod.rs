@@ -55,7 +55,18 @@ struct Shared {
     shutdown: CancellationToken,
     /// Whether a token's user exists and is active.
     users: users::UserCheck,
+    /// Refused handshakes holding a socket until their close is read.
+    refusing: Arc<tokio::sync::Semaphore>,
 }
+
+/// Refused handshakes waiting for their close at once, as a share of
+/// `sidecar.max_pending_connections`; past it, a refusal is a plain HTTP
+/// answer (429), so bad clients cannot pile up sockets.
+const REFUSING_SHARE: usize = 4;
+
+/// Largest `Sec-WebSocket-Protocol` header (or `?token=`) read: an access
+/// token is a few hundred bytes; a larger value is refused, never echoed.
+const MAX_CREDENTIAL: usize = 8192;
 
 /// Open connections, in all and per user.
 #[derive(Default)]
@@ -110,6 +121,9 @@ impl SidecarState {
         Self(Arc::new(Shared {
             layer,
             users: users::UserCheck::new(store.clone(), &settings),
+            refusing: Arc::new(tokio::sync::Semaphore::new(
+                (settings.max_pending_connections / REFUSING_SHARE).max(1),
+            )),
             store,
             secret,
             settings,
@@ -216,14 +230,19 @@ where
     let token = state.0.shutdown.clone();
     let stopped = token.clone();
     let app = router(state.clone()).merge(extra);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stopped.cancelled() => {}
-            }
-        })
-        .await?;
+    let settings = &state.0.settings;
+    let limits = crate::http::ServeLimits {
+        header_timeout: settings.header_timeout,
+        max_pending: settings.max_pending_connections,
+        grace: settings.shutdown_timeout,
+    };
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stopped.cancelled() => {}
+        }
+    };
+    crate::http::serve(listener, app, limits, shutdown).await?;
     token.cancel();
     state.wait_idle(state.0.settings.shutdown_timeout).await;
     Ok(())
@@ -278,7 +297,7 @@ pub async fn bind_with_api(
         .with_context(|| format!("could not listen on {listen}"))?;
     let address = listener.local_addr()?;
     let api = crate::api::router(
-        crate::api::ApiState::new(settings, store.clone(), queue.clone(), address),
+        crate::api::ApiState::new(settings, store.clone(), queue.clone()),
         &settings.api,
     );
     let demo = demo::routes(settings, mode, address)?;
@@ -303,6 +322,21 @@ async fn notifications(
     }
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let settings = &state.0.settings;
+    let offered: usize = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .map(|value| value.len())
+        .sum();
+    if offered > MAX_CREDENTIAL
+        || query
+            .token
+            .as_ref()
+            .is_some_and(|t| t.len() > MAX_CREDENTIAL)
+    {
+        state.0.metrics.auth_failure("credential_too_long");
+        let reason = format!("the token (subprotocol or ?token=) is over {MAX_CREDENTIAL} bytes");
+        return crate::api::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
+    }
     let credentials = auth::credentials(&headers, query.token.as_deref());
     let mut upgrade = upgrade
         .read_buffer_size(settings.buffer_size)
@@ -320,11 +354,22 @@ async fn notifications(
         upgrade.set_selected_protocol(echo);
     }
     let outcome = admit(&state, &credentials, &headers, query.last_id.as_deref()).await;
+    let refusal = match &outcome {
+        Ok(_) => None,
+        Err(_) => match state.0.refusing.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let reason = "too many refused handshakes at once; try again later";
+                return crate::api::error(StatusCode::TOO_MANY_REQUESTS, reason);
+            }
+        },
+    };
     upgrade.on_upgrade(move |socket| async move {
         match outcome {
             Ok(accepted) => connection::run(socket, state, accepted).await,
             Err((code, reason)) => connection::refuse(socket, code, reason).await,
         }
+        drop(refusal);
     })
 }
 
@@ -386,15 +431,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// 200 when the database answers with migrations applied and the channel
 /// layer answers a group_send (to a group nobody joins); 503 naming what
-/// is not ready otherwise.
+/// is not ready otherwise (the cause goes to the log, not the answer).
 async fn readyz(State(state): State<SidecarState>) -> Response {
     let database = async {
         match state.0.store.applied_migrations().await {
-            Ok(applied) if applied.is_empty() => {
-                Err("database: not migrated (run herald migrate)".to_string())
-            }
+            Ok(applied) if applied.is_empty() => Err("database: not migrated (run herald migrate)"),
             Ok(_) => Ok(()),
-            Err(error) => Err(format!("database: {error}")),
+            Err(error) => {
+                tracing::warn!(%error, "readiness: the database does not answer");
+                Err("database: unavailable")
+            }
         }
     };
     let layer = async {
@@ -406,15 +452,18 @@ async fn readyz(State(state): State<SidecarState>) -> Response {
             .group_send("herald_readyz", probe)
             .await
             .map(|_| ())
-            .map_err(|error| format!("channel layer: {error}"))
+            .map_err(|error| {
+                tracing::warn!(%error, "readiness: the channel layer does not answer");
+                "channel layer: unavailable"
+            })
     };
     let checks = async { tokio::join!(database, layer) };
-    let problems: Vec<String> = match tokio::time::timeout(READY_TIMEOUT, checks).await {
+    let problems: Vec<&str> = match tokio::time::timeout(READY_TIMEOUT, checks).await {
         Ok((database, layer)) => [database, layer]
             .into_iter()
             .filter_map(Result::err)
             .collect(),
-        Err(_) => vec!["readiness checks timed out".into()],
+        Err(_) => vec!["readiness checks timed out"],
     };
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

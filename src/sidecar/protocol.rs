@@ -13,6 +13,9 @@ use crate::payload::NotificationPayload;
 pub mod close {
     /// The server is shutting down (RFC 6455 "going away").
     pub const GOING_AWAY: u16 = 1001;
+    /// The client sent messages faster than
+    /// `sidecar.client_messages_per_second` ("rate_limited").
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// An inbound message over `sidecar.max_message_size`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The channel layer failed while setting up the connection.
@@ -136,6 +139,15 @@ pub struct Resumed {
     pub last_id: i64,
     /// True when the replay stopped at `replay_limit` rows.
     pub more: bool,
+    /// True when everything after the client's position is in this replay
+    /// and the pages `more` announces; false when herald cannot vouch for
+    /// it (the position's row is not the user's: deleted, or never theirs,
+    /// so rows committed late below it cannot be bounded): refetch.
+    pub recovered: bool,
+    /// True when the server started this replay itself: the channel layer
+    /// may have dropped live notifications (Redis reconnected, a full
+    /// buffer), so they are read from the database.
+    pub resync: bool,
 }
 
 /// `data` of a `refreshed` event.
@@ -182,6 +194,9 @@ pub enum Outgoing {
     Notification { id: Option<i64>, text: String },
     /// `chat_message` and `typing`, forwarded with their shapes.
     Other(String),
+    /// The layer may have lost messages for this connection
+    /// ([`crate::layer::RESYNC`]): read them from the database.
+    Resync,
     /// A type the sidecar does not know: logged and dropped.
     Unknown(String),
 }
@@ -197,6 +212,7 @@ pub fn from_layer(message: &crate::layer::Message) -> Outgoing {
         },
         "chat_message" | "chat.message" => Outgoing::Other(event("chat_message", data)),
         "typing" => Outgoing::Other(event("typing", data)),
+        crate::layer::RESYNC => Outgoing::Resync,
         other => Outgoing::Unknown(other.chars().take(100).collect()),
     }
 }

@@ -160,6 +160,15 @@ impl Store {
                 });
                 sql.push(" ON CONFLICT DO NOTHING RETURNING id");
                 let ids: Vec<String> = sql.build_query_scalar().fetch_all(&mut *tx).await?;
+                if !ids.is_empty() {
+                    let mut marks = sqlx::QueryBuilder::new(
+                        "INSERT INTO herald_unqueued (job_id, since) ",
+                    );
+                    marks.push_values(&ids, |mut row, id| {
+                        row.push_bind(id.clone()).push_bind(db_time(at));
+                    });
+                    marks.build().execute(&mut *tx).await?;
+                }
                 inserted.extend(ids);
             }
             tx.commit().await?;
@@ -228,18 +237,6 @@ impl Store {
         Ok(holders)
     }
 
-    /// Removes jobs that could not be queued after all.
-    pub async fn delete_jobs(&self, ids: &[String]) -> Result<(), StoreError> {
-        for ids in ids.chunks(super::ID_CHUNK) {
-            with_pool!(self, pool => {
-                let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_jobs WHERE id");
-                push_id_list(&mut sql, ids);
-                sql.build().persistent(false).execute(pool).await?;
-            });
-        }
-        Ok(())
-    }
-
     /// The jobs among `ids` that have not ended (not done, not dead), each
     /// with the number its next attempt gets. A job missing from the answer
     /// ended earlier (its queue entry is a duplicate). Reads only: the
@@ -304,19 +301,79 @@ impl Store {
         Ok(())
     }
 
-    /// Makes a dead job queued again with a fresh set of attempts. False
-    /// when `id` is not a dead job.
+    /// Makes a dead job queued again with a fresh set of attempts, marked
+    /// unqueued until [`Store::mark_queued`]. False when `id` is not a dead
+    /// job.
     pub async fn revive_job(&self, id: &str) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE herald_jobs SET state = 'queued', attempts = 0, \
              run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'";
+        const MARK: &str = "INSERT INTO herald_unqueued (job_id, since) VALUES ($1, $2) \
+             ON CONFLICT (job_id) DO UPDATE SET since = excluded.since";
         let at = now();
-        with_pool!(self, pool => Ok(sqlx::query(SQL)
-            .bind(id)
-            .bind(db_time(at))
-            .execute(pool)
-            .await?
-            .rows_affected()
-            == 1))
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let revived = sqlx::query(SQL)
+                .bind(id)
+                .bind(db_time(at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if revived {
+                sqlx::query(MARK).bind(id).bind(db_time(at)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(revived)
+        })
+    }
+
+    /// The queue took these jobs' entries: they are no longer unqueued.
+    pub async fn mark_queued(&self, ids: &[String]) -> Result<(), StoreError> {
+        for ids in ids.chunks(super::ID_CHUNK) {
+            with_pool!(self, pool => {
+                let mut sql = sqlx::QueryBuilder::new("DELETE FROM herald_unqueued WHERE job_id");
+                push_id_list(&mut sql, ids);
+                sql.build().persistent(false).execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Claims up to `limit` jobs marked unqueued since before `before`
+    /// (their push failed, or their process died before it), holding each
+    /// claim until `lease`: the jobs still open, to queue again. Marks of
+    /// jobs that ended or are gone are removed.
+    pub async fn claim_unqueued(
+        &self,
+        before: DateTime<Utc>,
+        lease: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        const CLAIM: &str = "UPDATE herald_unqueued SET since = $1 WHERE job_id IN \
+             (SELECT job_id FROM herald_unqueued WHERE since < $2 ORDER BY since LIMIT $3 {lock}) \
+             RETURNING job_id";
+        let sql = match self.backend() {
+            super::Backend::Postgres => CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
+            super::Backend::Sqlite => CLAIM.replace("{lock}", ""),
+        };
+        let claimed: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(db_time(lease))
+            .bind(db_time(before))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        let mut open = Vec::new();
+        let mut ended = Vec::new();
+        for id in claimed {
+            match self.get_job(&id).await? {
+                Some(job) if matches!(job.state, JobState::Queued | JobState::Retrying) => {
+                    open.push(job)
+                }
+                _ => ended.push(id),
+            }
+        }
+        self.mark_queued(&ended).await?;
+        Ok(open)
     }
 
     /// Jobs in `state`, most recently changed first, at most `limit`.

@@ -6,6 +6,8 @@
 //! bound differently is time (see `db_time` in each arm).
 
 mod jobs;
+mod limits;
+mod missed;
 mod notifications;
 mod outbox;
 mod scans;
@@ -25,6 +27,8 @@ use sqlx::sqlite::{
 };
 
 pub use jobs::{JobRecord, JobState, NewJob, Recorded};
+pub use limits::ColumnLimits;
+pub use missed::{Missed, Position};
 pub use notifications::{Created, Inserted, NewNotification, Notification, PAGE_LIMIT};
 pub use outbox::Unpublished;
 pub use scans::{ReminderWindow, humanize};
@@ -94,7 +98,7 @@ where
 /// Errors from the store; callers mostly retry `Database` and report the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -106,6 +110,39 @@ pub enum StoreError {
     /// add it itself.
     #[error("{0}")]
     Schema(String),
+}
+
+impl StoreError {
+    /// Whether the database refused the data itself, so trying again cannot
+    /// succeed: SQLSTATE class 22 (data exception: a value too long, a NUL
+    /// character, a number out of range) or 23 (integrity: a foreign key to
+    /// a missing user, a missing value), except unique violations, which
+    /// concurrent writers cause and a retry resolves.
+    pub fn is_permanent(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let code = db.code().unwrap_or_default();
+        match db.kind() {
+            sqlx::error::ErrorKind::ForeignKeyViolation
+            | sqlx::error::ErrorKind::NotNullViolation
+            | sqlx::error::ErrorKind::CheckViolation => true,
+            sqlx::error::ErrorKind::UniqueViolation => false,
+            _ => code.starts_with("22") || (code.starts_with("23") && code != "23505"),
+        }
+    }
+}
+
+/// A database error in words a client may read: the server's message and
+/// its SQLSTATE, without the PostgreSQL source file and line sqlx adds.
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Which database a [`Store`] talks to.

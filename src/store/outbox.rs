@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Notification, Store, StoreError, now, push_id_list, with_pool};
 
+/// Entries one claim takes; a retry pass claims until its budget is met.
+const CLAIM_ENTRIES: i64 = 16;
+
 /// Notifications committed together and not yet published, with the outbox
 /// entry that stands for them (`None` when there are no rows).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,26 +65,46 @@ impl AddEntry for &mut sqlx::PgConnection {
 }
 
 impl Store {
-    /// Entries whose publish is due, earliest due first, with their
-    /// notifications: whole entries until `limit` notifications are in (so
-    /// at most `limit` entries). A notification deleted since is left out.
-    pub async fn outbox_due(&self, limit: usize) -> Result<Vec<Unpublished>, StoreError> {
-        const SQL: &str = "SELECT id, notification_ids FROM herald_outbox \
-             WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2";
-        let entries: Vec<(i64, String)> = with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(db_time(now()))
-            .bind(limit.max(1) as i64)
-            .fetch_all(pool)
-            .await?);
+    /// Claims entries whose publish is due, earliest due first, with their
+    /// notifications: whole entries, a few at a time, until `limit`
+    /// notifications are in (so it may go over). A claimed entry is not due
+    /// again until
+    /// `lease` has passed, so several processes' retry passes never take
+    /// the same entry; one that dies holding it leaves it to the next pass
+    /// after the lease. A notification deleted since is left out.
+    pub async fn outbox_due(
+        &self,
+        limit: usize,
+        lease: chrono::TimeDelta,
+    ) -> Result<Vec<Unpublished>, StoreError> {
+        // PostgreSQL skips entries another transaction is claiming; SQLite
+        // has one writer, so its claims never overlap.
+        const CLAIM: &str = "UPDATE herald_outbox SET next_attempt_at = $1 WHERE id IN \
+             (SELECT id FROM herald_outbox WHERE next_attempt_at <= $2 \
+             ORDER BY next_attempt_at, id LIMIT $3 {lock}) RETURNING id, notification_ids";
+        let now = now();
+        let sql = match self.backend() {
+            super::Backend::Postgres => CLAIM.replace("{lock}", "FOR UPDATE SKIP LOCKED"),
+            super::Backend::Sqlite => CLAIM.replace("{lock}", ""),
+        };
         let mut due = Vec::new();
         let mut ids = Vec::new();
-        for (entry, list) in entries {
-            if ids.len() >= limit.max(1) {
+        while ids.len() < limit.max(1) {
+            let mut entries: Vec<(i64, String)> = with_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(db_time(now + lease))
+                .bind(db_time(now))
+                .bind(CLAIM_ENTRIES)
+                .fetch_all(pool)
+                .await?);
+            if entries.is_empty() {
                 break;
             }
-            let entry_ids = parse_id_list(&list);
-            ids.extend_from_slice(&entry_ids);
-            due.push((entry, entry_ids));
+            entries.sort_unstable_by_key(|(id, _)| *id);
+            for (entry, list) in entries {
+                let entry_ids = parse_id_list(&list);
+                ids.extend_from_slice(&entry_ids);
+                due.push((entry, entry_ids));
+            }
         }
         let mut rows = self.notifications_by_ids(&ids).await?;
         Ok(due

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::outbox::{AddEntry, Unpublished};
 use super::{
-    Backend, Notification, OUTBOX_GRACE, Store, StoreError, notification_columns,
+    Backend, Notification, OUTBOX_GRACE, Store, StoreError, notification_columns, with_pool,
     with_pool_retry_stale,
 };
 
@@ -60,7 +60,8 @@ impl Store {
         kind: &str,
     ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
-        let select = vec![
+        let key = format!("'overdue:' || t.id || ':' || {}", d.epoch);
+        let mut select = vec![
             Part::Sql(format!(
                 "{INSERT} SELECT t.assignee_id, 'Task Overdue', \
                  'Task \"' || t.title || '\" is now overdue.', "
@@ -69,14 +70,24 @@ impl Store {
             Part::Sql(", false, ".into()),
             Part::Time(now),
             Part::Sql(format!(
-                ", {data}, 'overdue:' || t.id || ':' || {epoch} FROM tasks_task t \
+                ", {data}, {key} FROM tasks_task t \
                  WHERE t.assignee_id IS NOT NULL AND t.deadline IS NOT NULL AND t.deadline < ",
                 data = d.task_data,
-                epoch = d.epoch,
             )),
             Part::Time(now),
+            not_notified(&key),
         ];
-        self.run_scan(select, now, closed, None).await
+        let mark = self.scan_mark(OVERDUE, now).await?;
+        if let Some(since) = mark.since {
+            select.extend([
+                Part::Sql(" AND (t.deadline >= ".into()),
+                Part::Time(since),
+                Part::Sql(" OR t.updated_at >= ".into()),
+                Part::Time(since),
+                Part::Sql(")".into()),
+            ]);
+        }
+        self.run_scan(select, now, closed, None, Some(mark)).await
     }
 
     /// Deadline reminders for one window, for every open task or one task.
@@ -89,6 +100,11 @@ impl Store {
         task_id: Option<i64>,
     ) -> Result<Unpublished, StoreError> {
         let d = self.dialect();
+        let key = format!(
+            "'reminder:' || t.id || ':{secs}:' || {epoch}",
+            secs = window.offset.as_secs(),
+            epoch = d.epoch
+        );
         let select = vec![
             Part::Sql(format!(
                 "{INSERT} SELECT t.assignee_id, 'Deadline Reminder', \
@@ -99,17 +115,16 @@ impl Store {
             Part::Sql(", false, ".into()),
             Part::Time(now),
             Part::Sql(format!(
-                ", {data}, 'reminder:' || t.id || ':{secs}:' || {epoch} FROM tasks_task t \
+                ", {data}, {key} FROM tasks_task t \
                  WHERE t.assignee_id IS NOT NULL AND t.deadline IS NOT NULL AND t.deadline > ",
-                secs = window.offset.as_secs(),
                 data = d.task_data,
-                epoch = d.epoch,
             )),
             Part::Time(now + delta(window.next_smaller)),
             Part::Sql(" AND t.deadline <= ".into()),
             Part::Time(now + delta(window.offset)),
+            not_notified(&key),
         ];
-        self.run_scan(select, now, closed, task_id).await
+        self.run_scan(select, now, closed, task_id, None).await
     }
 
     /// Adds the closed-status and task filters, runs the insert and queues
@@ -120,6 +135,7 @@ impl Store {
         now: DateTime<Utc>,
         closed: &[String],
         task_id: Option<i64>,
+        mark: Option<ScanMark>,
     ) -> Result<Unpublished, StoreError> {
         let fallback_at = now + OUTBOX_GRACE;
         with_pool_retry_stale!(self, pool => {
@@ -145,6 +161,14 @@ impl Store {
             sql.push(RETURNING);
             let mut tx = pool.begin().await?;
             let rows: Vec<Notification> = sql.build_query_as().fetch_all(&mut *tx).await?;
+            if let Some(mark) = &mark {
+                sqlx::query(MARK)
+                    .bind(mark.name)
+                    .bind(db_time(now))
+                    .bind(db_time(mark.full_at))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
             let mut entry = None;
             if !ids.is_empty() {
@@ -154,6 +178,69 @@ impl Store {
             Ok(Unpublished { entry, rows })
         })
     }
+}
+
+/// The overdue scan's name in `herald_scan_marks`.
+const OVERDUE: &str = "overdue";
+
+/// A full overdue pass runs at least this often; between them a pass reads
+/// only tasks whose deadline passed or that changed since the last one.
+const FULL_SCAN_EVERY: TimeDelta = TimeDelta::hours(1);
+
+/// Margin under the last pass's time, for clocks a little apart between
+/// worker processes and for rows committed while it ran.
+const SCAN_OVERLAP: TimeDelta = TimeDelta::minutes(2);
+
+const MARK: &str = "INSERT INTO herald_scan_marks (name, scanned_until, full_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+     SET scanned_until = excluded.scanned_until, full_at = excluded.full_at";
+
+/// Where a scan starts: `since` is None for a full pass.
+#[derive(Debug, Clone, Copy)]
+struct ScanMark {
+    name: &'static str,
+    since: Option<DateTime<Utc>>,
+    /// The last full pass, now when this is one.
+    full_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Reads the scan's mark: a full pass when none is recorded or the last
+    /// full one is older than [`FULL_SCAN_EVERY`].
+    async fn scan_mark(
+        &self,
+        name: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<ScanMark, StoreError> {
+        const SQL: &str = "SELECT scanned_until, full_at FROM herald_scan_marks WHERE name = $1";
+        let row: Option<(DateTime<Utc>, DateTime<Utc>)> = with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?);
+        Ok(match row {
+            Some((until, full_at)) if now - full_at < FULL_SCAN_EVERY => ScanMark {
+                name,
+                since: Some(until - SCAN_OVERLAP),
+                full_at,
+            },
+            _ => ScanMark {
+                name,
+                since: None,
+                full_at: now,
+            },
+        })
+    }
+}
+
+/// Leaves out tasks already notified under `key` (the dedup key the row
+/// would get): PostgreSQL takes an id from the sequence for every row an
+/// INSERT ... SELECT produces, conflicting or not, so a conflict left to ON
+/// CONFLICT would burn one per known overdue task and pass.
+fn not_notified(key: &str) -> Part {
+    Part::Sql(format!(
+        " AND NOT EXISTS (SELECT 1 FROM notifications_notification n \
+         WHERE n.user_id = t.assignee_id AND n.dedup_key = {key})"
+    ))
 }
 
 /// A piece of a scan statement: SQL text, or a value bound as a parameter

@@ -26,6 +26,9 @@ pub const CELERY_MESSAGES: &str = "herald_celery_messages_total";
 pub const LAYER_DROPPED: &str = "herald_layer_dropped_total";
 /// Label: layer (`redis`, `redis_pubsub`).
 pub const LAYER_RECONNECTS: &str = "herald_layer_reconnects_total";
+/// TCP connections closed at once: too many were open before becoming
+/// WebSockets (`sidecar.max_pending_connections`).
+pub const HTTP_REFUSED: &str = "herald_http_connections_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

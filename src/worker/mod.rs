@@ -4,7 +4,6 @@
 //! the job is dead). Beside them: the scan scheduler and the outbox
 //! publisher that retries failed publishes.
 
-mod batch;
 pub mod scheduler;
 mod supervise;
 
@@ -18,7 +17,6 @@ use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, Store, StoreError};
 use crate::telemetry::metrics as m;
 
-pub use batch::Batcher;
 pub use supervise::{Stopped, Worker, run};
 
 /// What every attempt needs; shared by the kind workers of one process.

@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_cron_scheduler::JobScheduler;
 use tokio_util::sync::CancellationToken;
 
-use super::{AttemptError, Attempted, Batcher, Runner, attempt, attempt_many};
+use super::{AttemptError, Attempted, Runner, attempt, attempt_many};
+use crate::batch::Batcher;
 use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
@@ -127,6 +128,11 @@ impl Worker {
         tasks.push(tokio::spawn(depth_gauge(store.clone(), stop.clone())));
         let keep = settings.queue.keep_done;
         let queue = shared.runner.queue.clone();
+        tasks.push(tokio::spawn(requeue_loop(
+            store.clone(),
+            queue.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(prune_done(store, queue, keep, stop.clone())));
         let schedules =
             super::scheduler::schedules(&settings.worker).map_err(anyhow::Error::msg)?;
@@ -269,7 +275,14 @@ where
             .await
             .with_context(|| format!("could not listen on {listen} (worker.listen)"))?;
         tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
-        tokio::spawn(async move { axum::serve(listener, metrics_router()).await });
+        let limits = crate::http::ServeLimits {
+            header_timeout: settings.sidecar.header_timeout,
+            max_pending: settings.sidecar.max_pending_connections,
+            grace: settings.sidecar.shutdown_timeout,
+        };
+        let serving =
+            crate::http::serve(listener, metrics_router(), limits, std::future::pending());
+        tokio::spawn(serving);
     }
     shutdown.await;
     // The ingress feeds the queue: it stops first.
@@ -463,6 +476,19 @@ async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: Cancell
         }
         if let Err(error) = super::revive_given_up(&store, &queue).await {
             tracing::warn!(%error, "could not queue again the entries apalis gave up on");
+        }
+    })
+    .await
+}
+
+/// Every few seconds, queues the jobs the ledger holds but no queue took
+/// (see [`crate::queue::requeue_unqueued`]).
+async fn requeue_loop(store: Store, queue: JobQueue, stop: CancellationToken) {
+    every(Duration::from_secs(2), stop, || async {
+        match crate::queue::requeue_unqueued(&store, &queue).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "recorded jobs queued again"),
+            Err(error) => tracing::debug!(%error, "could not queue the unqueued jobs yet"),
         }
     })
     .await

@@ -23,6 +23,7 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let env = queue_env(Case::Sqlite).await;
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let state = ApiState {
+        submitter: herald::queue::Submitter::new(env.db.store.clone(), queue.clone()),
         store: env.db.store.clone(),
         queue,
         auth: auth(&env),
@@ -33,7 +34,17 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let app = router(state, &limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let limits = herald::http::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(10),
+        max_pending: 64,
+        grace: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(herald::http::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     Api { addr, env }
 }
 
@@ -76,7 +87,7 @@ fn notify(user_id: i64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let (status, body) = api.post(&json!({"kind": "fax", "payload": {}})).await;
     assert_eq!(status, 400);
     assert!(
@@ -158,7 +169,7 @@ async fn bad_input_gets_a_clear_answer_and_queues_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_accepted_shown_and_deduplicated() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut body = notify(3);
     body["dedup_key"] = json!("once");
     // A year ahead of whatever day the suite runs, whole seconds.
@@ -202,7 +213,7 @@ async fn a_job_is_accepted_shown_and_deduplicated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_queued_in_order_with_its_repeats_found() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut earlier = notify(1);
     earlier["dedup_key"] = json!("earlier");
     let (_, held) = api.post(&earlier).await;
@@ -239,7 +250,7 @@ async fn a_batch_is_queued_in_order_with_its_repeats_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_job_in_a_batch_is_named_and_nothing_is_queued() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let mut bad = notify(1);
     bad["payload"]["user_id"] = json!("seven");
     let (status, body) = api.post_batch(vec![notify(1), notify(2), bad]).await;
@@ -321,18 +332,28 @@ async fn the_bearer_key_is_required_and_compared() {
     assert_eq!(status, 202);
 }
 
+/// Without a key the API is closed, on loopback too (a reverse proxy on
+/// the same machine would make every client look local); only development
+/// mode opens it, to clients on this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_key_only_loopback_is_open() {
+async fn without_a_key_the_api_is_closed_outside_development() {
     let none = SecretString::from("");
-    assert!(matches!(ApiAuth::new(&none, true), ApiAuth::OpenOnLoopback));
+    assert!(matches!(ApiAuth::new(&none, true), ApiAuth::Development));
+    assert!(matches!(ApiAuth::new(&none, false), ApiAuth::Closed));
     let api = serve(|_| ApiAuth::new(&SecretString::from(""), false)).await;
-    let (status, body) = api.post(&notify(1)).await;
+    // What nginx's proxy_pass sends by default: a rewritten Host, no
+    // X-Forwarded-For, from 127.0.0.1.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/jobs",
+            &["Host: 127.0.0.1"],
+            notify(1).to_string().as_bytes(),
+        )
+        .await;
     assert_eq!(status, 401);
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("api.key is not set"),
+        body["error"].as_str().unwrap().contains("set api.key"),
         "{body}"
     );
     assert_eq!(api.recorded().await, 0);
@@ -385,7 +406,7 @@ async fn the_openapi_document_is_served_without_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_key_only_plainly_local_json_requests_are_served() {
-    let api = serve(|_| ApiAuth::OpenOnLoopback).await;
+    let api = serve(|_| ApiAuth::Development).await;
     let body = notify(1).to_string();
     for (header, reason) in [
         ("Host: attacker.example", "loopback Host"),
@@ -415,4 +436,126 @@ async fn without_a_key_only_plainly_local_json_requests_are_served() {
     assert_eq!(api.recorded().await, 0, "nothing was queued");
     let (status, _) = api.post(&notify(1)).await;
     assert_eq!(status, 202);
+}
+
+/// What the database would refuse is refused at submission with 422,
+/// naming the field, instead of being accepted and dying after its
+/// attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_database_would_refuse_is_refused_naming_the_field() {
+    let api = serve(|_| ApiAuth::Development).await;
+    let with = |key: &str, value: Value| {
+        let mut body = notify(1);
+        body["payload"][key] = value;
+        body
+    };
+    let cases = [
+        (with("title", json!("nul \u{0} inside")), "title"),
+        (with("title", json!("x".repeat(300))), "title"),
+        (
+            with("notification_type", json!("t".repeat(60))),
+            "notification_type",
+        ),
+        (with("user_id", json!(-1)), "user_id"),
+        (
+            with("data", json!({"note": ["fine", "bad\u{0}"]})),
+            "data.note[1]",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.post(&body).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some(field)),
+            "{answer}"
+        );
+    }
+    for run_at in ["9999-01-01T00:00:00Z", "tomorrow", "2026-13-01T00:00:00Z"] {
+        let mut body = notify(1);
+        body["run_at"] = json!(run_at);
+        let (status, answer) = api.post(&body).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some("run_at")),
+            "{run_at}: {answer}"
+        );
+    }
+    // SQLite keeps ids in 8 bytes whatever the column's declared type.
+    let mut big = notify(1);
+    big["payload"]["user_id"] = json!(i64::MAX - 1);
+    assert_eq!(api.post(&big).await.0, 202);
+    let mut bad = notify(2);
+    bad["payload"]["title"] = json!("y".repeat(256));
+    let (status, answer) = api.post_batch(vec![notify(1), bad]).await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (422, Some("jobs[1].payload.title")),
+        "{answer}"
+    );
+    assert_eq!(api.recorded().await, 1, "only the valid one was queued");
+}
+
+/// The limits are the database's own: a 4-byte `user_id` column (Django's
+/// default user) holds ids up to 2^31 - 1, and a widened title column takes
+/// longer titles once its new size is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_follow_the_columns_of_the_database() {
+    let db = crate::helpers::fresh_store(herald::store::Backend::Postgres).await;
+    let herald::store::Store::Postgres(pool) = &db.store else {
+        unreachable!()
+    };
+    for sql in [
+        "ALTER TABLE notifications_notification ALTER COLUMN user_id TYPE integer",
+        "ALTER TABLE notifications_notification ALTER COLUMN title TYPE varchar(500)",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    let limits = db.store.column_limits().await.unwrap();
+    assert_eq!(limits.user_id_max, i64::from(i32::MAX));
+    assert_eq!(limits.title, Some(500));
+    assert_eq!(limits.notification_type, Some(50));
+    let job = |user_id: i64, title: &str| {
+        herald::jobs::parse(
+            "notify",
+            json!({"user_id": user_id, "title": title, "message": "m", "notification_type": "x"}),
+        )
+        .unwrap()
+    };
+    assert!(
+        job(2_147_483_647, &"t".repeat(500))
+            .check_limits(&limits)
+            .is_ok()
+    );
+    assert!(job(2_147_483_648, "t").check_limits(&limits).is_err());
+    assert!(job(1, &"t".repeat(501)).check_limits(&limits).is_err());
+}
+
+/// Concurrent single submissions are recorded in shared groups, yet each
+/// request gets its own answer: a bad one among them fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_single_submissions_are_answered_each_alone() {
+    let api = std::sync::Arc::new(serve(|_| ApiAuth::Development).await);
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut body = notify(i + 1);
+                if i == 17 {
+                    body["payload"]["title"] = json!("x".repeat(300));
+                }
+                api.post(&body).await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, answer) = call.await.unwrap();
+        if i == 17 {
+            assert_eq!((status, answer["field"].as_str()), (422, Some("title")));
+        } else {
+            assert_eq!(status, 202, "{answer}");
+            assert!(ids.insert(answer["id"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(api.recorded().await, 59);
 }

@@ -56,7 +56,10 @@ async fn terminate(mut child: Child) {
 /// `herald run` on `port`, once it answers there; `None` if it exited
 /// first (another test took the port between our probe and its bind).
 async fn run_on(data_dir: &Path, port: u16, prefix: &str) -> Option<Child> {
-    let mut run = herald(data_dir, port, prefix, "run").spawn().unwrap();
+    let mut run = herald(data_dir, port, prefix, "run")
+        .arg("--dev")
+        .spawn()
+        .unwrap();
     for _ in 0..400 {
         if run.try_wait().unwrap().is_some() {
             return None;

@@ -39,7 +39,7 @@ async fn migrate_twice(backend: Backend) {
     let first = run();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("applied 5 migration"),
+        stdout(&first).contains("applied 7 migration"),
         "{}",
         stdout(&first)
     );
@@ -430,7 +430,7 @@ async fn run_serves_jobs_and_exits_0_on_sigterm() {
         .unwrap()
         .port();
     let mut child = herald(dir.path())
-        .arg("run")
+        .args(["run", "--dev"])
         .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -1,6 +1,7 @@
 //! The demo routes: `/` and its client served by default in `herald run`
-//! only, and `POST /demo/token` minting only on a loopback address with the
-//! embedded store, for a loopback Host; every refusal says why.
+//! only, and `POST /demo/token` minting only in development mode (`herald
+//! run --dev`: a loopback address, the embedded store, the generated
+//! secret), for a loopback peer and Host; every refusal says why.
 
 use std::net::SocketAddr;
 
@@ -26,7 +27,17 @@ async fn serve(settings: &Settings, mode: Mode, as_if: Option<SocketAddr>) -> So
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = routes(settings, mode, as_if.unwrap_or(addr)).unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let limits = herald::http::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(10),
+        max_pending: 64,
+        grace: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(herald::http::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -86,9 +97,15 @@ async fn the_page_imports_the_standalone_client() {
     assert!(client.contains("export class HeraldNotifications"));
 }
 
+/// Development mode on the defaults (the embedded store, a loopback listen
+/// address, the generated secret).
+fn development(settings: &mut Settings) {
+    settings.enable_development().unwrap();
+}
+
 #[tokio::test]
 async fn development_tokens_are_valid_for_the_asked_user() {
-    let (settings, _settings_dir) = settings(|_| {});
+    let (settings, _settings_dir) = settings(development);
     let addr = serve(&settings, Mode::AllInOne, None).await;
     for host in ["127.0.0.1", "localhost:8001", "[::1]:8001"] {
         let (status, body) = mint(addr, host, r#"{"user_id": 42}"#).await;
@@ -102,7 +119,7 @@ async fn development_tokens_are_valid_for_the_asked_user() {
 
 #[tokio::test]
 async fn token_requests_that_are_not_development_are_refused_with_the_reason() {
-    let (embedded, _embedded_dir) = settings(|_| {});
+    let (embedded, _embedded_dir) = settings(development);
     let local = serve(&embedded, Mode::AllInOne, None).await;
     let (status, body) = mint(local, "attacker.example", r#"{"user_id": 1}"#).await;
     assert_eq!(
@@ -133,23 +150,38 @@ async fn token_requests_that_are_not_development_are_refused_with_the_reason() {
     );
     assert_eq!(page_status(public).await, 200, "the page itself is static");
 
-    let (configured, _configured_dir) =
-        settings(|s| s.secret_key = Some(SecretString::from("the-app-secret")));
-    let addr = serve(&configured, Mode::AllInOne, None).await;
-    let (status, body) = mint(addr, "127.0.0.1", r#"{"user_id": 1}"#).await;
+    // `herald run` without --dev, behind a reverse proxy on the same machine
+    // (a rewritten Host, no X-Forwarded-For, from 127.0.0.1): no token.
+    let (plain, _plain_dir) = settings(|_| {});
+    let addr = serve(&plain, Mode::AllInOne, None).await;
+    let (status, body) = mint(addr, "127.0.0.1", r#"{"user_id": 4242}"#).await;
     assert_eq!(status, 403);
     assert!(
-        body["error"].as_str().unwrap().contains("generated secret"),
+        body["error"].as_str().unwrap().contains("development mode"),
         "{body}"
     );
+}
 
-    let (shared, _shared_dir) =
-        settings(|s| s.database.url = "postgres://postgres@127.0.0.1:5432/test".into());
-    let addr = serve(&shared, Mode::AllInOne, None).await;
-    let (status, body) = mint(addr, "127.0.0.1", r#"{"user_id": 1}"#).await;
-    assert_eq!(status, 403);
-    assert!(
-        body["error"].as_str().unwrap().contains("embedded SQLite"),
-        "{body}"
-    );
+/// Development mode is refused where it would hand out tokens signed with
+/// the application's key or open the API beyond this machine.
+#[test]
+fn development_mode_needs_the_embedded_setup() {
+    type Configure = fn(&mut Settings);
+    let cases: [(Configure, &str); 3] = [
+        (
+            |s| s.secret_key = Some(SecretString::from("the-app-secret")),
+            "generated secret",
+        ),
+        (
+            |s| s.database.url = "postgres://postgres@127.0.0.1:5432/test".into(),
+            "embedded SQLite",
+        ),
+        (|s| s.sidecar.listen = "0.0.0.0:8001".into(), "loopback"),
+    ];
+    for (configure, reason) in cases {
+        let (mut settings, _dir) = settings(configure);
+        let error = settings.enable_development().unwrap_err();
+        assert_eq!(error.key, "development");
+        assert!(error.reason.contains(reason), "{error}");
+    }
 }

@@ -497,7 +497,11 @@ async fn batch_body(db: TestStore) {
     );
     assert!(created.unpublished.entry.is_some());
     assert_eq!(db.store.outbox_len().await.unwrap(), 3);
-    let due = db.store.outbox_due(1000).await.unwrap();
+    let due = db
+        .store
+        .outbox_due(1000, chrono::TimeDelta::seconds(60))
+        .await
+        .unwrap();
     assert!(due.is_empty(), "a new entry waits out its grace: {due:?}");
 }
 
@@ -666,4 +670,208 @@ async fn configured_types_body(db: TestStore) {
     };
     assert_eq!(types(11).await, ["due_soon", "attachment"]);
     assert_eq!(types(12).await, ["late", "moved"]);
+}
+
+/// A layer that counts every notification id it is asked to send, slowly,
+/// so two publishers' passes overlap.
+struct CountingLayer {
+    inner: Arc<MemoryLayer>,
+    sent: std::sync::Mutex<std::collections::HashMap<i64, usize>>,
+}
+
+#[async_trait::async_trait]
+impl ChannelLayer for CountingLayer {
+    async fn new_channel(&self, prefix: &str) -> Result<String, LayerError> {
+        self.inner.new_channel(prefix).await
+    }
+    async fn send(&self, channel: &str, message: Message) -> Result<(), LayerError> {
+        self.inner.send(channel, message).await
+    }
+    async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
+        self.inner.receive(channel).await
+    }
+    async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_add(group, channel).await
+    }
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
+        self.inner.group_discard(group, channel).await
+    }
+    async fn group_send(
+        &self,
+        group: &str,
+        message: Message,
+    ) -> Result<GroupSendReport, LayerError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let id = message["data"]["id"].as_i64().unwrap();
+        *self.sent.lock().unwrap().entry(id).or_default() += 1;
+        self.inner.group_send(group, message).await
+    }
+    async fn close_channel(&self, channel: &str) -> Result<(), LayerError> {
+        self.inner.close_channel(channel).await
+    }
+}
+
+// Stranded outbox entries (their job's own publish never happened) are
+// claimed by one retry pass: two processes' passes at once send each
+// notification once.
+on_both_databases!(retry_passes_claim_their_entries, claim_body);
+async fn claim_body(db: TestStore) {
+    let new = |i: usize| herald::store::NewNotification {
+        user_id: 5,
+        title: format!("n{i}"),
+        message: "m".into(),
+        notification_type: "t".into(),
+        data: json!({}),
+        dedup_key: Some(format!("claim-{i}")),
+    };
+    let mut ids = Vec::new();
+    for group in 0..40 {
+        let batch: Vec<_> = (0..5).map(|i| new(group * 5 + i)).collect();
+        let created = db.store.create_notifications(&batch).await.unwrap();
+        let rows: Vec<i64> = created.unpublished.rows.iter().map(|r| r.id).collect();
+        // Due now, as after a crash past the grace period.
+        let entry = created.unpublished.entry.unwrap();
+        let past = Utc::now() - TimeDelta::seconds(1);
+        db.store.outbox_retry_at(entry, &rows, past).await.unwrap();
+        ids.extend(rows);
+    }
+    let layer = Arc::new(CountingLayer {
+        inner: memory_layer(),
+        sent: Default::default(),
+    });
+    let publisher = |layer: Arc<CountingLayer>| Publisher::new(db.store.clone(), layer);
+    let (a, b) = (publisher(layer.clone()), publisher(layer.clone()));
+    let (first, second) = tokio::join!(
+        a.retry_due(Duration::from_secs(1)),
+        b.retry_due(Duration::from_secs(1))
+    );
+    let total = first.unwrap().sent + second.unwrap().sent;
+    assert_eq!(total, ids.len());
+    let sent = layer.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), ids.len());
+    assert!(sent.values().all(|n| *n == 1), "{sent:?}");
+    assert_eq!(db.store.outbox_len().await.unwrap(), 0);
+}
+
+// The overdue scan after its first pass reads only tasks whose deadline
+// passed, or that changed, since: a task reopened with an old deadline is
+// still noticed, tasks notified before are neither notified again nor
+// given an id (PostgreSQL's sequence does not move).
+on_both_databases!(overdue_passes_follow_new_overdue_tasks, incremental_body);
+async fn incremental_body(db: TestStore) {
+    let ctx = context(&db.store, memory_layer(), "scan");
+    let overdue = || async {
+        parse("overdue_check", json!({}))
+            .unwrap()
+            .run(&ctx)
+            .await
+            .unwrap()
+    };
+    for i in 0..50 {
+        let title = format!("old {i}");
+        task(
+            &db.store,
+            &title,
+            "open",
+            Some(TimeDelta::hours(-3)),
+            Some(1),
+        )
+        .await;
+    }
+    let done = task(
+        &db.store,
+        "closed",
+        "done",
+        Some(TimeDelta::hours(-3)),
+        Some(2),
+    )
+    .await;
+    assert_eq!(overdue().await.created, 50, "the first pass is full");
+    let probe = |key: &str| herald::store::NewNotification {
+        user_id: 9,
+        title: key.into(),
+        message: "m".into(),
+        notification_type: "t".into(),
+        data: json!({}),
+        dedup_key: Some(key.into()),
+    };
+    let before = db
+        .store
+        .create_notification(&probe("a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    for _ in 0..3 {
+        assert_eq!(overdue().await.created, 0);
+    }
+    let after = db
+        .store
+        .create_notification(&probe("b"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert_eq!(after, before + 1, "no id burned by the passes in between");
+
+    // Reopened: its deadline is old, its updated_at new.
+    db.store.set_task_status(done.id, "open").await.unwrap();
+    task(
+        &db.store,
+        "new",
+        "open",
+        Some(TimeDelta::seconds(-1)),
+        Some(3),
+    )
+    .await;
+    assert_eq!(overdue().await.created, 2);
+    for user in [2, 3] {
+        assert_eq!(db.store.unread_count(user).await.unwrap(), 1, "user {user}");
+    }
+}
+
+/// A payload is a JSON object (serde would read an array as the fields in
+/// order); an integer field may be sent as a float with no fraction, as
+/// JSON Schema's `integer` allows; `data` is kept as given.
+#[test]
+fn payloads_are_objects_and_integral_floats_are_integers() {
+    for (kind, payload) in [
+        ("notify", json!([5, "t", "m", "n"])),
+        ("overdue_check", json!([])),
+        ("deadline_reminder", json!([7])),
+        ("overdue_check", Value::Null),
+    ] {
+        let error = parse(kind, payload).unwrap_err();
+        assert!(
+            matches!(&error, JobInputError::InvalidPayload { field, .. } if field.is_empty()),
+            "{kind}: {error:?}"
+        );
+    }
+    let job = parse(
+        "notify",
+        json!({"user_id": 5.0, "title": "t", "message": "m", "notification_type": "n",
+               "data": {"ratio": 1.0}}),
+    )
+    .unwrap();
+    let Job::Notify(notify) = job else {
+        panic!("a notify job")
+    };
+    assert_eq!(notify.user_id, 5);
+    assert!(
+        notify.data.unwrap()["ratio"].is_f64(),
+        "data is kept as given"
+    );
+    let file = parse(
+        "file_attached",
+        json!({"task_id": 1e3, "file_id": 2, "file_name": "f", "uploaded_by": 3}),
+    );
+    assert!(matches!(file, Ok(Job::FileAttached(f)) if f.task_id == 1000));
+    assert!(
+        parse(
+            "notify",
+            json!({"user_id": 5.5, "title": "t", "message": "m",
+        "notification_type": "n"})
+        )
+        .is_err()
+    );
 }

@@ -109,6 +109,11 @@ async fn group_send_reaches_members_and_drops_on_full() {
     );
     assert_eq!(layer.dropped_total(), 1);
     assert_eq!(layer.receive(&a).await.unwrap(), message(1));
+    // b lost a copy: it is told so first, then gets what it holds.
+    assert_eq!(
+        layer.receive(&b).await.unwrap()["type"],
+        herald::layer::RESYNC
+    );
     assert_eq!(layer.receive(&b).await.unwrap(), message(0));
     layer.send(&outsider, message(9)).await.unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@ mod browser;
 mod catalog;
 mod cli;
 mod demo;
+mod faults;
 mod helpers;
 mod jobs;
 mod layer_memory;

@@ -717,3 +717,92 @@ async fn prune_body(case: Case) {
     assert_ne!(renewed.id, done.id);
     r.worker.shutdown(Duration::from_secs(5)).await;
 }
+
+on_every_queue!(
+    jobs_recorded_but_never_queued_are_queued_by_the_worker,
+    unqueued_body
+);
+/// A process that died between the ledger and the queue (or a push that
+/// failed) leaves jobs recorded but in no queue: the worker's requeue pass
+/// finds their marks and queues them; each runs once.
+async fn unqueued_body(case: Case) {
+    let env = queue_env(case).await;
+    let store = &env.db.store;
+    let payloads: Vec<Value> = (0..3)
+        .map(|i| json!({"user_id": 40 + i, "title": "t", "message": "m", "notification_type": "x"}))
+        .collect();
+    let ids: Vec<String> = (0..3).map(|_| ulid::Ulid::generate().to_string()).collect();
+    let rows: Vec<herald::store::NewJob> = ids
+        .iter()
+        .zip(&payloads)
+        .map(|(id, payload)| herald::store::NewJob {
+            id,
+            kind: "notify",
+            payload,
+            dedup_key: None,
+            max_attempts: 3,
+            run_at: chrono::Utc::now(),
+        })
+        .collect();
+    store.insert_jobs(&rows).await.unwrap();
+    // Their submitter died before pushing, a while ago.
+    backdate_unqueued(store).await;
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+    let worker = Worker::start(&env.settings, store.clone(), layer, queue.clone())
+        .await
+        .unwrap();
+    for (id, user) in ids.iter().zip(40..) {
+        wait_for_state(store, id, JobState::Done).await;
+        assert_eq!(store.get_job(id).await.unwrap().unwrap().attempts, 1);
+        assert_eq!(store.unread_count(user).await.unwrap(), 1);
+    }
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Moves every unqueued mark a minute into the past.
+async fn backdate_unqueued(store: &Store) {
+    const SQL: &str = "UPDATE herald_unqueued SET since = $1";
+    let past = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    match store {
+        Store::Sqlite(pool) => drop(
+            sqlx::query(SQL)
+                .bind(past.naive_utc())
+                .execute(pool)
+                .await
+                .unwrap(),
+        ),
+        Store::Postgres(pool) => drop(sqlx::query(SQL).bind(past).execute(pool).await.unwrap()),
+    }
+}
+
+/// The queue's Redis is down at submission: the job is recorded and
+/// accepted all the same, and runs once the queue is back, as is a dead job
+/// retried while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_submitted_while_the_queue_is_down_runs_when_it_is_back() {
+    let mut env = queue_env(Case::Redis).await;
+    let mut redis = crate::servers::RedisServer::start();
+    env.settings.queue.redis_url = redis.url();
+    let store = env.db.store.clone();
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    redis.stop();
+    let payload = json!({"user_id": 50, "title": "t", "message": "m", "notification_type": "x"});
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        submit(&store, &queue, submission("notify", payload)),
+    )
+    .await
+    .expect("submission answers while the queue is down")
+    .expect("accepted: the ledger holds it");
+    assert_eq!((done.existing, done.state), (false, JobState::Queued));
+    redis.start_again();
+    backdate_unqueued(&store).await;
+    let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(&env.settings.layer).unwrap());
+    let worker = Worker::start(&env.settings, store.clone(), layer, queue.clone())
+        .await
+        .unwrap();
+    wait_for_state(&store, &done.id, JobState::Done).await;
+    assert_eq!(store.unread_count(50).await.unwrap(), 1);
+    worker.shutdown(Duration::from_secs(5)).await;
+}

@@ -23,6 +23,9 @@ use crate::harness::{LayerConfig, SHARED_REDIS, python};
 
 const SECRET: &str = "interop-django-secret-not-for-any-deployment";
 
+/// The job API's key of the herald processes these tests run.
+const API_KEY: &str = "interop-api-key-not-for-any-deployment";
+
 fn app_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/django_app")
 }
@@ -199,7 +202,8 @@ impl DjangoProject {
             .env("HERALD_LAYER__BACKEND", "redis")
             .env("REDIS_URL", SHARED_REDIS)
             .env("HERALD_LAYER__PREFIX", &self.layer.prefix)
-            .env("HERALD_SIDECAR__USER_TABLE", self.variant.user_table());
+            .env("HERALD_SIDECAR__USER_TABLE", self.variant.user_table())
+            .env("HERALD_API__KEY", API_KEY);
         if self.database == Database::Postgres {
             command.env("HERALD_QUEUE__BACKEND", "redis").env(
                 "HERALD_QUEUE__PREFIX",
@@ -366,7 +370,7 @@ impl Clients {
     }
 }
 
-/// `POST /api/jobs` on herald (keyless on loopback); answers the job id.
+/// `POST /api/jobs` on herald, with its key; answers the job id.
 async fn submit(port: u16, kind: &str, payload: Value) -> String {
     let body = json!({"kind": kind, "payload": payload}).to_string();
     let (status, answer) = http(port, "POST", "/api/jobs", &body).await;
@@ -382,7 +386,7 @@ pub(crate) async fn http(port: u16, method: &str, path: &str, body: &str) -> (u1
         .unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Authorization: Bearer {API_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -405,6 +409,19 @@ async fn done(port: u16, id: &str) -> Value {
         }
     }
     panic!("job {id} did not finish");
+}
+
+/// Waits until the job is dead, failing if it is done.
+async fn dead(port: u16, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, job) = http(port, "GET", &format!("/api/jobs/{id}"), "").await;
+        match job["state"].as_str() {
+            Some("dead") => return job,
+            Some("done") => panic!("job {id} succeeded: {job}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("job {id} did not end");
 }
 
 /// The application's rows, by id.
@@ -562,6 +579,20 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
     assert_eq!(to_ada[2]["data"]["task_id"].as_i64(), Some(tasks[0]));
     assert_eq!(to_bob[2]["data"]["task_id"].as_i64(), Some(tasks[1]));
     assert_eq!(to_bob[0]["data"], json!({"url": "/tasks/"}));
+
+    // A user the application does not have: its foreign key refuses the
+    // row, and the job is dead at once with the database's reason.
+    let orphan = json!({"user_id": missing, "title": "t", "message": "m",
+        "notification_type": "general"});
+    let id = submit(herald.port, "notify", orphan).await;
+    let job = dead(herald.port, &id).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    let reason = job["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("foreign key") || reason.contains("FOREIGN KEY"),
+        "{reason}"
+    );
+    assert!(!reason.contains(" at line "), "{reason}");
 
     let stored = rows(&project);
     assert_eq!(stored.len(), 7, "{stored:?}");

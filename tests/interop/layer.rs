@@ -382,6 +382,12 @@ async fn redis_restart_under_a_subscriber() {
         &["--group", "notifications_9"],
         &numbered(3),
     );
+    // After the reconnect the channel is told first that it may have lost
+    // messages, then the new ones arrive.
+    assert_eq!(
+        receive(&layer, &channel).await["type"],
+        herald::layer::RESYNC
+    );
     for n in 0..3 {
         assert_eq!(receive(&layer, &channel).await["n"], n);
     }

@@ -54,14 +54,19 @@ async fn over_the_memory_layer() {
     delivers_every_event_type(&sidecar).await;
 }
 
-fn redis_layer(backend: LayerBackend) -> Arc<dyn ChannelLayer> {
+/// Layer settings on the shared Redis with a fresh prefix.
+fn redis_settings(backend: LayerBackend) -> herald::config::LayerSettings {
     let mut settings = Settings::defaults().layer;
     settings.backend = backend;
     settings.hosts = vec![
         std::env::var("HERALD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
     ];
     settings.prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    herald::layer::build(&settings).unwrap()
+    settings
+}
+
+fn redis_layer(backend: LayerBackend) -> Arc<dyn ChannelLayer> {
+    herald::layer::build(&redis_settings(backend)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,4 +123,115 @@ async fn a_connection_older_than_group_expiry_keeps_receiving() {
     let row = sidecar.notification(5, "a day later").await;
     sidecar.publish(&row).await;
     assert_eq!(client.json().await, as_event(&row));
+}
+
+/// Rows for `user`: `count` notifications with 4 KB messages, committed.
+async fn many_rows(sidecar: &Sidecar, user: i64, count: usize) -> Vec<herald::store::Notification> {
+    let mut rows = Vec::with_capacity(count);
+    let batch: Vec<_> = (0..count)
+        .map(|i| herald::store::NewNotification {
+            user_id: user,
+            title: format!("burst {i}"),
+            message: "x".repeat(4096),
+            notification_type: "info".into(),
+            data: json!({}),
+            dedup_key: None,
+        })
+        .collect();
+    for chunk in batch.chunks(500) {
+        let created = sidecar.store.create_notifications(chunk).await.unwrap();
+        rows.extend(created.answers.into_iter().map(|a| a.into_inner()));
+    }
+    rows
+}
+
+/// Reads until `want` distinct notification ids arrived, paging resumes as
+/// the JavaScript client does; answers (distinct ids, duplicates).
+async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    while seen.len() < want {
+        let event = match client.read(Duration::from_secs(30)).await {
+            crate::harness::Next::Json(event) => event,
+            other => panic!("{} of {want} read, then {other:?}", seen.len()),
+        };
+        match event["type"].as_str() {
+            Some("notification") if !seen.insert(event["data"]["id"].as_i64().unwrap()) => {
+                duplicates += 1;
+            }
+            Some("resumed") if event["data"]["more"] == true => {
+                let last_id = event["data"]["last_id"].clone();
+                client
+                    .send(json!({"type": "resume", "last_id": last_id}))
+                    .await;
+            }
+            _ => {}
+        }
+    }
+    (seen.len(), duplicates)
+}
+
+/// A burst of 4 KB notifications past every buffer on the way (the process
+/// queue's capacity at the sender, herald's channel buffers, the socket's):
+/// a client that reads gets every one exactly once; a client that never
+/// reads is closed by the server (4008; it cannot even read the frame) and,
+/// reconnecting, resumes all of them from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() {
+    let settings = redis_settings(LayerBackend::Redis);
+    let layer = herald::layer::build(&settings).unwrap();
+    let db = fresh_store(Backend::Postgres).await;
+    // Short enough to close the client that never reads soon, long enough
+    // for a reader on a loaded machine to make room now and then.
+    let sidecar = spawn_with(layer, db, |s| {
+        s.write_timeout = Duration::from_secs(4);
+    })
+    .await;
+    const BURST: usize = 2000;
+    let (reader_id, sleeper_id) = (201, 202);
+    let mut reader = sidecar.client(reader_id).await;
+    let sleeper = sidecar.client(sleeper_id).await;
+    let mut rows = many_rows(&sidecar, reader_id, BURST).await;
+    rows.extend(many_rows(&sidecar, sleeper_id, BURST).await);
+    // The worker's publisher: another layer instance on the same Redis.
+    let sender = herald::layer::build(&settings).unwrap();
+    let sends: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            let payload = herald::payload::NotificationPayload::from(row);
+            let message = json!({"type": "send_notification", "data": payload.to_value()});
+            (
+                herald::publish::notification_group(row.user_id),
+                message.as_object().unwrap().clone(),
+            )
+        })
+        .collect();
+    for chunk in sends.chunks(500) {
+        sender.group_send_many(chunk.to_vec()).await;
+    }
+    let (distinct, duplicates) = read_all(&mut reader, BURST).await;
+    assert_eq!(
+        (distinct, duplicates),
+        (BURST, 0),
+        "each once on its connection"
+    );
+    sidecar
+        .until("the client that never reads is closed", |s| {
+            s.open_connections() == 1
+        })
+        .await;
+    assert!(sidecar.state.metrics().slow_client_disconnects >= 1);
+    drop(sleeper);
+    let url = sidecar.url("?last_id=0");
+    let token = crate::harness::token(sleeper_id, Duration::from_secs(300));
+    let mut back = crate::harness::connect(&url, &[&token], None).await;
+    let (distinct, again) = read_all(&mut back, BURST).await;
+    assert_eq!(distinct, BURST, "everything it missed, resumed");
+    let metrics = sidecar.state.metrics();
+    eprintln!(
+        "fault: never-reading client | rows {} | reader {BURST} distinct, {duplicates} duplicate | \
+         sleeper closed (4008), resumed {distinct}, {again} duplicate | resyncs {} | lost 0",
+        2 * BURST,
+        metrics.resyncs
+    );
 }

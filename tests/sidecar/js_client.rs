@@ -41,28 +41,47 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The client of tests/sidecar/js_client.mjs for `user`, from `last_id`.
+    fn start(url: String, user: i64, last_id: Option<i64>) -> Node {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sidecar/js_client.mjs");
+        let mut child = tokio::process::Command::new("node")
+            .arg("--experimental-websocket")
+            .arg("--no-warnings")
+            .arg(script)
+            .arg(url)
+            .arg(token(user, Duration::from_secs(300)))
+            .args(last_id.map(|id| id.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (>= 20) runs; the test command installs it");
+        let stdout = child.stdout.take().unwrap();
+        Node {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            notifications: Vec::new(),
+        }
+    }
+}
+
+/// A resume herald cannot vouch for (`recovered: false`: the position's row
+/// is not the user's) reaches the application through `onGap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_reports_a_resume_herald_could_not_vouch_for() {
+    let sidecar = spawn(|_| {}).await;
+    let other = sidecar.notification(99, "someone else's").await;
+    let mut node = Node::start(sidecar.url(""), 32, Some(other.id));
+    node.until("the gap", |v| v["gap"]["recovered"] == false)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_client_gets_what_it_missed_while_the_sidecar_was_down_exactly_once() {
     let mut sidecar = spawn(|_| {}).await;
     let user = 31;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sidecar/js_client.mjs");
-    let mut child = tokio::process::Command::new("node")
-        .arg("--experimental-websocket")
-        .arg("--no-warnings")
-        .arg(script)
-        .arg(sidecar.url(""))
-        .arg(token(user, Duration::from_secs(300)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node (>= 20) runs; the test command installs it");
-    let stdout = child.stdout.take().unwrap();
-    let mut node = Node {
-        child,
-        lines: BufReader::new(stdout).lines(),
-        notifications: Vec::new(),
-    };
+    let mut node = Node::start(sidecar.url(""), user, None);
     node.until("open", |v| v["status"] == "open").await;
     // Live: publish until it arrives (the connection joins its group just
     // after the handshake); the client shows it once however many copies.

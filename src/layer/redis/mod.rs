@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     round_robin: AtomicUsize,
     reconnects: AtomicU64,
     dropped: AtomicU64,
+    /// Set while the receive loop has lost Redis, until memberships are
+    /// restored: this process's own groups may be empty in Redis.
+    restoring: std::sync::atomic::AtomicBool,
     stop: CancellationToken,
 }
 
@@ -93,6 +96,7 @@ impl RedisLayer {
             round_robin: AtomicUsize::new(0),
             reconnects: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            restoring: std::sync::atomic::AtomicBool::new(false),
             stop: CancellationToken::new(),
         };
         Ok(Self {
@@ -114,18 +118,26 @@ impl RedisLayer {
     /// Stops the receive loop and membership renewal.
     pub fn close(&self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
 impl Drop for RedisLayer {
     fn drop(&mut self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
 impl Inner {
     fn shard_for(&self, name: &str) -> usize {
         consistent_hash(name, self.shards.len())
+    }
+
+    /// The capacity senders use for the process queue key `queue`.
+    fn queue_capacity(&self, queue: &str) -> usize {
+        let non_local = queue.strip_prefix(self.prefix.as_str()).unwrap_or(queue);
+        self.capacities.for_channel(non_local)
     }
 
     fn next_shard(&self) -> usize {
@@ -221,16 +233,18 @@ impl ChannelLayer for RedisLayer {
         if !channel.contains('!') {
             return receiver::receive_general(&self.inner, channel).await;
         }
-        tokio::select! {
-            message = self.inner.local.receive(channel) => message,
-            () = self.inner.stop.cancelled() => Err(LayerError::Closed),
+        // Closing the layer closes its channels, which ends this wait.
+        if self.inner.stop.is_cancelled() {
+            return Err(LayerError::Closed);
         }
+        self.inner.local.receive(channel).await
     }
 
+    /// A local channel's membership is recorded before Redis is asked, so a
+    /// failed call is restored with the others when Redis is back.
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {
         check_group_name(group)?;
         check_channel_name(channel)?;
-        self.inner.add_membership(group, channel).await?;
         if self.inner.local.contains(channel) {
             let mut memberships = lock(&self.inner.memberships);
             memberships
@@ -243,7 +257,7 @@ impl ChannelLayer for RedisLayer {
                 .or_default()
                 .insert(group.to_string());
         }
-        Ok(())
+        self.inner.add_membership(group, channel).await
     }
 
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError> {
@@ -295,6 +309,12 @@ impl ChannelLayer for RedisLayer {
     ) -> Vec<Result<GroupSendReport, LayerError>> {
         use futures_util::StreamExt;
         let inner = &self.inner;
+        if inner.restoring.load(Ordering::Acquire) && !lock(&inner.memberships).is_empty() {
+            // This process's own members may be missing from Redis: a send
+            // now could reach nobody; the outbox tries again later.
+            let error = LayerError::Unavailable("group memberships are being restored".into());
+            return sends.iter().map(|_| Err(error.clone())).collect();
+        }
         let members = group_members(inner, &sends).await;
         futures_util::stream::iter(sends.into_iter().zip(members))
             .map(|((group, message), members)| async move {

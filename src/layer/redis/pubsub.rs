@@ -88,12 +88,14 @@ impl PubSubLayer {
 
     pub fn close(&self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
 impl Drop for PubSubLayer {
     fn drop(&mut self) {
         self.inner.stop.cancel();
+        self.inner.local.close_all();
     }
 }
 
@@ -201,6 +203,9 @@ async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerEr
             resubscribed = names.len(),
             "pub/sub layer reconnected to Redis"
         );
+        // Whatever was published while unsubscribed is gone (pub/sub keeps
+        // nothing): the channels' consumers read it from the database.
+        inner.local.resync_all("pub/sub subscription restored");
     }
     *host.sink.lock().await = Some(sink);
     host.connected.send_replace(true);
@@ -241,10 +246,11 @@ impl ChannelLayer for PubSubLayer {
     }
 
     async fn receive(&self, channel: &str) -> Result<Message, LayerError> {
-        tokio::select! {
-            message = self.inner.local.receive(channel) => message,
-            () = self.inner.stop.cancelled() => Err(LayerError::Closed),
+        // Closing the layer closes its channels, which ends this wait.
+        if self.inner.stop.is_cancelled() {
+            return Err(LayerError::Closed);
         }
+        self.inner.local.receive(channel).await
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError> {

@@ -63,6 +63,11 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
                         "channel layer reconnected to Redis"
                     );
                     restore_memberships(&inner).await?;
+                    // Memberships are back: anything published before this
+                    // (to a restarted Redis, or while the queue expired) is
+                    // read from the database by the channels' consumers.
+                    inner.restoring.store(false, Ordering::Release);
+                    inner.local.resync_all("Redis connection restored");
                 }
             }
             let conn = conn.as_mut().expect("connected above");
@@ -82,6 +87,7 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
             Err(error) => {
                 failures += 1;
                 conn = None;
+                inner.restoring.store(true, Ordering::Release);
                 tracing::warn!(queue, %error, attempt = failures, "channel layer receive failed; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(backoff(failures)) => {}
@@ -164,6 +170,10 @@ async fn receive_batch(
     };
     let received = members.len();
     tracing::trace!(queue, batch = received, "received from Redis");
+    if received > 0 && received >= inner.queue_capacity(queue) {
+        // The queue held its capacity: senders may have dropped copies.
+        inner.local.resync_all("process queue at capacity");
+    }
     for member in members {
         match inner.codec.decode(&member) {
             Ok(message) => inner.dispatch(message, queue),

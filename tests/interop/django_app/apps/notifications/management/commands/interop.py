@@ -19,6 +19,8 @@ standard input, for long ones), one JSON line out.
 - {"op": "celery_results", "ids": [...], "timeout": S}: `AsyncResult(id).get()`
   for each: {"status", "result"} or {"status", "error": {"type", "module",
   "args"}} with the exception it raised.
+- {"op": "users", "first": N, "count": C}: C active users with ids N.., in
+  bulk (the sidecar benchmark's audience); answers {"created": C}.
 """
 
 import importlib
@@ -75,6 +77,16 @@ def setup(op):
     if "next_notification_id" in op:
         move_sequence(op["next_notification_id"])
     return {"tasks": tasks}
+
+
+def users(op):
+    User = get_user_model()
+    first, count = op["first"], op["count"]
+    User.objects.bulk_create(
+        (User(id=first + i, username=f"user{first + i}") for i in range(count)),
+        batch_size=2000,
+    )
+    return {"created": count}
 
 
 def notify(op):
@@ -184,5 +196,6 @@ class Command(BaseCommand):
             "columns": columns,
             "celery_send": celery_send,
             "celery_results": celery_results,
+            "users": users,
         }[op["op"]](op)
         self.stdout.write(json.dumps(answer))

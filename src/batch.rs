@@ -1,9 +1,9 @@
-//! Natural batching for the worker's event jobs. Each apalis handler hands
-//! in its one queue entry and waits for that entry's answer; a collector
-//! takes whatever has arrived by the time a batch slot is free (up to
-//! `max`) as one batch. Batches grow with the load, and a lone entry waits
-//! for nothing. Running one batch costs a few statements and commits
-//! instead of a few per job.
+//! Natural batching (group commit): each caller hands in its one item and
+//! waits for that item's answer; a collector takes whatever has arrived by
+//! the time a batch slot is free (up to `max`) as one batch. Batches grow
+//! with the load, and a lone item waits for nothing. The worker's event jobs
+//! and the API's single submissions go through it: one batch costs a few
+//! statements and commits instead of a few per item.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,275 @@
+//! The faults a deployment meets, with exact counts: Redis restarted (empty)
+//! under `herald worker` and `herald sidecar` while clients are connected
+//! and notifications stream; the sidecar killed with SIGKILL mid-stream and
+//! started again. Each counts the rows, every client's deliveries by id
+//! (distinct and duplicate) and the ledger's states, and waits on
+//! conditions, never on time alone. (A worker killed, SIGTERM, two workers,
+//! PostgreSQL restarted and Redis stopped under a worker: resilience.rs; a
+//! client that never reads: the sidecar tests.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald::config::Settings;
+use herald::queue::{JobQueue, submit};
+use herald::store::{JobState, Store};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::queue::{Case, queue_env, submission};
+use crate::resilience::{WorkerProcess, wait_until, worker_process};
+use crate::servers::RedisServer;
+
+/// The secret resilience.rs gives its worker processes.
+const SECRET: &str = "resilience-test-secret";
+
+/// A `herald sidecar` on `port`, its layer on `redis`, killed when dropped.
+fn sidecar_process(settings: &Settings, redis: &str, port: u16) -> WorkerProcess {
+    let log = settings.data_dir.join(format!("sidecar-{port}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("sidecar")
+        .env("DATABASE_URL", &settings.database.url)
+        .env("SECRET_KEY", SECRET)
+        .env("HERALD_DATA_DIR", &settings.data_dir)
+        .env("HERALD_QUEUE__PREFIX", &settings.queue.prefix)
+        .env("HERALD_LAYER__BACKEND", "redis")
+        .env(
+            "HERALD_LAYER__PREFIX",
+            format!("{}.layer", settings.queue.prefix),
+        )
+        .env("REDIS_URL", redis)
+        .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_API__KEY", "faults-test-key")
+        .env("RUST_LOG", "warn,herald=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("herald sidecar starts");
+    WorkerProcess::from(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one client received: every notification id in arrival order, and
+/// how often its socket was closed or broke.
+#[derive(Default)]
+struct Received {
+    ids: Vec<i64>,
+    disconnects: usize,
+    connected: bool,
+}
+
+/// A browser-like client of `port` for `user`, in a task: it answers the
+/// contract's way (de-duplication aside, counted here), reconnects with
+/// backoff and resumes from the highest id seen, paging while `more`.
+fn client(port: u16, user: i64) -> Arc<Mutex<Received>> {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let state = received.clone();
+    tokio::spawn(async move {
+        let token =
+            herald::tokens::mint(&SecretString::from(SECRET), user, Duration::from_secs(600))
+                .unwrap();
+        loop {
+            let last = state.lock().unwrap().ids.iter().max().copied();
+            let query = last.map(|id| format!("?last_id={id}")).unwrap_or_default();
+            let mut request = format!("ws://127.0.0.1:{port}/ws/notifications/{query}")
+                .into_client_request()
+                .unwrap();
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(&token).unwrap(),
+            );
+            if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(request).await {
+                let _ = socket
+                    .send(Message::text(json!({"type": "ping"}).to_string()))
+                    .await;
+                while let Some(Ok(frame)) = socket.next().await {
+                    let Message::Text(text) = frame else { continue };
+                    let event: Value = serde_json::from_str(&text).unwrap();
+                    match event["type"].as_str() {
+                        Some("pong") => state.lock().unwrap().connected = true,
+                        Some("notification") => {
+                            let id = event["data"]["id"].as_i64().unwrap();
+                            state.lock().unwrap().ids.push(id);
+                        }
+                        Some("resumed") if event["data"]["more"] == true => {
+                            let resume =
+                                json!({"type": "resume", "last_id": event["data"]["last_id"]});
+                            let _ = socket.send(Message::text(resume.to_string())).await;
+                        }
+                        _ => {}
+                    }
+                }
+                let mut state = state.lock().unwrap();
+                state.connected = false;
+                state.disconnects += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    received
+}
+
+/// Each user's notification ids in the database.
+async fn rows_by_user(store: &Store, users: &[i64]) -> HashMap<i64, Vec<i64>> {
+    let mut rows = HashMap::new();
+    for user in users {
+        let listed = store.list_notifications_after(*user, 0, 500).await.unwrap();
+        rows.insert(*user, listed.into_iter().map(|row| row.id).collect());
+    }
+    rows
+}
+
+/// Per client: (distinct ids received, duplicates, missing ids).
+fn tally(
+    clients: &[(i64, Arc<Mutex<Received>>)],
+    rows: &HashMap<i64, Vec<i64>>,
+) -> Vec<(usize, usize, usize)> {
+    clients
+        .iter()
+        .map(|(user, received)| {
+            let received = received.lock().unwrap();
+            let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+            for id in &received.ids {
+                *counts.entry(*id).or_default() += 1;
+            }
+            let duplicates = counts.values().map(|n| n - 1).sum();
+            let missing = rows[user]
+                .iter()
+                .filter(|id| !counts.contains_key(id))
+                .count();
+            (counts.len(), duplicates, missing)
+        })
+        .collect()
+}
+
+/// Submits one notify job for `user`.
+async fn notify(store: &Store, queue: &JobQueue, user: i64, n: usize) -> String {
+    let payload = json!({"user_id": user, "title": format!("n{n}"), "message": "m",
+        "notification_type": "info"});
+    submit(store, queue, submission("notify", payload))
+        .await
+        .unwrap()
+        .id
+}
+
+/// How one fault test interrupts the stream.
+enum Fault {
+    /// The layer's Redis stops and starts again empty.
+    RedisRestart,
+    /// The sidecar is killed with SIGKILL and started again.
+    SidecarKill,
+}
+
+async fn stream_across(fault: Fault) {
+    const USERS: [i64; 3] = [101, 102, 103];
+    const JOBS: usize = 150;
+    let mut redis = RedisServer::start();
+    let env = queue_env(Case::Postgres).await;
+    let store = env.db.store.clone();
+    let queue = JobQueue::connect(&env.settings).await.unwrap();
+    let retry = [
+        ("REDIS_URL", redis.url()),
+        ("HERALD_WORKER__OUTBOX_RETRY_EVERY", "200ms".into()),
+    ];
+    let retry: Vec<(&str, &str)> = retry.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_worker, _) = worker_process(&env.settings, &retry);
+    let port = free_port();
+    let mut sidecar = sidecar_process(&env.settings, &redis.url(), port);
+    let clients: Vec<(i64, Arc<Mutex<Received>>)> = USERS
+        .iter()
+        .flat_map(|user| [(*user, client(port, *user)), (*user, client(port, *user))])
+        .collect();
+    wait_until("every client joined", Duration::from_secs(30), async || {
+        clients.iter().all(|(_, c)| c.lock().unwrap().connected)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..JOBS {
+        let user = USERS[n % USERS.len()];
+        ids.push(notify(&store, &queue, user, n).await);
+        match (&fault, n) {
+            (Fault::RedisRestart, 50) => redis.stop(),
+            (Fault::RedisRestart, 80) => redis.start_again(),
+            (Fault::SidecarKill, 60) => {
+                sidecar.kill().unwrap();
+                sidecar.wait().unwrap();
+            }
+            (Fault::SidecarKill, 80) => {
+                sidecar = sidecar_process(&env.settings, &redis.url(), port)
+            }
+            _ => {}
+        }
+        // A steady stream: one job every 40 ms.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    wait_until("every job done", Duration::from_secs(60), async || {
+        store.count_jobs(JobState::Done).await.unwrap() == JOBS as i64
+    })
+    .await;
+    let rows = rows_by_user(&store, &USERS).await;
+    assert_eq!(
+        rows.values().map(Vec::len).sum::<usize>(),
+        JOBS,
+        "one row per job"
+    );
+    wait_until(
+        "every client has every row",
+        Duration::from_secs(30),
+        async || {
+            tally(&clients, &rows)
+                .iter()
+                .all(|(_, _, missing)| *missing == 0)
+        },
+    )
+    .await;
+    let counts = tally(&clients, &rows);
+    let duplicates: usize = counts.iter().map(|(_, d, _)| d).sum();
+    let distinct: usize = counts.iter().map(|(n, _, _)| n).sum();
+    let disconnects: usize = clients
+        .iter()
+        .map(|(_, c)| c.lock().unwrap().disconnects)
+        .sum();
+    let name = match fault {
+        Fault::RedisRestart => "Redis restarted empty under worker and sidecar",
+        Fault::SidecarKill => "sidecar killed -9 and restarted",
+    };
+    eprintln!(
+        "fault: {name} | jobs {JOBS} | rows {JOBS} | {} clients: {distinct} deliveries distinct \
+         (expected {}), {duplicates} duplicate, 0 lost | client reconnects {disconnects}",
+        clients.len(),
+        2 * JOBS,
+    );
+    assert_eq!(
+        distinct,
+        2 * JOBS,
+        "each of the two clients per user got each row"
+    );
+    assert_eq!(store.count_jobs(JobState::Dead).await.unwrap(), 0);
+    if let Fault::RedisRestart = fault {
+        assert_eq!(disconnects, 0, "the sockets stayed open across the restart");
+    }
+    drop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_empty_under_worker_and_sidecar_every_client_gets_every_notification() {
+    stream_across(Fault::RedisRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sidecar_killed_mid_stream_and_restarted_loses_nothing() {
+    stream_across(Fault::SidecarKill).await;
+}
