@@ -80,6 +80,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub tokens: TokenSettings,
     pub sidecar: SidecarSettings,
+    pub celery: CelerySettings,
     pub dashboard: DashboardSettings,
 }
 
@@ -274,6 +275,71 @@ pub struct TokenSettings {
     pub access_ttl: Duration,
 }
 
+/// The Celery ingress (`crate::ingress`): Celery task messages taken from
+/// a Redis broker and run as herald jobs; off while `broker_url` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CelerySettings {
+    /// Celery's broker (`CELERY_BROKER_URL`); may hold a password.
+    pub broker_url: SecretString,
+    /// Celery's result backend (`CELERY_RESULT_BACKEND`); empty: no results.
+    pub result_backend: SecretString,
+    /// The queues herald consumes (the application routes its tasks there).
+    pub queues: Vec<String>,
+    /// Messages one take moves off the broker (one script, one ledger
+    /// statement, one acknowledgement).
+    pub batch_size: usize,
+    /// Take-record-acknowledge loops running at once in one process.
+    pub concurrency: usize,
+    /// How often an idle loop looks at the queues again.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// kombu's `visibility_timeout`: another consumer's unacknowledged
+    /// message older than this goes back to its queue.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    /// A message of `queues` left unacknowledged this long (its herald
+    /// process died while recording it) goes back to its queue.
+    #[serde(with = "humantime_serde")]
+    pub restore_after: Duration,
+    /// Lifetime of a result (Celery's `result_expires`); 0: no expiry.
+    #[serde(with = "humantime_serde")]
+    pub result_expires: Duration,
+    /// kombu's `global_keyprefix` transport option, on every broker key.
+    pub global_keyprefix: String,
+    /// kombu's `priority_steps`: one list per step, lowest served first.
+    pub priority_steps: Vec<u8>,
+    /// Task name -> the job kind it runs and how its arguments map.
+    pub tasks: BTreeMap<String, CeleryTask>,
+}
+
+/// One `[celery.tasks]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeleryTask {
+    /// The job kind the task runs.
+    pub kind: String,
+    /// Payload fields the positional arguments fill, in order; default:
+    /// the kind's schema order.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Payload fields a call may leave out, with their values.
+    #[serde(default)]
+    pub defaults: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CelerySettings {
+    /// Whether a broker is configured (the ingress runs).
+    pub fn enabled(&self) -> bool {
+        !self.broker_url.expose_secret().trim().is_empty()
+    }
+
+    /// Whether results are written (Celery's result backend is configured).
+    pub fn results_enabled(&self) -> bool {
+        !self.result_backend.expose_secret().trim().is_empty()
+    }
+}
+
 /// Whether the part of a `HERALD_` variable after the prefix names a
 /// setting: `SECTION__KEY` (or `KEY` at the top level) that the defaults
 /// have, or an optional one. Matched without case, as figment does.
@@ -427,6 +493,17 @@ impl Settings {
                     .only(&["SECRET_KEY"])
                     .map(|_| "secret_key".into()),
             )
+            // Celery's own names, so one environment serves both.
+            .merge(
+                Env::raw()
+                    .only(&["CELERY_BROKER_URL"])
+                    .map(|_| "celery.broker_url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["CELERY_RESULT_BACKEND"])
+                    .map(|_| "celery.result_backend".into()),
+            )
             .merge(
                 Env::prefixed("HERALD_")
                     .filter(|key| is_setting(key.as_str()))
@@ -547,6 +624,7 @@ impl Settings {
             ));
         }
         self.validate_queue()?;
+        crate::ingress::check_settings(&self.celery)?;
         if self.tokens.access_ttl.is_zero() {
             return Err(ConfigError::new(
                 "tokens.access_ttl",

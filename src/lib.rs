@@ -5,7 +5,8 @@
 //! submitted through [`api`] or the CLI into a [`queue`]; the [`worker`]
 //! runs them ([`jobs`]), writing rows through [`store`]; [`payload`] shapes them as the contract says;
 //! [`publish`] sends them over a [`layer`] to the clients; [`tokens`] checks
-//! who a client is; [`sidecar`] serves them over WebSocket. [`commands`] and
+//! who a client is; [`sidecar`] serves them over WebSocket. [`ingress`]
+//! takes Celery's task messages off its broker as jobs. [`commands`] and
 //! [`shutdown`] hold what the CLI runs. Every process writes its heartbeat
 //! and figures ([`fleet`]), which the operations [`dashboard`] reads.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dashboard;
 pub mod fleet;
 pub mod http;
+pub mod ingress;
 pub mod jobs;
 pub mod layer;
 mod mailbox;

@@ -1,5 +1,6 @@
 //! `herald run`: everything in one process — the worker and its scheduler,
-//! the WebSocket sidecar and the job API — on the configured layer (the
+//! the WebSocket sidecar and the job API, and the Celery ingress when a
+//! broker is configured — on the configured layer (the
 //! in-memory one by default) and the embedded SQLite store, migrated at
 //! start. `main` only calls [`run`].
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use crate::config::Settings;
 use crate::dashboard::DashboardState;
 use crate::fleet::{Heartbeat, Role};
+use crate::ingress::Ingress;
 use crate::queue::JobQueue;
 use crate::sidecar::{self, SidecarState};
 use crate::worker::Worker;
@@ -35,6 +37,7 @@ where
         settings.dashboard.enabled,
     ));
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
+    let ingress = Ingress::start(settings, store.clone(), queue.clone()).await?;
     tracing::info!(address = %listener.local_addr()?, queue = queue.name(), "herald running");
     let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
     let heartbeat = Heartbeat::start(
@@ -48,6 +51,9 @@ where
         dashboard.stop_streams();
     };
     let served = sidecar::serve_with(listener, state, api, shutdown).await;
+    if let Some(ingress) = ingress {
+        ingress.shutdown(settings.queue.shutdown_timeout).await;
+    }
     worker.shutdown(settings.queue.shutdown_timeout).await;
     heartbeat.stop().await;
     queue.close().await;

@@ -307,7 +307,7 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
     path = "/api/jobs/{id}",
     operation_id = "get_job",
     tag = "jobs",
-    params(("id" = String, Path, description = "The job id, as submitting answered it.")),
+    params(("id" = String, Path, description = "The job id, as submitting answered it, or the Celery task id of a job taken from Celery's broker.")),
     responses(
         (status = 200, description = "The job.", body = JobRecord),
         (status = 401, response = auth::Refused),
@@ -317,7 +317,15 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
     security(("api_key" = [])),
 )]
 async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    match state.store.get_job(&id).await {
+    let found = match state.store.get_job(&id).await {
+        // A Celery task id: the ingress recorded its job under that key.
+        Ok(None) => {
+            let key = crate::ingress::dedup_key(&id);
+            state.store.get_job_by_dedup_key(&key).await
+        }
+        found => found,
+    };
+    match found {
         Ok(Some(job)) => axum::Json(job).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => submit_error(e.into(), None),

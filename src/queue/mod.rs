@@ -25,4 +25,19 @@ pub struct Queued {
     pub id: String,
     #[serde(flatten)]
     pub job: Job,
+    /// The Celery task id when the job came from Celery's broker (its
+    /// dedup key is `celery:<id>`): the worker writes the job's end to
+    /// Celery's result backend under it. Absent for herald's own jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub celery_id: Option<String>,
+}
+
+impl Queued {
+    /// The entry for ledger job `id`, Celery's when `dedup_key` says so.
+    pub fn new(id: String, job: Job, dedup_key: Option<&str>) -> Queued {
+        let celery_id = dedup_key
+            .and_then(crate::ingress::task_id_of)
+            .map(str::to_string);
+        Queued { id, job, celery_id }
+    }
 }

@@ -254,13 +254,8 @@ async fn record_and_push(
                     existing: false,
                     state: JobState::Queued,
                 });
-                fresh.push((
-                    Queued {
-                        id: job.id,
-                        job: job.job,
-                    },
-                    job.run_at,
-                ));
+                let item = Queued::new(job.id, job.job, job.dedup_key.as_deref());
+                fresh.push((item, job.run_at));
             }
         }
     }
@@ -317,7 +312,8 @@ pub async fn requeue_unqueued(store: &Store, queue: &JobQueue) -> Result<usize, 
         match jobs::parse(&record.kind, record.payload.clone()) {
             Ok(job) => {
                 ids.push(record.id.clone());
-                items.push((Queued { id: record.id, job }, record.run_at));
+                let item = Queued::new(record.id, job, record.dedup_key.as_deref());
+                items.push((item, record.run_at));
             }
             Err(error) => {
                 tracing::error!(job_id = %record.id, %error, "a recorded job no longer parses")
@@ -399,7 +395,10 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
         });
     }
     let job = jobs::parse(&record.kind, record.payload)?;
-    let item = (Queued { id: id.into(), job }, now());
+    let item = (
+        Queued::new(id.into(), job, record.dedup_key.as_deref()),
+        now(),
+    );
     let queued = push_recorded(queue, vec![item], vec![id.to_string()]).await;
     clear_marks(store, &queued).await;
     Ok(())

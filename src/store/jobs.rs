@@ -211,6 +211,20 @@ impl Store {
             .map(JobRecord::from)))
     }
 
+    /// The job holding dedup key `key`, if any.
+    pub async fn get_job_by_dedup_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM herald_jobs WHERE dedup_key = $1"
+        );
+        with_pool!(self, pool => Ok(sqlx::query_as::<_, JobRow>(SQL)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .map(JobRecord::from)))
+    }
+
     /// The jobs holding `keys`, by key.
     async fn jobs_by_dedup_keys(
         &self,

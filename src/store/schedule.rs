@@ -40,6 +40,21 @@ impl Store {
         })
     }
 
+    /// Who claimed (name, period), if anyone.
+    pub async fn period_claimant(
+        &self,
+        name: &str,
+        period_start: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        const SQL: &str =
+            "SELECT claimed_by FROM herald_schedule_runs WHERE name = $1 AND period_start = $2";
+        with_pool!(self, pool => Ok(sqlx::query_scalar(SQL)
+            .bind(name)
+            .bind(db_time(period_start))
+            .fetch_optional(pool)
+            .await?))
+    }
+
     /// How many periods of `name` were claimed (for tests and metrics).
     pub async fn claimed_periods(&self, name: &str) -> Result<i64, StoreError> {
         const SQL: &str = "SELECT count(*) FROM herald_schedule_runs WHERE name = $1";

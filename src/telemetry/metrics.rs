@@ -19,6 +19,9 @@ pub const QUEUE_DEPTH: &str = "herald_queue_depth";
 pub const JOB_DURATION: &str = "herald_job_duration_seconds";
 /// Label: scan.
 pub const SCANS_RUN: &str = "herald_scans_run_total";
+/// Label: outcome (`recorded` as a job; `refused`, `revoked` or `skipped`
+/// with only a Celery result written).
+pub const CELERY_MESSAGES: &str = "herald_celery_messages_total";
 /// Label: layer (`memory`, `redis`).
 pub const LAYER_DROPPED: &str = "herald_layer_dropped_total";
 /// Label: layer (`redis`, `redis_pubsub`).
@@ -90,6 +93,10 @@ fn describe() {
         "Group message copies dropped on full channels"
     );
     describe_counter!(LAYER_RECONNECTS, "Times a Redis layer reconnected");
+    describe_counter!(
+        CELERY_MESSAGES,
+        "Celery task messages taken from the broker, by what became of them"
+    );
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs this process holds now, by kind");
 }
 

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 
+use crate::ingress::{Outcome, ResultBackend};
 use crate::jobs::{Job, JobContext, JobError, JobOutcome, run_many, together_or_alone};
 use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, Store, StoreError};
@@ -24,6 +25,9 @@ pub use supervise::{Stopped, Worker, run};
 pub struct Runner {
     pub ctx: JobContext,
     pub queue: JobQueue,
+    /// Celery's result backend, where the end of each job that came from
+    /// Celery (`Queued::celery_id`) is written; `None`: no results.
+    pub results: Option<ResultBackend>,
 }
 
 /// The ledger or the queue could not be written.
@@ -115,18 +119,44 @@ async fn attempt_together(
         .filter(|(_, result)| matches!(result, Some(Ok(_))))
         .map(|(item, _)| item.id.clone())
         .collect();
+    // Celery's results before the ledger's: a crash in between runs the
+    // jobs again (their effects happen once) rather than losing a result.
+    let succeeded = items
+        .iter()
+        .zip(&results)
+        .filter_map(|(item, result)| match result {
+            Some(Ok(outcome)) => Some((item.celery_id.clone()?, Outcome::done(outcome))),
+            _ => None,
+        });
+    store_results(runner, succeeded.collect()).await;
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
+    let mut dead = Vec::new();
     for ((item, attempt), result) in items.iter().zip(attempts).zip(results) {
-        answers.push(match (attempt, result) {
+        let answer = match (attempt, result) {
             (Some(attempt), Some(Err(error))) => {
                 after_failure(runner, item.clone(), attempt, error).await
             }
             (_, Some(Ok(_))) => Ok(Attempted::Done),
             _ => Ok(Attempted::Skipped),
-        });
+        };
+        if let (Some(task_id), Ok(Attempted::Dead { error, .. })) = (&item.celery_id, &answer) {
+            dead.push((
+                task_id.clone(),
+                Outcome::builtin("RuntimeError", error.clone()),
+            ));
+        }
+        answers.push(answer);
     }
+    store_results(runner, dead).await;
     Ok(answers)
+}
+
+/// Writes the results of Celery's jobs that ended, when results are on.
+async fn store_results(runner: &Runner, ended: Vec<(String, Outcome)>) {
+    if let Some(results) = &runner.results {
+        results.store_logged(&ended).await;
+    }
 }
 
 /// A failed attempt: queued again after its backoff, or dead after the

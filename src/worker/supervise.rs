@@ -103,6 +103,7 @@ impl Worker {
         let runner = Runner {
             ctx: ctx.clone(),
             queue,
+            results: crate::ingress::result_backend(&settings.celery)?,
         };
         let batch_runner = Arc::new(runner.clone());
         let size = settings.queue.batch_size;
@@ -283,6 +284,7 @@ where
         &settings.dashboard,
         None,
     );
+    let ingress = crate::ingress::Ingress::start(settings, store.clone(), queue.clone()).await?;
     let listen = &settings.worker.listen;
     if !listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -304,6 +306,10 @@ where
         tokio::spawn(serving);
     }
     shutdown.await;
+    // The ingress feeds the queue: it stops first.
+    if let Some(ingress) = ingress {
+        ingress.shutdown(settings.queue.shutdown_timeout).await;
+    }
     worker.shutdown(settings.queue.shutdown_timeout).await;
     heartbeat.stop().await;
     queue.close().await;

@@ -591,6 +591,7 @@ async fn batch_body(case: Case) {
             job_id: String::new(),
         },
         queue: queue.clone(),
+        results: None,
     };
     let task = open_task(store, "Batch", Some(8)).await;
     // 20 jobs on the task, one on a task that does not exist, and the first
@@ -605,7 +606,7 @@ async fn batch_body(case: Case) {
         let queued = submit(store, &queue, submission("file_attached", payload))
             .await
             .unwrap();
-        items.push(Queued { id: queued.id, job });
+        items.push(Queued::new(queued.id, job, None));
     }
     items.push(items[0].clone());
     items.push(items[20].clone());

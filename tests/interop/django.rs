@@ -30,7 +30,7 @@ fn app_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/django_app")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,7 +51,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port}");
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -110,9 +110,9 @@ pub(crate) enum Database {
 pub(crate) struct DjangoProject {
     variant: Variant,
     database: Database,
-    url: String,
+    pub(crate) url: String,
     layer: LayerConfig,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl DjangoProject {
@@ -139,7 +139,7 @@ impl DjangoProject {
         }
     }
 
-    fn python(&self, args: &[&str]) -> Command {
+    pub(crate) fn python(&self, args: &[&str]) -> Command {
         let mut command = Command::new(python());
         command
             .args(args)
@@ -178,7 +178,7 @@ impl DjangoProject {
     }
 
     /// daphne serving the application's consumer.
-    fn daphne(&self) -> Server {
+    pub(crate) fn daphne(&self) -> Server {
         let port = free_port();
         let child = self
             .python(&["-m", "daphne", "-b", "127.0.0.1", "-p", &port.to_string()])
@@ -191,7 +191,7 @@ impl DjangoProject {
     }
 
     /// `herald ARGS` on the project's database, Redis and secret.
-    fn herald(&self, args: &[&str]) -> Command {
+    pub(crate) fn herald(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .args(args)
@@ -238,13 +238,13 @@ impl DjangoProject {
 }
 
 /// A child process listening on `port`, killed on drop.
-struct Server {
-    port: u16,
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) port: u16,
+    pub(crate) child: Child,
 }
 
 impl Server {
-    fn wait(mut child: Child, port: u16, what: &str) -> Server {
+    pub(crate) fn wait(mut child: Child, port: u16, what: &str) -> Server {
         wait_for_port(port, &mut child, what);
         Server { port, child }
     }
@@ -321,13 +321,13 @@ async fn refused_by_both(herald: u16, daphne: u16, user_id: i64, reason: &str) {
 }
 
 /// A WebSocket on each server for one user.
-struct Clients {
+pub(crate) struct Clients {
     herald: Socket,
     django: Socket,
 }
 
 impl Clients {
-    async fn open(herald: u16, daphne: u16, user_id: i64) -> Clients {
+    pub(crate) async fn open(herald: u16, daphne: u16, user_id: i64) -> Clients {
         let mut clients = Clients {
             herald: open(herald, &token(user_id)).await.unwrap(),
             django: open(daphne, &token(user_id)).await.unwrap(),
@@ -344,7 +344,7 @@ impl Clients {
     }
 
     /// `count` notifications on each socket; both must see the same ones.
-    async fn receive(&mut self, count: usize) -> Vec<Value> {
+    pub(crate) async fn receive(&mut self, count: usize) -> Vec<Value> {
         let mut seen = Vec::new();
         for socket in [&mut self.herald, &mut self.django] {
             let mut events = Vec::new();
@@ -362,7 +362,7 @@ impl Clients {
     }
 
     /// Nothing more arrives on either socket for a moment.
-    async fn silent(&mut self) {
+    pub(crate) async fn silent(&mut self) {
         for socket in [&mut self.herald, &mut self.django] {
             let extra = next_event(socket, Duration::from_millis(500)).await;
             assert_eq!(extra, None, "an unexpected event");
@@ -379,7 +379,7 @@ async fn submit(port: u16, kind: &str, payload: Value) -> String {
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection.
-async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+pub(crate) async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -425,7 +425,7 @@ async fn dead(port: u16, id: &str) -> Value {
 }
 
 /// The application's rows, by id.
-fn rows(project: &DjangoProject) -> BTreeMap<i64, Value> {
+pub(crate) fn rows(project: &DjangoProject) -> BTreeMap<i64, Value> {
     let rows = project.interop(json!({"op": "notifications"}));
     rows.as_array()
         .unwrap()
@@ -435,7 +435,7 @@ fn rows(project: &DjangoProject) -> BTreeMap<i64, Value> {
 }
 
 /// Each delivered payload is the row the application's ORM reads.
-fn matches_rows(events: &[Value], rows: &BTreeMap<i64, Value>, user_id: i64) {
+pub(crate) fn matches_rows(events: &[Value], rows: &BTreeMap<i64, Value>, user_id: i64) {
     for event in events {
         let id = event["id"].as_i64().expect("an integer id");
         let row = rows.get(&id).unwrap_or_else(|| panic!("no row {id}"));
@@ -447,7 +447,7 @@ fn matches_rows(events: &[Value], rows: &BTreeMap<i64, Value>, user_id: i64) {
     }
 }
 
-fn titles(events: &[Value]) -> Vec<&str> {
+pub(crate) fn titles(events: &[Value]) -> Vec<&str> {
     events
         .iter()
         .map(|e| e["title"].as_str().unwrap())
@@ -457,7 +457,7 @@ fn titles(events: &[Value]) -> Vec<&str> {
 /// Django's migrate up to the application's state before herald: on
 /// PostgreSQL without herald's dedup key (herald adds it), on SQLite with the
 /// documented migration 0002 (required there).
-fn migrate_before_herald(project: &DjangoProject) {
+pub(crate) fn migrate_before_herald(project: &DjangoProject) {
     let notifications = match project.database {
         Database::Postgres => "0001",
         Database::Sqlite => "0002",

@@ -1,8 +1,10 @@
 //! Interop tests: herald's channel layers against the real Python packages
 //! (channels, channels_redis, daphne), run from the virtual environment the
 //! test command installs (tests/interop/requirements.txt), and the sidecar
-//! reached from Python.
+//! reached from Python, and the Celery drop-in driven by the real celery
+//! package.
 
+mod celery;
 mod django;
 mod harness;
 mod layer;

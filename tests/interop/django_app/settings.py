@@ -72,3 +72,25 @@ CHANNEL_LAYERS = {
     }
 }
 SIMPLE_JWT = {"ALGORITHM": "HS256", "SIGNING_KEY": SECRET_KEY}
+
+# Celery (celery_app.py), from the environment the Rust tests set:
+# CELERY_BROKER_URL and CELERY_RESULT_BACKEND (empty: no results), and
+# INTEROP_CELERY_QUEUE, the queue herald consumes, where the routes send
+# every task of the two apps (the migration guide's CELERY_TASK_ROUTES).
+# INTEROP_BEAT_SECONDS makes `celery beat` send overdue_check that often.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_TASK_SERIALIZER = os.environ.get("INTEROP_CELERY_SERIALIZER", "json")
+CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
+HERALD_QUEUE = os.environ.get("INTEROP_CELERY_QUEUE", "herald")
+CELERY_TASK_ROUTES = {
+    "apps.tasks.tasks.*": {"queue": HERALD_QUEUE},
+    "apps.notifications.tasks.*": {"queue": HERALD_QUEUE},
+}
+if os.environ.get("INTEROP_BEAT_SECONDS"):
+    CELERY_BEAT_SCHEDULE = {
+        "overdue-check": {
+            "task": "apps.tasks.tasks.overdue_check",
+            "schedule": float(os.environ["INTEROP_BEAT_SECONDS"]),
+        }
+    }

@@ -1,5 +1,6 @@
 """`manage.py interop '<json>'`: what herald's interop tests ask of the
-application, through its own ORM. One JSON operation in, one JSON line out.
+application, through its own ORM. One JSON operation in (`-`: read from
+standard input, for long ones), one JSON line out.
 
 - {"op": "setup", "users": [{"id", "username", "is_active"}], "tasks": [{"title",
   "status", "deadline", "assignee", "created_by"}], "next_notification_id": N}
@@ -10,12 +11,22 @@ application, through its own ORM. One JSON operation in, one JSON line out.
   send_notification_ws; answers {"id": ...}.
 - {"op": "notifications"}: every row, oldest id first.
 - {"op": "columns", "table": T}: {column: database type} from introspection.
+- {"op": "celery_send", "calls": [{"task": "apps.tasks.tasks.file_attached",
+  "how": "delay" | "apply_async" | "send_task", "args": [...], "kwargs": {...},
+  "options": {"countdown": 4, "expires_in": -60, ...}}]} makes each call with
+  the real celery package, as the application's code does (`expires_in`:
+  `expires` that many seconds from now); answers {"ids": [task ids]}.
+- {"op": "celery_results", "ids": [...], "timeout": S}: `AsyncResult(id).get()`
+  for each: {"status", "result"} or {"status", "error": {"type", "module",
+  "args"}} with the exception it raised.
 - {"op": "users", "first": N, "count": C}: C active users with ids N.., in
   bulk (the sidecar benchmark's audience); answers {"created": C}.
 """
 
+import importlib
 import json
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -121,6 +132,54 @@ def columns(op):
         return {row[1]: row[2] for row in cursor.fetchall()}
 
 
+def celery_send(op):
+    from celery_app import app
+    from django.utils import timezone
+
+    ids = []
+    for call in op["calls"]:
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+        options = dict(call.get("options", {}))
+        if "expires_in" in options:
+            options["expires"] = timezone.now() + timedelta(seconds=options.pop("expires_in"))
+        how = call.get("how", "delay")
+        if how == "send_task":
+            result = app.send_task(call["task"], args=args, kwargs=kwargs, **options)
+        else:
+            module, name = call["task"].rsplit(".", 1)
+            task = getattr(importlib.import_module(module), name)
+            if how == "delay":
+                result = task.delay(*args, **kwargs)
+            else:
+                result = task.apply_async(args, kwargs, **options)
+        ids.append(result.id)
+    return {"ids": ids}
+
+
+def celery_results(op):
+    from celery.result import AsyncResult
+    from celery_app import app
+
+    answers = []
+    for task_id in op["ids"]:
+        result = AsyncResult(task_id, app=app)
+        try:
+            value = result.get(timeout=op.get("timeout", 30))
+            answers.append({"status": result.status, "result": value})
+        except Exception as error:  # the task's exception, or get()'s timeout
+            answers.append(
+                {
+                    "status": result.status,
+                    "error": {
+                        "type": type(error).__name__,
+                        "module": type(error).__module__,
+                        "args": [str(arg) for arg in error.args],
+                    },
+                }
+            )
+    return answers
+
+
 class Command(BaseCommand):
     help = "Operations herald's interop tests ask of the application."
 
@@ -128,12 +187,15 @@ class Command(BaseCommand):
         parser.add_argument("operation")
 
     def handle(self, *args, **options):
-        op = json.loads(options["operation"])
+        operation = options["operation"]
+        op = json.loads(sys.stdin.read() if operation == "-" else operation)
         answer = {
             "setup": setup,
             "notify": notify,
             "notifications": notifications,
             "columns": columns,
+            "celery_send": celery_send,
+            "celery_results": celery_results,
             "users": users,
         }[op["op"]](op)
         self.stdout.write(json.dumps(answer))

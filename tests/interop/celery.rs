@@ -1,0 +1,601 @@
+//! The Celery drop-in against the real celery package: the Django project's
+//! `@shared_task` functions (tests/interop/django_app/apps/*/tasks.py),
+//! routed to herald's queue by `CELERY_TASK_ROUTES`, called with `.delay()`
+//! and `apply_async()` as the application calls them, run by `herald run`
+//! on the project's PostgreSQL database; their notifications reach the
+//! application's consumer under daphne, and `AsyncResult.get()` returns or
+//! raises as under Celery. Each test has a redis-server of its own as
+//! Celery's broker (DB 0) and result backend (DB 1), and its own queue name.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::django::{
+    Clients, Database, DjangoProject, Server, Variant, free_port, http, migrate_before_herald,
+    rows, text,
+};
+use crate::harness::{RedisServer, redis_conn};
+
+/// Celery's side of one test: its broker, result backend and queue.
+struct Celery {
+    redis: RedisServer,
+    queue: String,
+}
+
+impl Celery {
+    fn new() -> Celery {
+        Celery {
+            redis: RedisServer::start(),
+            queue: format!("herald-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        }
+    }
+
+    fn broker(&self) -> String {
+        format!("{}/0", self.redis.url())
+    }
+
+    fn backend(&self) -> String {
+        format!("{}/1", self.redis.url())
+    }
+
+    /// Celery's settings, for the application and herald alike.
+    fn env(&self, command: &mut Command) {
+        command
+            .env("CELERY_BROKER_URL", self.broker())
+            .env("CELERY_RESULT_BACKEND", self.backend())
+            .env("INTEROP_CELERY_QUEUE", &self.queue)
+            .env("HERALD_CELERY__QUEUES", format!("[\"{}\"]", self.queue));
+    }
+
+    /// `manage.py interop OP` with Celery configured.
+    fn interop(&self, project: &DjangoProject, op: Value) -> Value {
+        use std::io::Write;
+        let mut command = project.python(&["manage.py", "interop", "-"]);
+        self.env(&mut command);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(op.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "interop {} failed:\n{}",
+            op["op"],
+            text(&output.stderr)
+        );
+        let out = text(&output.stdout);
+        serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("interop answered {out}"))
+    }
+
+    /// Makes the calls with the real celery package; their task ids.
+    fn send(&self, project: &DjangoProject, calls: Vec<Value>) -> Vec<String> {
+        let answer = self.interop(project, json!({"op": "celery_send", "calls": calls}));
+        serde_json::from_value(answer["ids"].clone()).unwrap()
+    }
+
+    /// `AsyncResult(id).get(timeout=...)` for each id.
+    fn results(&self, project: &DjangoProject, ids: &[String], timeout: u64) -> Vec<Value> {
+        let op = json!({"op": "celery_results", "ids": ids, "timeout": timeout});
+        serde_json::from_value(self.interop(project, op)).unwrap()
+    }
+
+    /// `herald run` on the project with Celery's broker and results.
+    fn herald(&self, project: &DjangoProject, extra: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut command = project.herald(&["run"]);
+        self.env(&mut command);
+        command
+            .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Server::wait(command.spawn().expect("herald starts"), port, "herald run")
+    }
+
+    async fn redis(&self, db: u8) -> redis::aio::MultiplexedConnection {
+        redis_conn(&format!("{}/{db}", self.redis.url())).await
+    }
+
+    /// Messages waiting in herald's queue, and held unacknowledged.
+    async fn broker_counts(&self) -> (usize, usize) {
+        let mut conn = self.redis(0).await;
+        let waiting: usize = redis::cmd("LLEN")
+            .arg(&self.queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let held: usize = redis::cmd("HLEN")
+            .arg("unacked")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (waiting, held)
+    }
+}
+
+/// A project on a fresh PostgreSQL database, migrated by Django and herald,
+/// with users `ada` and `bob` and one task (assigned to ada, created by bob).
+async fn project_with_a_task() -> (DjangoProject, [i64; 2], i64) {
+    crate::harness::init_tracing();
+    let project = DjangoProject::new(Variant::BigAuto, Database::Postgres).await;
+    migrate_before_herald(&project);
+    let migrated = project.herald_migrate();
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    project.manage(&["migrate", "-v0", "notifications", "0002"]);
+    let (ada, bob) = (101, 102);
+    let setup = project.interop(json!({
+        "op": "setup",
+        "users": [{"id": ada, "username": "ada"}, {"id": bob, "username": "bob"}],
+        "tasks": [{"title": "Report", "status": "todo", "assignee": ada, "created_by": bob}],
+    }));
+    (project, [ada, bob], setup["tasks"][0].as_i64().unwrap())
+}
+
+/// A store on the project's database, to read herald's ledger.
+async fn ledger(project: &DjangoProject) -> sqlx::PgPool {
+    sqlx::PgPool::connect(&project.url).await.unwrap()
+}
+
+async fn scalar(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+fn call(task: &str, how: &str, args: Value, kwargs: Value, options: Value) -> Value {
+    json!({"task": task, "how": how, "args": args, "kwargs": kwargs, "options": options})
+}
+
+fn delay(task: &str, args: Value) -> Value {
+    call(task, "delay", args, json!({}), json!({}))
+}
+
+const NOTIFY: &str = "apps.notifications.tasks.notify";
+const FILE_ATTACHED: &str = "apps.tasks.tasks.file_attached";
+const STATUS_CHANGED: &str = "apps.tasks.tasks.status_changed";
+
+/// `.delay()` and `apply_async()` of the three event tasks run on herald
+/// and reach the application's consumer and herald's sidecar; `get()`
+/// returns each job's result; a call herald must not run (arguments that
+/// break the kind's schema, a task name it does not know, an expiry in the
+/// past, a pickled body) raises what Celery would raise, and writes
+/// nothing. A msgpack body runs like a JSON one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_calls_run_on_herald_and_get_returns_or_raises() {
+    let (project, [ada, bob], task) = project_with_a_task().await;
+    let celery = Celery::new();
+    let daphne = project.daphne();
+    let herald = celery.herald(&project, &[]);
+    let mut to_ada = Clients::open(herald.port, daphne.port, ada).await;
+    let mut to_bob = Clients::open(herald.port, daphne.port, bob).await;
+
+    let ids = celery.send(
+        &project,
+        vec![
+            delay(NOTIFY, json!([ada, "Welcome", "Your account is ready."])),
+            delay(FILE_ATTACHED, json!([task, 501, "report.pdf", bob])),
+            call(
+                STATUS_CHANGED,
+                "apply_async",
+                json!([task, "todo", "review", ada]),
+                json!({"reason": "ready"}),
+                json!({}),
+            ),
+            // Wrong types for the kind's schema (Celery's client checks
+            // only the number of arguments).
+            delay(FILE_ATTACHED, json!(["not-a-task", 502, "x.pdf", bob])),
+            // Too many arguments, by name (send_task skips the check).
+            call(
+                FILE_ATTACHED,
+                "send_task",
+                json!([task, 1, "f", bob, 9]),
+                json!({}),
+                json!({}),
+            ),
+            call(
+                "apps.tasks.tasks.archive",
+                "send_task",
+                json!([task]),
+                json!({}),
+                json!({}),
+            ),
+            call(
+                NOTIFY,
+                "apply_async",
+                json!([ada, "Expired", "never"]),
+                json!({}),
+                json!({"expires_in": -60}),
+            ),
+            call(
+                NOTIFY,
+                "apply_async",
+                json!([ada, "Pickled", "never"]),
+                json!({}),
+                json!({"serializer": "pickle"}),
+            ),
+            call(
+                NOTIFY,
+                "apply_async",
+                json!([bob, "Packed", "as msgpack"]),
+                json!({}),
+                json!({"serializer": "msgpack"}),
+            ),
+        ],
+    );
+    let results = celery.results(&project, &ids, 30);
+    let created_one = json!({"created": 1, "existing": 0});
+    for (i, result) in results[..3].iter().enumerate() {
+        assert_eq!(result["status"], "SUCCESS", "call {i}: {result}");
+        assert_eq!(result["result"], created_one, "call {i}: {result}");
+    }
+    let raised = |i: usize| (results[i]["status"].clone(), results[i]["error"].clone());
+    let (status, error) = raised(3);
+    assert_eq!(
+        (status.as_str(), error["type"].as_str()),
+        (Some("FAILURE"), Some("ValueError")),
+        "{error}"
+    );
+    assert_eq!(error["module"], "builtins");
+    assert!(
+        error["args"][0].as_str().unwrap().contains("task_id"),
+        "{error}"
+    );
+    let (status, error) = raised(4);
+    assert_eq!(
+        (status.as_str(), error["type"].as_str()),
+        (Some("FAILURE"), Some("TypeError")),
+        "{error}"
+    );
+    assert!(
+        error["args"][0]
+            .as_str()
+            .unwrap()
+            .contains("takes 4 positional arguments but 5"),
+        "{error}"
+    );
+    let (status, error) = raised(5);
+    assert_eq!(
+        (status.as_str(), error["type"].as_str()),
+        (Some("FAILURE"), Some("NotRegistered")),
+        "{error}"
+    );
+    assert_eq!(error["module"], "celery.exceptions");
+    let (status, error) = raised(6);
+    assert_eq!(
+        (status.as_str(), error["type"].as_str()),
+        (Some("REVOKED"), Some("TaskRevokedError")),
+        "{error}"
+    );
+    let (status, error) = raised(7);
+    assert_eq!(status, "FAILURE", "{error}");
+    assert!(
+        error["args"][0]
+            .as_str()
+            .unwrap()
+            .contains("pickle is refused"),
+        "{error}"
+    );
+    assert_eq!(
+        results[8]["result"], created_one,
+        "msgpack runs: {}",
+        results[8]
+    );
+
+    // The four that ran, on both servers, as the application's rows.
+    let ada_got = to_ada.receive(2).await;
+    let mut bob_got = to_bob.receive(2).await;
+    to_ada.silent().await;
+    to_bob.silent().await;
+    let mut titles: Vec<&str> = ada_got
+        .iter()
+        .map(|e| e["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(titles, ["File Attached", "Welcome"]);
+    // receive() orders by id; the two went through different batches.
+    bob_got.sort_by_key(|e| e["title"].as_str().map(str::to_string));
+    assert_eq!(bob_got[0]["title"], "Packed");
+    assert_eq!(bob_got[1]["title"], "Task Status Changed");
+    assert!(
+        bob_got[1]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Reason: ready")
+    );
+    let welcome = ada_got.iter().find(|e| e["title"] == "Welcome").unwrap();
+    assert_eq!(
+        welcome["notification_type"], "general",
+        "the task's default"
+    );
+    let stored = rows(&project);
+    assert_eq!(stored.len(), 4, "nothing of the refused calls: {stored:?}");
+
+    // The job answers to its Celery id; the refused calls recorded none.
+    let (status, job) = http(herald.port, "GET", &format!("/api/jobs/{}", ids[0]), "").await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(
+        (job["kind"].as_str(), job["state"].as_str()),
+        (Some("notify"), Some("done"))
+    );
+    assert_eq!(job["dedup_key"], format!("celery:{}", ids[0]));
+    for id in &ids[3..8] {
+        let (status, _) = http(herald.port, "GET", &format!("/api/jobs/{id}"), "").await;
+        assert_eq!(status, 404, "call {id} recorded nothing");
+    }
+    assert_eq!(
+        celery.broker_counts().await,
+        (0, 0),
+        "every message acknowledged"
+    );
+}
+
+/// `apply_async(countdown=4)` runs at its time, not before and soon after;
+/// the wait lives in herald's ledger: the message is acknowledged at once,
+/// so a visibility timeout far shorter than the countdown sends nothing
+/// back and the task runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_countdown_waits_in_the_ledger_and_runs_once_on_time() {
+    let (project, [ada, bob], task) = project_with_a_task().await;
+    let celery = Celery::new();
+    let daphne = project.daphne();
+    let short = [
+        ("HERALD_CELERY__VISIBILITY_TIMEOUT", "1s"),
+        ("HERALD_CELERY__RESTORE_AFTER", "1s"),
+    ];
+    let herald = celery.herald(&project, &short);
+    let mut to_bob = Clients::open(herald.port, daphne.port, bob).await;
+    let ids = celery.send(
+        &project,
+        vec![call(
+            STATUS_CHANGED,
+            "apply_async",
+            json!([task, "todo", "done", ada]),
+            json!({}),
+            json!({"countdown": 4}),
+        )],
+    );
+    // Recorded, acknowledged, waiting for its time in the ledger.
+    let job = loop {
+        let (status, job) = http(herald.port, "GET", &format!("/api/jobs/{}", ids[0]), "").await;
+        if status == 200 {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["state"], "queued");
+    assert_eq!(
+        celery.broker_counts().await,
+        (0, 0),
+        "acknowledged before it runs"
+    );
+    // The ledger's run_at is the eta rounded up to its second.
+    let run_at: chrono::DateTime<chrono::Utc> = job["run_at"].as_str().unwrap().parse().unwrap();
+    let event = to_bob.receive(1).await;
+    let arrived = chrono::Utc::now();
+    assert!(
+        arrived >= run_at,
+        "ran at {arrived}, before its countdown ended at {run_at}"
+    );
+    let late = (arrived - run_at).to_std().unwrap();
+    assert!(late < Duration::from_secs(3), "ran {late:?} after its time");
+    assert_eq!(event[0]["title"], "Task Status Changed");
+    // Past several visibility timeouts: nothing comes back, nothing runs twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    to_bob.silent().await;
+    assert_eq!(rows(&project).len(), 1);
+    let results = celery.results(&project, &ids, 10);
+    assert_eq!(results[0]["status"], "SUCCESS", "{results:?}");
+}
+
+/// 300 `.delay()` calls: each notification reaches the application's
+/// consumer (and herald's sidecar) exactly once, and the table has 300 rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_delays_reach_the_django_consumer_once_each() {
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let celery = Celery::new();
+    let daphne = project.daphne();
+    // Room for the burst in the consumer's channel (channels' capacity,
+    // 100 by default, would drop what arrives faster than daphne reads).
+    let herald = celery.herald(&project, &[("HERALD_LAYER__CAPACITY", "1000")]);
+    let mut to_ada = Clients::open(herald.port, daphne.port, ada).await;
+    let calls = (0..300)
+        .map(|i| delay(NOTIFY, json!([ada, format!("n{i}"), "from .delay()"])))
+        .collect();
+    let ids = celery.send(&project, calls);
+    let events = to_ada.receive(300).await;
+    to_ada.silent().await;
+    let mut titles: Vec<String> = events
+        .iter()
+        .map(|e| e["title"].as_str().unwrap().to_string())
+        .collect();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), 300, "300 different notifications");
+    assert_eq!(rows(&project).len(), 300);
+    let results = celery.results(&project, &ids, 30);
+    assert!(
+        results.iter().all(|r| r["status"] == "SUCCESS"),
+        "{results:?}"
+    );
+}
+
+/// kill -9 of herald in the middle of 5,000 messages, then a restart:
+/// what the dead process held unacknowledged goes back to the queue and
+/// every message runs once (one row each, no repeats), with its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_5000_messages_loses_none_and_repeats_none() {
+    const MESSAGES: usize = 5000;
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let celery = Celery::new();
+    let calls = (0..MESSAGES)
+        .map(|i| delay(NOTIFY, json!([ada, format!("k{i}"), "once"])))
+        .collect();
+    let ids = celery.send(&project, calls);
+    // Small rounds, so the kill finds some taken and not yet acknowledged.
+    let knobs = [
+        ("HERALD_CELERY__BATCH_SIZE", "20"),
+        ("HERALD_CELERY__CONCURRENCY", "1"),
+        ("HERALD_CELERY__RESTORE_AFTER", "2s"),
+    ];
+    let pool = ledger(&project).await;
+    let mut first = celery.herald(&project, &knobs);
+    let started = Instant::now();
+    while scalar(&pool, "SELECT count(*) FROM herald_jobs").await < 500 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "herald took no messages"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let (waiting, held) = celery.broker_counts().await;
+    eprintln!("killed with {waiting} messages waiting and {held} held unacknowledged");
+    assert!(waiting > 0, "the kill came in the middle of the messages");
+    let _second = celery.herald(&project, &knobs);
+    let started = Instant::now();
+    loop {
+        let done = scalar(
+            &pool,
+            "SELECT count(*) FROM herald_jobs WHERE state = 'done'",
+        )
+        .await;
+        if done == MESSAGES as i64 && celery.broker_counts().await == (0, 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{done} of {MESSAGES} done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let jobs = scalar(&pool, "SELECT count(*) FROM herald_jobs").await;
+    assert_eq!(jobs, MESSAGES as i64, "one job per message");
+    let stored = rows(&project);
+    assert_eq!(stored.len(), MESSAGES, "one row per message");
+    let mut titles: Vec<&str> = stored
+        .values()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    titles.dedup();
+    assert_eq!(titles.len(), MESSAGES, "no message ran twice");
+    let results = celery.results(&project, &ids, 30);
+    let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
+    assert_eq!(succeeded, MESSAGES, "every result written");
+}
+
+/// `celery beat` sending overdue_check every second lands in herald, and
+/// with herald's own scheduler on (every 4 s) the scan runs once per
+/// period: the first message of a period claims it (or herald's tick did),
+/// the others get a SUCCESS naming who ran it, and record nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_beat_runs_overdue_check_once_per_period() {
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let late = (chrono::Utc::now() - chrono::TimeDelta::hours(2)).to_rfc3339();
+    project.interop(
+        json!({"op": "setup", "tasks": [{"title": "Late", "status": "todo",
+        "deadline": late, "assignee": ada}]}),
+    );
+    let celery = Celery::new();
+    let daphne = project.daphne();
+    let herald = celery.herald(
+        &project,
+        &[("HERALD_WORKER__OVERDUE_SCHEDULE", "*/4 * * * * *")],
+    );
+    let mut to_ada = Clients::open(herald.port, daphne.port, ada).await;
+    let schedule = project.dir.path().join("beat-schedule");
+    let mut command = project.python(&[
+        "-m",
+        "celery",
+        "-A",
+        "celery_app",
+        "beat",
+        "--max-interval",
+        "1",
+    ]);
+    celery.env(&mut command);
+    let mut beat = command
+        .arg("-s")
+        .arg(&schedule)
+        .args(["-l", "warning"])
+        .env("INTEROP_BEAT_SECONDS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("celery beat starts");
+    let overdue = to_ada.receive(1).await;
+    assert_eq!(overdue[0]["title"], "Task Overdue");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = beat.kill();
+    let _ = beat.wait();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    to_ada.silent().await;
+
+    let pool = ledger(&project).await;
+    let periods: Vec<(String,)> =
+        sqlx::query_as("SELECT claimed_by FROM herald_schedule_runs WHERE name = 'overdue_check'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let by_beat = periods
+        .iter()
+        .filter(|(by,)| by.starts_with("celery:"))
+        .count();
+    let jobs = scalar(
+        &pool,
+        "SELECT count(*) FROM herald_jobs WHERE kind = 'overdue_check' AND dedup_key LIKE 'celery:%'",
+    )
+    .await;
+    assert!(
+        by_beat >= 1,
+        "beat's messages ran some periods: {periods:?}"
+    );
+    assert_eq!(
+        jobs, by_beat as i64,
+        "one scan job per period a beat message claimed"
+    );
+    // Every beat message has its result; those beyond one per period say
+    // who ran their period.
+    let mut conn = celery.redis(1).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("celery-task-meta-*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut skipped = 0;
+    for key in &keys {
+        let value: String = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let meta: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(meta["status"], "SUCCESS", "{meta}");
+        if meta["result"]["skipped"] == true {
+            skipped += 1;
+        }
+    }
+    assert!(
+        keys.len() >= 6,
+        "beat sent about one message a second: {}",
+        keys.len()
+    );
+    assert_eq!(
+        keys.len(),
+        by_beat + skipped,
+        "each message ran its period or was skipped"
+    );
+    assert!(
+        skipped >= keys.len() / 2,
+        "several messages per period: {skipped} of {}",
+        keys.len()
+    );
+    let stored = rows(&project);
+    assert_eq!(stored.len(), 1, "one overdue notice: {stored:?}");
+}
