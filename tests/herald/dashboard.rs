@@ -651,11 +651,17 @@ async fn pause_and_resume(case: Case) {
     let more: Vec<_> = (0..MORE)
         .map(|i| notify_job(i % 50 + 1, "stream"))
         .collect();
-    for chunk in more.chunks(1000) {
-        submit_many(store, &dash.queue, chunk.to_vec())
-            .await
-            .unwrap();
-    }
+    // Submitted over about three seconds, so the stream still flows when
+    // the pause takes hold (within a second) however fast the queue runs.
+    let feeding = {
+        let (store, queue) = (store.clone(), dash.queue.clone());
+        tokio::spawn(async move {
+            for chunk in more.chunks(500) {
+                submit_many(&store, &queue, chunk.to_vec()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while done_and_rows(store, "stream").await.1 == 0 {
         assert!(
@@ -665,6 +671,7 @@ async fn pause_and_resume(case: Case) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     store.pause_kind("notify").await.unwrap();
+    feeding.await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let settled = done_and_rows(store, "stream").await.1;
     tokio::time::sleep(Duration::from_millis(2000)).await;
