@@ -6,23 +6,10 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::queue::MAX_BATCH;
-use crate::store::{PoolOptions, Store};
-
-/// Opens the configured database.
-pub async fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
-    let url = settings.database_url()?;
-    let options = PoolOptions {
-        max_connections: settings.database.max_connections,
-        acquire_timeout: settings.database.acquire_timeout,
-    };
-    Store::connect(&url, options)
-        .await
-        .context("could not open the database")
-}
 
 /// `herald migrate`: applies pending migrations and says what it did.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<String> {
-    let store = connect_store(settings).await?;
+    let store = crate::connect::store(settings).await?;
     let applied = store.migrate().await.context("migration failed")?;
     store.close().await;
     let backend = format!("{:?}", store.backend()).to_lowercase();
@@ -46,10 +33,8 @@ pub async fn enqueue(
     settings: &Settings,
     submission: crate::queue::Submission,
 ) -> anyhow::Result<String> {
-    let store = connect_store(settings).await?;
-    let queue = crate::queue::JobQueue::connect(settings)
-        .await
-        .context("could not open the job queue")?;
+    let store = crate::connect::store(settings).await?;
+    let queue = crate::connect::queue(settings).await?;
     let submitted = crate::queue::submit(&store, &queue, submission).await;
     queue.close().await;
     store.close().await;
@@ -65,12 +50,10 @@ pub async fn enqueue_many(
     settings: &Settings,
     submissions: Vec<crate::queue::Submission>,
 ) -> anyhow::Result<String> {
-    let store = connect_store(settings).await?;
+    let store = crate::connect::store(settings).await?;
     let limits = store.column_limits().await?;
     crate::queue::check_all(&submissions, &limits)?;
-    let queue = crate::queue::JobQueue::connect(settings)
-        .await
-        .context("could not open the job queue")?;
+    let queue = crate::connect::queue(settings).await?;
     let mut lines = Vec::with_capacity(submissions.len());
     let mut failure = None;
     for chunk in submissions.chunks(MAX_BATCH) {
@@ -100,7 +83,7 @@ fn answer_line(done: &crate::queue::Submitted) -> String {
 /// `herald jobs failed`: the dead jobs, newest first, one JSON object per
 /// line (id, kind, attempts, last error, ...).
 pub async fn jobs_failed(settings: &Settings, limit: i64) -> anyhow::Result<String> {
-    let store = connect_store(settings).await?;
+    let store = crate::connect::store(settings).await?;
     let dead = store
         .jobs_in_state(crate::store::JobState::Dead, limit)
         .await;
@@ -114,10 +97,8 @@ pub async fn jobs_failed(settings: &Settings, limit: i64) -> anyhow::Result<Stri
 
 /// `herald jobs retry ID`: queues a dead job again.
 pub async fn jobs_retry(settings: &Settings, id: &str) -> anyhow::Result<String> {
-    let store = connect_store(settings).await?;
-    let queue = crate::queue::JobQueue::connect(settings)
-        .await
-        .context("could not open the job queue")?;
+    let store = crate::connect::store(settings).await?;
+    let queue = crate::connect::queue(settings).await?;
     let retried = crate::queue::retry_dead(&store, &queue, id).await;
     queue.close().await;
     store.close().await;

@@ -100,7 +100,7 @@ enum JobsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     herald::telemetry::init();
-    let mut settings = match Settings::load(cli.config.as_deref()) {
+    let mut settings = match herald::startup::load_settings(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
@@ -117,10 +117,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Migrate => herald::commands::migrate(&settings).await,
             Command::Token { user_id, ttl } => herald::commands::token(&settings, user_id, ttl),
-            Command::Sidecar => herald::sidecar::run(&settings, herald::shutdown::signal())
+            Command::Sidecar => herald::startup::sidecar(&settings, herald::shutdown::signal())
                 .await
                 .map(|()| String::new()),
-            Command::Worker => herald::worker::run(&settings, herald::shutdown::signal())
+            Command::Worker => herald::startup::worker(&settings, herald::shutdown::signal())
                 .await
                 .map(|()| String::new()),
             Command::Run { .. } => herald::startup::run(&settings, herald::shutdown::signal())

@@ -1,56 +1,82 @@
-//! `herald run`: everything in one process — the worker and its scheduler,
-//! the WebSocket sidecar and the job API, and the Celery ingress when a
-//! broker is configured — on the configured layer (the
-//! in-memory one by default) and the embedded SQLite store, migrated at
-//! start. `main` only calls [`run`].
+//! Building and running each long-lived command: the settings as loaded and
+//! checked by every role ([`load_settings`]), then `herald run` ([`run`]:
+//! the worker, the Celery ingress and the whole HTTP surface in one
+//! process), `herald sidecar` ([`sidecar`]) and `herald worker`
+//! ([`worker`]). `main` only parses arguments and calls these.
+
+use std::future::Future;
+use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::dashboard::DashboardState;
 use crate::fleet::{Heartbeat, Role};
+use crate::http::{Surface, demo};
 use crate::ingress::Ingress;
-use crate::queue::JobQueue;
-use crate::sidecar::{self, SidecarState};
+use crate::sidecar::SidecarState;
 use crate::worker::Worker;
 
-/// Runs every role until `shutdown`, then stops them in order: the server
-/// (clients get 1001), then the worker (running jobs finish).
+/// Loads the configuration ([`Settings::load`]) and runs every role's own
+/// checks on it ([`check_settings`]).
+pub fn load_settings(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let settings = Settings::load(file)?;
+    check_settings(&settings)?;
+    Ok(settings)
+}
+
+/// The checks that need a role's knowledge: job kinds (the catalog), cron
+/// expressions (the schedules), the resume page (the sidecar), Celery's
+/// routes (the ingress).
+pub fn check_settings(settings: &Settings) -> Result<(), ConfigError> {
+    crate::sidecar::check_settings(&settings.sidecar)?;
+    crate::jobs::schedule::check_settings(&settings.worker)?;
+    crate::jobs::catalog::check_queue_settings(&settings.queue)?;
+    crate::ingress::check_settings(&settings.celery)
+}
+
+/// `herald run`: every role until `shutdown`, on the configured layer (the
+/// in-memory one by default) and store, migrated at start. Stops them in
+/// order: the server (clients get 1001), the ingress, then the worker
+/// (running jobs finish).
 pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     crate::telemetry::metrics::prometheus();
-    let secret = settings.secret()?;
-    let store = crate::commands::connect_store(settings).await?;
+    let store = crate::connect::store(settings).await?;
     store.migrate().await.context("migration failed")?;
-    let layer =
-        crate::layer::build(&settings.layer).context("could not build the channel layer")?;
-    let queue = JobQueue::connect(settings)
-        .await
-        .context("could not open the job queue")?;
-    let (listener, api) =
-        sidecar::bind_with_api(settings, &store, &queue, sidecar::demo::Mode::AllInOne).await?;
-    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
-    let api = api.merge(crate::dashboard::router(
-        dashboard.clone(),
-        settings.dashboard.enabled,
-    ));
+    let layer = crate::connect::layer(settings)?;
+    let queue = crate::connect::queue(settings).await?;
+    let listener = crate::http::bind(&settings.sidecar.listen, "sidecar.listen").await?;
+    let address = listener.local_addr()?;
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
     let ingress = Ingress::start(settings, store.clone(), queue.clone()).await?;
-    tracing::info!(address = %listener.local_addr()?, queue = queue.name(), "herald running");
-    let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let secret = settings.secret()?;
+    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
+    let sockets = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let app = Surface {
+        settings,
+        store: &store,
+        queue: &queue,
+        sockets: &sockets,
+        dashboard: &dashboard,
+        demo: demo::Mode::AllInOne,
+        address,
+    }
+    .router()?;
+    tracing::info!(%address, queue = queue.name(), "herald running");
     let heartbeat = Heartbeat::start(
         store.clone(),
         Role::Run,
         &settings.dashboard,
-        Some(state.clone()),
+        Some(sockets.clone()),
     );
     let shutdown = async move {
         shutdown.await;
         dashboard.stop_streams();
     };
-    let served = sidecar::serve_with(listener, state, api, shutdown).await;
+    let served = crate::http::serve_with_sockets(listener, sockets, app, shutdown).await;
     if let Some(ingress) = ingress {
         ingress.shutdown(settings.queue.shutdown_timeout).await;
     }
@@ -60,4 +86,126 @@ where
     store.close().await;
     served?;
     Ok(())
+}
+
+/// `herald sidecar`: the WebSocket, the job API, the demo page (when asked
+/// for) and the dashboard on `sidecar.listen`, until `shutdown`.
+pub async fn sidecar<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    // Install the metrics recorder before anything records.
+    crate::telemetry::metrics::prometheus();
+    let layer = crate::connect::shared_layer(settings, "sidecar", "worker")?;
+    let secret = settings.secret()?;
+    let store = crate::connect::store(settings).await?;
+    let queue = crate::connect::queue(settings).await?;
+    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
+    let sockets = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+    let listener = crate::http::bind(&settings.sidecar.listen, "sidecar.listen").await?;
+    let address = listener.local_addr()?;
+    let app = Surface {
+        settings,
+        store: &store,
+        queue: &queue,
+        sockets: &sockets,
+        dashboard: &dashboard,
+        demo: demo::Mode::SidecarOnly,
+        address,
+    }
+    .router()?;
+    tracing::info!(%address, "sidecar listening");
+    let heartbeat = Heartbeat::start(
+        store.clone(),
+        Role::Sidecar,
+        &settings.dashboard,
+        Some(sockets.clone()),
+    );
+    let shutdown = async move {
+        shutdown.await;
+        dashboard.stop_streams();
+    };
+    crate::http::serve_with_sockets(listener, sockets, app, shutdown).await?;
+    heartbeat.stop().await;
+    queue.close().await;
+    store.close().await;
+    tracing::info!("sidecar stopped");
+    Ok(())
+}
+
+/// `herald worker`: the worker and the Celery ingress, with metrics and the
+/// dashboard on `worker.listen` when set, until `shutdown`.
+pub async fn worker<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    crate::telemetry::metrics::prometheus();
+    let layer = crate::connect::shared_layer(settings, "worker", "sidecar")?;
+    let store = crate::connect::store(settings).await?;
+    store.migrate().await?;
+    let queue = crate::connect::queue(settings).await?;
+    let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
+    let heartbeat = Heartbeat::start(store.clone(), Role::Worker, &settings.dashboard, None);
+    let ingress = Ingress::start(settings, store.clone(), queue.clone()).await?;
+    let listen = &settings.worker.listen;
+    if !listen.is_empty() {
+        let listener = crate::http::bind(listen, "worker.listen").await?;
+        tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
+        let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), None);
+        let app = crate::http::worker_router(settings, dashboard);
+        let limits = crate::http::limits(&settings.sidecar);
+        tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
+    }
+    shutdown.await;
+    // The ingress feeds the queue: it stops first.
+    if let Some(ingress) = ingress {
+        ingress.shutdown(settings.queue.shutdown_timeout).await;
+    }
+    worker.shutdown(settings.queue.shutdown_timeout).await;
+    heartbeat.stop().await;
+    queue.close().await;
+    store.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_defaults_pass_every_role() {
+        check_settings(&Settings::defaults()).unwrap();
+    }
+
+    #[test]
+    fn each_role_names_the_key_it_refuses() {
+        let mut settings = Settings::defaults();
+        settings.sidecar.replay_limit = 501;
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "sidecar.replay_limit"
+        );
+        let mut settings = Settings::defaults();
+        settings.queue.concurrency.insert("mail".into(), 3);
+        let error = check_settings(&settings).unwrap_err();
+        assert_eq!(error.key, "queue.concurrency.mail");
+        assert!(error.reason.contains("known kinds"), "{error}");
+        let mut settings = Settings::defaults();
+        settings.queue.attempts.insert("mail".into(), 3);
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "queue.attempts.mail"
+        );
+        let mut settings = Settings::defaults();
+        settings.worker.overdue_schedule = "hourly".into();
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "worker.overdue_schedule"
+        );
+    }
 }

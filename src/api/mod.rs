@@ -11,15 +11,14 @@
 //!   job, `jobs[i]`), answered in order;
 //! - `GET /api/jobs/{id}`: state, attempts, last error;
 //! - `GET /api/jobs?state=dead`: jobs in a state (newest first, at most 100);
-//! - `POST /api/jobs/{id}/retry`: queues a dead job again;
-//! - `GET /api/openapi.json`: the OpenAPI document of these routes
-//!   ([`openapi`]), served without the key.
+//! - `POST /api/jobs/{id}/retry`: queues a dead job again.
+//!
+//! Their OpenAPI document is `crate::http::openapi`'s.
 //!
 //! Every error is `{"error": "..."}` with the reason.
 
 mod auth;
 mod body;
-pub mod openapi;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -36,6 +35,7 @@ pub use auth::ApiAuth;
 pub(crate) use auth::{local_peer, local_request};
 pub(crate) use body::error;
 
+pub(crate) use auth::Refused;
 pub(crate) use body::ErrorBody;
 use body::{BatchAnswer, BatchBody, JobList, RetryAnswer, SubmitAnswer, SubmitBody};
 
@@ -71,8 +71,7 @@ impl ApiState {
     }
 }
 
-/// The `/api/jobs` routes, with the body size limit applied, and the
-/// unauthenticated `/api/openapi.json`.
+/// The `/api/jobs` routes, with the body size limits applied.
 pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
     let batch = post(create_batch).layer(DefaultBodyLimit::max(limits.max_batch_body_size));
     Router::new()
@@ -82,8 +81,6 @@ pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_size))
         .route("/api/jobs/batch", batch)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        // After the auth layer: the description of the API is public.
-        .route("/api/openapi.json", get(openapi::serve))
         .with_state(state)
 }
 
@@ -129,7 +126,7 @@ async fn authorize(State(state): State<ApiState>, request: Request, next: Next) 
     ),
     security(("api_key" = [])),
 )]
-async fn create(
+pub(crate) async fn create(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -181,7 +178,7 @@ async fn create(
     ),
     security(("api_key" = [])),
 )]
-async fn create_batch(
+pub(crate) async fn create_batch(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -316,7 +313,7 @@ fn submit_error(e: SubmitError, at: Option<usize>) -> Response {
     ),
     security(("api_key" = [])),
 )]
-async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     let found = match state.store.get_job(&id).await {
         // A Celery task id: the ingress recorded its job under that key.
         Ok(None) => {
@@ -333,7 +330,7 @@ async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Response
 }
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     state: String,
 }
 
@@ -352,7 +349,7 @@ struct ListQuery {
     ),
     security(("api_key" = [])),
 )]
-async fn list(
+pub(crate) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -400,7 +397,7 @@ async fn list(
     ),
     security(("api_key" = [])),
 )]
-async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn retry(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     match retry_dead(&state.store, &state.queue, &id).await {
         Ok(()) => {
             let body = RetryAnswer {

@@ -20,8 +20,8 @@ use utoipa::ToSchema;
 use crate::config::{LayerBackend, Settings};
 use crate::fleet::figures::{self, ProcessFigures, WINDOW_SECONDS, WindowFigures, quantile};
 use crate::jobs::KINDS;
-use crate::store::{JobRecord, JobState, OpenCount, Store};
-use crate::worker::scheduler::{Schedule, schedules};
+use crate::jobs::schedule::{Schedule, schedules};
+use crate::store::{JobRecord, JobState, OpenCount, OutboxBacklog, Store, StoreError};
 
 /// How far back the charts go.
 pub const SERIES_SPAN: TimeDelta = TimeDelta::minutes(15);
@@ -322,7 +322,7 @@ impl Collector {
 
     async fn read(&self, cached: &mut Cached) -> Stats {
         let now = crate::store::now();
-        let mut problems = BTreeSet::new();
+        let mut problems = Problems::default();
         let timeout = TimeDelta::from_std(self.settings.dashboard.process_timeout)
             .unwrap_or(TimeDelta::seconds(10));
         let store = &self.store;
@@ -333,21 +333,9 @@ impl Collector {
             }
             runs
         };
-        let refresh = self.settings.dashboard.refresh_interval.mul_f64(0.9);
-        let count_now = cached
-            .counts
-            .as_ref()
-            .is_none_or(|(at, _, took, _)| at.elapsed() >= refresh.max(took.div_f64(COUNT_SHARE)));
-        let counting = async {
-            if !count_now {
-                return None;
-            }
-            let started = Instant::now();
-            let counts = store.open_job_counts(now).await;
-            Some((counts, started.elapsed()))
-        };
+        let due = self.count_due(cached);
         let (counts, paused, processes, dead, backlog, shards, windows, scan_runs) = tokio::join!(
-            counting,
+            self.count_if(due, now),
             store.paused_kinds(),
             store.live_processes(now - timeout),
             store.jobs_in_state(JobState::Dead, DEAD_LIMIT),
@@ -356,11 +344,73 @@ impl Collector {
             self.windows(cached, now),
             scan_runs,
         );
-        let mut note = |what: &str, error: crate::store::StoreError| {
-            tracing::debug!(%error, what, "dashboard: could not read");
-            problems.insert(format!("{what}: unavailable"));
-        };
-        let (counted_at, counts) = match counts {
+        let (counted_at, counts) = self.counts(cached, counts, now, &mut problems);
+        let paused: BTreeSet<String> = problems
+            .or_default("paused kinds", paused)
+            .into_iter()
+            .collect();
+        let processes = problems.or_default("processes", processes);
+        let dead = problems.or_default("dead jobs", dead);
+        let backlog = problems.or_default("outbox", backlog);
+        let windows = problems.or_default("samples", windows);
+        let scans = self.scan_stats(scan_runs, &paused, now, &mut problems);
+        let figures: Vec<(&crate::store::ProcessRow, ProcessFigures)> = processes
+            .iter()
+            .map(|row| (row, serde_json::from_str(&row.figures).unwrap_or_default()))
+            .collect();
+        let (minute, by_window) = last_minute(&windows, now);
+        let (kinds, totals) = kind_stats(&counts, &running_by_kind(&figures), &paused, &minute);
+        let (delivery, processes) = delivery_and_processes(&figures);
+        Stats {
+            at: now,
+            counted_at,
+            kinds,
+            totals,
+            series: series(&by_window, now),
+            dead: dead.into_iter().map(DeadJob::from).collect(),
+            scans,
+            delivery,
+            layer: self.layer(shards, &backlog, now),
+            processes,
+            problems: problems.0.into_iter().collect(),
+        }
+    }
+
+    /// Whether the open jobs are counted afresh: the last count is older
+    /// than the refresh interval (or than its own cost allows).
+    fn count_due(&self, cached: &Cached) -> bool {
+        let refresh = self.settings.dashboard.refresh_interval.mul_f64(0.9);
+        cached
+            .counts
+            .as_ref()
+            .is_none_or(|(at, _, took, _)| at.elapsed() >= refresh.max(took.div_f64(COUNT_SHARE)))
+    }
+
+    /// Counts the open jobs when `due`, and how long it took; `None` keeps
+    /// the cached count.
+    async fn count_if(
+        &self,
+        due: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(Result<Vec<OpenCount>, StoreError>, Duration)> {
+        if !due {
+            return None;
+        }
+        let started = Instant::now();
+        let counts = self.store.open_job_counts(now).await;
+        Some((counts, started.elapsed()))
+    }
+
+    /// The counts to show and when they were read: fresh ones are cached
+    /// (and their cost noted), else the cached ones.
+    fn counts(
+        &self,
+        cached: &mut Cached,
+        counted: Option<(Result<Vec<OpenCount>, StoreError>, Duration)>,
+        now: DateTime<Utc>,
+        problems: &mut Problems,
+    ) -> (DateTime<Utc>, Vec<OpenCount>) {
+        match counted {
             Some((Ok(counts), took)) => {
                 if let Ok(mut cost) = self.cost.lock() {
                     cost.counts += 1;
@@ -370,7 +420,7 @@ impl Collector {
                 (now, counts)
             }
             Some((Err(e), _)) => {
-                note("job counts", e);
+                problems.note("job counts", e);
                 cached.counts = None;
                 (now, Vec::new())
             }
@@ -378,21 +428,20 @@ impl Collector {
                 Some((_, at, _, counts)) => (*at, counts.clone()),
                 None => (now, Vec::new()),
             },
-        };
-        let paused: BTreeSet<String> = paused
-            .map_err(|e| note("paused kinds", e))
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let processes = processes
-            .map_err(|e| note("processes", e))
-            .unwrap_or_default();
-        let dead = dead.map_err(|e| note("dead jobs", e)).unwrap_or_default();
-        let backlog = backlog.map_err(|e| note("outbox", e)).unwrap_or_default();
-        let windows = windows.map_err(|e| note("samples", e)).unwrap_or_default();
+        }
+    }
+
+    /// Each scheduled scan: its cron, last run and next run.
+    fn scan_stats(
+        &self,
+        runs: Vec<Result<Option<crate::store::ScanRun>, StoreError>>,
+        paused: &BTreeSet<String>,
+        now: DateTime<Utc>,
+        problems: &mut Problems,
+    ) -> Vec<ScanStats> {
         let mut scans = Vec::new();
-        for (schedule, last) in self.schedules.iter().zip(scan_runs) {
-            let last = last.map_err(|e| note("scans", e)).ok().flatten();
+        for (schedule, last) in self.schedules.iter().zip(runs) {
+            let last = problems.or_default("scans", last);
             scans.push(ScanStats {
                 name: schedule.name.to_string(),
                 schedule: schedule.expression.clone(),
@@ -404,98 +453,11 @@ impl Collector {
                 next_run: schedule.cron.find_next_occurrence(&now, false).ok(),
             });
         }
+        scans
+    }
 
-        let figures: Vec<(&crate::store::ProcessRow, ProcessFigures)> = processes
-            .iter()
-            .map(|row| (row, serde_json::from_str(&row.figures).unwrap_or_default()))
-            .collect();
-        let mut running: BTreeMap<&str, i64> = BTreeMap::new();
-        for (_, process) in &figures {
-            for (kind, count) in &process.running {
-                if let Some(kind) = KINDS.iter().find(|k| *k == kind) {
-                    *running.entry(kind).or_default() += *count as i64;
-                }
-            }
-        }
-        // The last minute: the six newest windows, the current one partly.
-        let minute_from = figures::window_of(now) - TimeDelta::seconds(5 * WINDOW_SECONDS);
-        let mut minute = WindowFigures::default();
-        let mut by_window: BTreeMap<DateTime<Utc>, WindowFigures> = BTreeMap::new();
-        for ((at, _), window) in &windows {
-            if *at >= minute_from {
-                minute.add(window);
-            }
-            by_window.entry(*at).or_default().add(window);
-        }
-        let mut kinds = Vec::new();
-        let mut totals = Totals::default();
-        for kind in KINDS {
-            let count = |state: JobState, later: Option<bool>| -> i64 {
-                counts
-                    .iter()
-                    .filter(|c| c.kind == kind && c.state == state)
-                    .filter(|c| later.is_none_or(|l| c.later == l))
-                    .map(|c| c.count)
-                    .sum()
-            };
-            let held = running.get(kind).copied().unwrap_or(0);
-            let in_window = minute.jobs.get(kind).cloned().unwrap_or_default();
-            let stats = KindStats {
-                kind: kind.to_string(),
-                paused: paused.contains(kind),
-                waiting: (count(JobState::Queued, Some(false)) - held).max(0),
-                scheduled: count(JobState::Queued, Some(true)),
-                running: held,
-                retrying: count(JobState::Retrying, None),
-                dead: count(JobState::Dead, None),
-                done_last_minute: in_window.done as i64,
-                failed_last_minute: in_window.failed as i64,
-            };
-            totals.waiting += stats.waiting;
-            totals.scheduled += stats.scheduled;
-            totals.running += stats.running;
-            totals.retrying += stats.retrying;
-            totals.dead += stats.dead;
-            totals.done_last_minute += stats.done_last_minute;
-            totals.failed_last_minute += stats.failed_last_minute;
-            kinds.push(stats);
-        }
-        let series = series(&by_window, now);
-
-        let mut delivery = Delivery::default();
-        let mut process_list = Vec::new();
-        for (row, process) in &figures {
-            delivery.copies_dropped += process.dropped;
-            if let Some(sidecar) = &process.delivery {
-                delivery.connections += sidecar.connections;
-                delivery.users_online += sidecar.users_online;
-                delivery.deliveries_per_second += sidecar.deliveries_per_second;
-                for (code, count) in &sidecar.closes {
-                    *delivery.closes.entry(code.clone()).or_default() += count;
-                }
-                delivery.processes.push(DeliveryProcess {
-                    id: row.id.clone(),
-                    connections: sidecar.connections,
-                    users_online: sidecar.users_online,
-                    deliveries_per_second: sidecar.deliveries_per_second,
-                    delivered: sidecar.delivered,
-                    copies_dropped: process.dropped,
-                    closes: sidecar.closes.clone(),
-                });
-            }
-            process_list.push(Process {
-                id: row.id.clone(),
-                role: row.role.clone(),
-                host: row.host.clone(),
-                pid: row.pid,
-                version: row.version.clone(),
-                started_at: row.started_at,
-                seen_at: row.seen_at,
-                running: process.running.values().sum(),
-                jobs_per_second: process.jobs_per_second,
-                connections: process.delivery.as_ref().map(|d| d.connections),
-            });
-        }
+    /// The channel layer's shards and the outbox's backlog.
+    fn layer(&self, shards: Vec<Shard>, backlog: &OutboxBacklog, now: DateTime<Utc>) -> Layer {
         let oldest_overdue_seconds = backlog
             .oldest
             .map(|at| ((now - at).num_milliseconds() as f64 / 1000.0).max(0.0))
@@ -505,26 +467,14 @@ impl Collector {
             LayerBackend::Redis => "redis",
             LayerBackend::RedisPubsub => "redis_pubsub",
         };
-        Stats {
-            at: now,
-            counted_at,
-            kinds,
-            totals,
-            series,
-            dead: dead.into_iter().map(DeadJob::from).collect(),
-            scans,
-            delivery,
-            layer: Layer {
-                backend: backend.into(),
-                shards,
-                outbox: Outbox {
-                    entries: backlog.entries,
-                    notifications: backlog.notifications,
-                    oldest_overdue_seconds,
-                },
+        Layer {
+            backend: backend.into(),
+            shards,
+            outbox: Outbox {
+                entries: backlog.entries,
+                notifications: backlog.notifications,
+                oldest_overdue_seconds,
             },
-            processes: process_list,
-            problems: problems.into_iter().collect(),
         }
     }
 
@@ -605,6 +555,140 @@ impl ShardProbe {
             .await
             .map(|_| ())
     }
+}
+
+/// What could not be read, one line each: the page shows them.
+#[derive(Default)]
+struct Problems(BTreeSet<String>);
+
+impl Problems {
+    fn note(&mut self, what: &str, error: StoreError) {
+        tracing::debug!(%error, what, "dashboard: could not read");
+        self.0.insert(format!("{what}: unavailable"));
+    }
+
+    /// The value read, or its default with the failure noted.
+    fn or_default<T: Default>(&mut self, what: &str, read: Result<T, StoreError>) -> T {
+        read.map_err(|e| self.note(what, e)).unwrap_or_default()
+    }
+}
+
+/// Jobs running now per kind, summed over the processes' figures.
+fn running_by_kind<'a>(
+    figures: &[(&crate::store::ProcessRow, ProcessFigures)],
+) -> BTreeMap<&'a str, i64> {
+    let mut running: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, process) in figures {
+        for (kind, count) in &process.running {
+            if let Some(kind) = KINDS.iter().find(|k| *k == kind) {
+                *running.entry(kind).or_default() += *count as i64;
+            }
+        }
+    }
+    running
+}
+
+/// The last minute (the six newest windows, the current one partly) and
+/// every window summed over processes.
+fn last_minute(
+    windows: &BTreeMap<(DateTime<Utc>, String), WindowFigures>,
+    now: DateTime<Utc>,
+) -> (WindowFigures, BTreeMap<DateTime<Utc>, WindowFigures>) {
+    let minute_from = figures::window_of(now) - TimeDelta::seconds(5 * WINDOW_SECONDS);
+    let mut minute = WindowFigures::default();
+    let mut by_window: BTreeMap<DateTime<Utc>, WindowFigures> = BTreeMap::new();
+    for ((at, _), window) in windows {
+        if *at >= minute_from {
+            minute.add(window);
+        }
+        by_window.entry(*at).or_default().add(window);
+    }
+    (minute, by_window)
+}
+
+/// Per kind: waiting, scheduled, running, retrying, dead, and the last
+/// minute's ends; and their totals.
+fn kind_stats(
+    counts: &[OpenCount],
+    running: &BTreeMap<&str, i64>,
+    paused: &BTreeSet<String>,
+    minute: &WindowFigures,
+) -> (Vec<KindStats>, Totals) {
+    let mut kinds = Vec::new();
+    let mut totals = Totals::default();
+    for kind in KINDS {
+        let count = |state: JobState, later: Option<bool>| -> i64 {
+            counts
+                .iter()
+                .filter(|c| c.kind == kind && c.state == state)
+                .filter(|c| later.is_none_or(|l| c.later == l))
+                .map(|c| c.count)
+                .sum()
+        };
+        let held = running.get(kind).copied().unwrap_or(0);
+        let in_window = minute.jobs.get(kind).cloned().unwrap_or_default();
+        let stats = KindStats {
+            kind: kind.to_string(),
+            paused: paused.contains(kind),
+            waiting: (count(JobState::Queued, Some(false)) - held).max(0),
+            scheduled: count(JobState::Queued, Some(true)),
+            running: held,
+            retrying: count(JobState::Retrying, None),
+            dead: count(JobState::Dead, None),
+            done_last_minute: in_window.done as i64,
+            failed_last_minute: in_window.failed as i64,
+        };
+        totals.waiting += stats.waiting;
+        totals.scheduled += stats.scheduled;
+        totals.running += stats.running;
+        totals.retrying += stats.retrying;
+        totals.dead += stats.dead;
+        totals.done_last_minute += stats.done_last_minute;
+        totals.failed_last_minute += stats.failed_last_minute;
+        kinds.push(stats);
+    }
+    (kinds, totals)
+}
+
+/// The delivery side summed over sidecars, and every live process.
+fn delivery_and_processes(
+    figures: &[(&crate::store::ProcessRow, ProcessFigures)],
+) -> (Delivery, Vec<Process>) {
+    let mut delivery = Delivery::default();
+    let mut processes = Vec::new();
+    for (row, process) in figures {
+        delivery.copies_dropped += process.dropped;
+        if let Some(sidecar) = &process.delivery {
+            delivery.connections += sidecar.connections;
+            delivery.users_online += sidecar.users_online;
+            delivery.deliveries_per_second += sidecar.deliveries_per_second;
+            for (code, count) in &sidecar.closes {
+                *delivery.closes.entry(code.clone()).or_default() += count;
+            }
+            delivery.processes.push(DeliveryProcess {
+                id: row.id.clone(),
+                connections: sidecar.connections,
+                users_online: sidecar.users_online,
+                deliveries_per_second: sidecar.deliveries_per_second,
+                delivered: sidecar.delivered,
+                copies_dropped: process.dropped,
+                closes: sidecar.closes.clone(),
+            });
+        }
+        processes.push(Process {
+            id: row.id.clone(),
+            role: row.role.clone(),
+            host: row.host.clone(),
+            pid: row.pid,
+            version: row.version.clone(),
+            started_at: row.started_at,
+            seen_at: row.seen_at,
+            running: process.running.values().sum(),
+            jobs_per_second: process.jobs_per_second,
+            connections: process.delivery.as_ref().map(|d| d.connections),
+        });
+    }
+    (delivery, processes)
 }
 
 /// One point per window from 15 minutes ago to now (empty windows count

@@ -238,16 +238,15 @@ fn text(value: &Option<Value>) -> Option<String> {
     }
 }
 
-/// Protocol 2: body `[args, kwargs, embed]`, the task in the headers.
-/// Protocol 1 (and Celery's hybrid): one body dict holding the task, with
-/// any message headers over it (as Celery's `hybrid_to_proto2`).
-fn task_message(body: Value, mut headers: Headers) -> Result<TaskMessage, Refused> {
-    let (args, kwargs, embed) = match body {
+/// The call's `(args, kwargs, embed)` from either protocol's body; a
+/// protocol 1 body fills in the headers the message itself left out.
+fn call_parts(body: Value, headers: &mut Headers) -> Result<(Value, Value, Value), Refused> {
+    match body {
         Value::Array(mut parts) if (2..=3).contains(&parts.len()) => {
             let embed = if parts.len() == 3 { parts.pop() } else { None };
             let kwargs = parts.pop().unwrap_or(Value::Null);
             let args = parts.pop().unwrap_or(Value::Null);
-            (args, kwargs, embed.unwrap_or(Value::Null))
+            Ok((args, kwargs, embed.unwrap_or(Value::Null)))
         }
         Value::Object(mut dict) if dict.contains_key("args") || dict.contains_key("task") => {
             // Message headers win over the body's (Celery's hybrid_to_proto2).
@@ -267,14 +266,19 @@ fn task_message(body: Value, mut headers: Headers) -> Result<TaskMessage, Refuse
                 .collect::<Map<_, _>>();
             let args = dict.remove("args").unwrap_or(Value::Array(vec![]));
             let kwargs = dict.remove("kwargs").unwrap_or(Value::Object(Map::new()));
-            (args, kwargs, Value::Object(embed))
+            Ok((args, kwargs, Value::Object(embed)))
         }
-        _ => {
-            return Err(Refused::unreadable(
-                "the body is neither [args, kwargs, embed] (protocol 2) nor a task dict (protocol 1)",
-            ));
-        }
-    };
+        _ => Err(Refused::unreadable(
+            "the body is neither [args, kwargs, embed] (protocol 2) nor a task dict (protocol 1)",
+        )),
+    }
+}
+
+/// Protocol 2: body `[args, kwargs, embed]`, the task in the headers.
+/// Protocol 1 (and Celery's hybrid): one body dict holding the task, with
+/// any message headers over it (as Celery's `hybrid_to_proto2`).
+fn task_message(body: Value, mut headers: Headers) -> Result<TaskMessage, Refused> {
+    let (args, kwargs, embed) = call_parts(body, &mut headers)?;
     let id = text(&headers.id).ok_or_else(|| Refused::unreadable("the message has no task id"))?;
     let task = text(&headers.task);
     let refuse = |exc_type: &'static str, reason: String| Refused {

@@ -30,25 +30,13 @@ pub use route::Routes;
 
 use crate::config::{CelerySettings, ConfigError, Settings};
 use crate::jobs::Job;
+use crate::jobs::schedule::{Schedule, period_of, schedules};
+pub use crate::queue::celery::{DEDUP_PREFIX, dedup_key, task_id_of};
 use crate::queue::submit::MAX_DEDUP_KEY;
 use crate::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
 use crate::store::Store;
-use crate::worker::scheduler::{Schedule, period_of, schedules};
 
-/// The dedup key prefix of the jobs the ingress records: `celery:<task id>`.
-pub const DEDUP_PREFIX: &str = "celery:";
-
-/// The dedup key of the job of Celery task `task_id`.
-pub fn dedup_key(task_id: &str) -> String {
-    format!("{DEDUP_PREFIX}{task_id}")
-}
-
-/// The Celery task id a dedup key names, if it is one the ingress made.
-pub fn task_id_of(dedup_key: &str) -> Option<&str> {
-    dedup_key.strip_prefix(DEDUP_PREFIX)
-}
-
-/// Checks `[celery]` (called while loading the configuration).
+/// Checks `[celery]`: the check `startup` runs at load.
 pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
     use secrecy::ExposeSecret;
     for (key, url, enabled) in [

@@ -8,7 +8,25 @@
 use schemars::schema_for;
 use serde_json::{Value, json};
 
-use super::{DeadlineReminder, FileAttached, Notify, OverdueCheck, StatusChanged};
+use super::{DeadlineReminder, FileAttached, KINDS, Notify, OverdueCheck, StatusChanged};
+use crate::config::{ConfigError, QueueSettings};
+
+/// Every kind `queue.concurrency` and `queue.attempts` name is a job kind:
+/// the check `startup` runs at load.
+pub fn check_queue_settings(queue: &QueueSettings) -> Result<(), ConfigError> {
+    let named = queue
+        .concurrency
+        .keys()
+        .map(|kind| ("queue.concurrency", kind));
+    let named = named.chain(queue.attempts.keys().map(|kind| ("queue.attempts", kind)));
+    for (section, kind) in named {
+        if !KINDS.contains(&kind.as_str()) {
+            let reason = format!("unknown job kind; known kinds: {}", KINDS.join(", "));
+            return Err(ConfigError::new(format!("{section}.{kind}"), reason));
+        }
+    }
+    Ok(())
+}
 
 /// One catalog entry.
 pub struct Entry {

@@ -10,6 +10,7 @@ mod deadline_reminder;
 mod file_attached;
 mod notify;
 mod overdue_check;
+pub mod schedule;
 mod status_changed;
 mod validate;
 

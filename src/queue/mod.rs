@@ -7,6 +7,7 @@
 //! every backend.
 
 pub(crate) mod backend;
+pub mod celery;
 pub mod submit;
 
 use serde::{Deserialize, Serialize};
@@ -35,9 +36,7 @@ pub struct Queued {
 impl Queued {
     /// The entry for ledger job `id`, Celery's when `dedup_key` says so.
     pub fn new(id: String, job: Job, dedup_key: Option<&str>) -> Queued {
-        let celery_id = dedup_key
-            .and_then(crate::ingress::task_id_of)
-            .map(str::to_string);
+        let celery_id = dedup_key.and_then(celery::task_id_of).map(str::to_string);
         Queued { id, job, celery_id }
     }
 }

@@ -83,10 +83,10 @@ pub fn access_cookie(headers: &HeaderMap) -> Option<String> {
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == "access")
-        .map(|(_, value)| value.trim().trim_matches('"').to_string())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == "access")
+        .map(|cookie| cookie.value_trimmed().to_string())
         .filter(|value| !value.is_empty())
 }
 

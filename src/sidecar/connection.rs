@@ -275,54 +275,24 @@ impl Connection {
         let shared = self.state.0.clone();
         let settings = &shared.settings;
         let group = notification_group(self.user_id);
-        // Join first, read the database second: nothing falls in between.
-        if let Err(error) = Box::pin(join(shared.layer.as_ref(), &group, channel)).await {
-            tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
-            return End::Close(close::INTERNAL_ERROR, "layer_unavailable");
-        }
-        if accepted.bad_last_id
-            && let Err(end) = self.queue(error_event("last_id must be an integer"))
-        {
-            return end;
-        }
-        if let Some(last_id) = accepted.last_id
-            && let Err(end) = Box::pin(self.replay(Position::After(last_id), false)).await
-        {
+        if let Err(end) = Box::pin(self.begin(&group, channel, accepted)).await {
             return end;
         }
         let expiry = sleep_until(deadline(self.exp));
         tokio::pin!(expiry);
-        let start = Instant::now() + settings.ping_interval;
-        let mut ping = tokio::time::interval_at(start, settings.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = every(settings.ping_interval);
         let mut last_heard = Instant::now();
-        let renew_every = settings.group_renew_interval;
-        let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = every(settings.group_renew_interval);
         loop {
             let step = tokio::select! {
                 biased;
                 () = shared.shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server_shutdown")),
-                ended = &mut *writer => {
-                    if matches!(ended, Ok(WriterEnd::Slow)) {
-                        self.slow = true;
-                        inc(&shared.metrics.slow_client_disconnects);
-                        tracing::info!(user_id = self.user_id, "slow client disconnected");
-                    }
-                    Err(End::WriterGone)
-                }
+                ended = &mut *writer => Err(self.writer_ended(ended)),
                 () = &mut expiry => {
                     inc(&shared.metrics.token_expiries);
                     Err(End::Close(close::TOKEN_EXPIRED, "token_expired"))
                 }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() >= settings.ping_interval + settings.ping_timeout {
-                        inc(&shared.metrics.ping_timeouts);
-                        Err(End::Close(close::PING_TIMEOUT, "ping_timeout"))
-                    } else {
-                        self.queue_frame(Message::Ping(Default::default()))
-                    }
-                }
+                _ = ping.tick() => self.ping(last_heard),
                 _ = renew.tick() => {
                     if let Err(error) = shared.layer.group_add(&group, channel).await {
                         tracing::warn!(user_id = self.user_id, %error, "sidecar: renewing the group membership failed");
@@ -331,14 +301,8 @@ impl Connection {
                 }
                 inbound = stream.next() => {
                     last_heard = Instant::now();
-                    match inbound {
-                        None => Err(End::PeerGone),
-                        Some(Err(error)) if is_capacity(&error) => {
-                            inc(&shared.metrics.oversized_messages);
-                            Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
-                        }
-                        Some(Err(_)) => Err(End::PeerGone),
-                        Some(Ok(message)) => {
+                    match self.inbound(inbound) {
+                        Ok(message) => {
                             let before = self.exp;
                             let step = Box::pin(self.on_client(message)).await;
                             if self.exp != before {
@@ -346,6 +310,7 @@ impl Connection {
                             }
                             step
                         }
+                        Err(end) => Err(end),
                     }
                 }
                 received = shared.layer.receive(channel) => match received {
@@ -359,6 +324,57 @@ impl Connection {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// Joins the user's group, then reads the database: nothing committed
+    /// in between is missed. Answers a bad `last_id` and replays from a
+    /// good one.
+    async fn begin(&mut self, group: &str, channel: &str, accepted: &Accepted) -> Result<(), End> {
+        let shared = self.state.0.clone();
+        if let Err(error) = Box::pin(join(shared.layer.as_ref(), group, channel)).await {
+            tracing::error!(user_id = self.user_id, %error, "sidecar: group_add failed");
+            return Err(End::Close(close::INTERNAL_ERROR, "layer_unavailable"));
+        }
+        if accepted.bad_last_id {
+            self.queue(error_event("last_id must be an integer"))?;
+        }
+        if let Some(last_id) = accepted.last_id {
+            Box::pin(self.replay(Position::After(last_id), false)).await?;
+        }
+        Ok(())
+    }
+
+    /// The writer task ended first: the client was slow, or its socket went.
+    fn writer_ended(&mut self, ended: Result<WriterEnd, tokio::task::JoinError>) -> End {
+        if matches!(ended, Ok(WriterEnd::Slow)) {
+            self.slow = true;
+            inc(&self.state.0.metrics.slow_client_disconnects);
+            tracing::info!(user_id = self.user_id, "slow client disconnected");
+        }
+        End::WriterGone
+    }
+
+    /// A ping is due: the client answered the last one in time, or is gone.
+    fn ping(&mut self, last_heard: Instant) -> Result<(), End> {
+        let settings = &self.state.0.settings;
+        if last_heard.elapsed() >= settings.ping_interval + settings.ping_timeout {
+            inc(&self.state.0.metrics.ping_timeouts);
+            return Err(End::Close(close::PING_TIMEOUT, "ping_timeout"));
+        }
+        self.queue_frame(Message::Ping(Default::default()))
+    }
+
+    /// What the client's side of the socket gave: a message, or the end.
+    fn inbound(&self, inbound: Option<Result<Message, axum::Error>>) -> Result<Message, End> {
+        match inbound {
+            None => Err(End::PeerGone),
+            Some(Err(error)) if is_capacity(&error) => {
+                inc(&self.state.0.metrics.oversized_messages);
+                Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
+            }
+            Some(Err(_)) => Err(End::PeerGone),
+            Some(Ok(message)) => Ok(message),
         }
     }
 
@@ -726,4 +742,12 @@ mod tests {
         assert!(!sent.contains(1));
         assert!(sent.contains(2) && sent.contains(3));
     }
+}
+
+/// An interval of `period` whose first tick is one period from now, and
+/// that never bursts to catch up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }

@@ -1,23 +1,20 @@
 //! The WebSocket sidecar: `GET /ws/notifications/` authenticates a browser
 //! ([`auth`]), joins its channel to `notifications_{user_id}` on the layer and
 //! forwards group events as the contract's JSON ([`protocol`]), one task per
-//! connection ([`connection`]). [`serve`] takes the listener and the shutdown
-//! future, so tests bind port 0 and stop it when they like.
+//! connection ([`connection`]). Sockets only: `crate::http` serves this
+//! route beside the rest, and `crate::startup` runs `herald sidecar`.
 
 pub mod auth;
 mod connection;
-pub mod demo;
 pub mod metrics;
 pub mod protocol;
 pub mod schema;
 mod users;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
@@ -26,15 +23,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use secrecy::SecretString;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, LayerBackend, Settings, SidecarSettings};
+use crate::config::{ConfigError, SidecarSettings};
 use crate::layer::ChannelLayer;
 use crate::store::Store;
 use metrics::{Metrics, Snapshot};
 use protocol::close;
+
+/// Limits the sidecar's own code sets: a resume sends at most one page of
+/// the store's. The check `startup` runs at load.
+pub fn check_settings(settings: &SidecarSettings) -> Result<(), ConfigError> {
+    if settings.replay_limit > crate::store::PAGE_LIMIT {
+        return Err(ConfigError::new(
+            "sidecar.replay_limit",
+            format!("must be at most {}", crate::store::PAGE_LIMIT),
+        ));
+    }
+    Ok(())
+}
 
 /// Everything a connection needs; cheap to clone.
 #[derive(Clone)]
@@ -179,8 +187,29 @@ impl SidecarState {
         })
     }
 
+    /// The sidecar's settings.
+    pub fn settings(&self) -> &SidecarSettings {
+        &self.0.settings
+    }
+
+    /// The store it resumes from (readiness checks it too).
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The channel layer its connections listen on.
+    pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
+        &self.0.layer
+    }
+
+    /// Cancelled when shutdown begins: the server stops accepting and every
+    /// connection closes with 1001.
+    pub fn stopping(&self) -> CancellationToken {
+        self.0.shutdown.clone()
+    }
+
     /// Waits until no connection is open, at most `limit`.
-    async fn wait_idle(&self, limit: Duration) {
+    pub async fn wait_idle(&self, limit: Duration) {
         let wait = async {
             loop {
                 let idle = self.0.idle.notified();
@@ -201,139 +230,19 @@ impl SidecarState {
     }
 }
 
-/// The sidecar's routes: `/ws/notifications/`, `/healthz` (the process
-/// answers), `/readyz` (database migrated and channel layer reachable),
-/// and `/metrics`. The demo page and the job API are added by
-/// [`bind_with_api`].
+/// The sidecar's one route, `/ws/notifications/`; `crate::http` composes
+/// it with health, metrics and the rest of the surface.
 pub fn router(state: SidecarState) -> Router {
     Router::new()
         .route("/ws/notifications/", get(notifications))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` completes, then
-/// closes every WebSocket with 1001 and waits for them (at most
-/// `sidecar.shutdown_timeout`).
-pub async fn serve<F>(
-    listener: TcpListener,
-    state: SidecarState,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    serve_with(listener, state, Router::new(), shutdown).await
-}
-
-/// [`serve`] with `extra` routes (the job API) beside the sidecar's.
-pub async fn serve_with<F>(
-    listener: TcpListener,
-    state: SidecarState,
-    extra: Router,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let token = state.0.shutdown.clone();
-    let stopped = token.clone();
-    let app = router(state.clone()).merge(extra);
-    let settings = &state.0.settings;
-    let limits = crate::http::ServeLimits {
-        header_timeout: settings.header_timeout,
-        max_pending: settings.max_pending_connections,
-        grace: settings.shutdown_timeout,
-    };
-    let shutdown = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = stopped.cancelled() => {}
-        }
-    };
-    crate::http::serve(listener, app, limits, shutdown).await?;
-    token.cancel();
-    state.wait_idle(state.0.settings.shutdown_timeout).await;
-    Ok(())
-}
-
-/// `herald sidecar`: opens the database, the layer and the queue, binds
-/// `sidecar.listen` and serves the WebSocket and the job API until
-/// `shutdown`.
-pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    // Install the metrics recorder before anything records.
-    crate::telemetry::metrics::prometheus();
-    if settings.layer.backend == LayerBackend::Memory {
-        return Err(ConfigError::new(
-            "layer.backend",
-            "`herald sidecar` runs apart from the worker, so it needs a shared layer: \
-             set \"redis\" or \"redis_pubsub\" (the memory layer only serves `herald run`)",
-        )
-        .into());
-    }
-    let secret = settings.secret()?;
-    let store = crate::commands::connect_store(settings).await?;
-    let layer =
-        crate::layer::build(&settings.layer).context("could not build the channel layer")?;
-    let queue = crate::queue::JobQueue::connect(settings)
-        .await
-        .context("could not open the job queue")?;
-    let (listener, api) = bind_with_api(settings, &store, &queue, demo::Mode::SidecarOnly).await?;
-    let dashboard = crate::dashboard::DashboardState::new(
-        settings,
-        store.clone(),
-        queue.clone(),
-        Some(&secret),
-    );
-    let api = api.merge(crate::dashboard::router(
-        dashboard.clone(),
-        settings.dashboard.enabled,
-    ));
-    tracing::info!(address = %listener.local_addr()?, "sidecar listening");
-    let state = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
-    let heartbeat = crate::fleet::Heartbeat::start(
-        store.clone(),
-        crate::fleet::Role::Sidecar,
-        &settings.dashboard,
-        Some(state.clone()),
-    );
-    let shutdown = async move {
-        shutdown.await;
-        dashboard.stop_streams();
-    };
-    serve_with(listener, state, api, shutdown).await?;
-    heartbeat.stop().await;
-    queue.close().await;
-    store.close().await;
-    tracing::info!("sidecar stopped");
-    Ok(())
-}
-
-/// Binds `sidecar.listen` and builds the job API and the demo routes for
-/// that address (whose being loopback or not decides the API's access rule
-/// and whether the demo mints tokens).
-pub async fn bind_with_api(
-    settings: &Settings,
-    store: &Store,
-    queue: &crate::queue::JobQueue,
-    mode: demo::Mode,
-) -> anyhow::Result<(TcpListener, Router)> {
-    let listen = &settings.sidecar.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("could not listen on {listen}"))?;
-    let address = listener.local_addr()?;
-    let api = crate::api::router(
-        crate::api::ApiState::new(settings, store.clone(), queue.clone()),
-        &settings.api,
-    );
-    let demo = demo::routes(settings, mode, address)?;
-    Ok((listener, api.merge(demo)))
+/// A plain HTTP refusal of a handshake, `{"error": reason}` like every
+/// other error answer of herald's.
+fn refuse_http(status: StatusCode, reason: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": reason.into() });
+    (status, axum::Json(body)).into_response()
 }
 
 /// Query parameters of the WebSocket handshake.
@@ -367,7 +276,7 @@ async fn notifications(
     {
         state.0.metrics.auth_failure("credential_too_long");
         let reason = format!("the token (subprotocol or ?token=) is over {MAX_CREDENTIAL} bytes");
-        return crate::api::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
+        return refuse_http(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
     }
     let credentials = auth::credentials(&headers, query.token.as_deref());
     let mut upgrade = upgrade
@@ -392,7 +301,7 @@ async fn notifications(
             Ok(permit) => Some(permit),
             Err(_) => {
                 let reason = "too many refused handshakes at once; try again later";
-                return crate::api::error(StatusCode::TOO_MANY_REQUESTS, reason);
+                return refuse_http(StatusCode::TOO_MANY_REQUESTS, reason);
             }
         },
     };
@@ -459,68 +368,4 @@ async fn admit(
         last_id,
         bad_last_id,
     })
-}
-
-/// How long a readiness check may take.
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// 200 when the database answers with migrations applied and the channel
-/// layer answers a group_send (to a group nobody joins); 503 naming what
-/// is not ready otherwise (the cause goes to the log, not the answer).
-async fn readyz(State(state): State<SidecarState>) -> Response {
-    let database = async {
-        match state.0.store.applied_migrations().await {
-            Ok(applied) if applied.is_empty() => Err("database: not migrated (run herald migrate)"),
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "readiness: the database does not answer");
-                Err("database: unavailable")
-            }
-        }
-    };
-    let layer = async {
-        let mut probe = crate::layer::Message::new();
-        probe.insert("type".into(), "herald.readyz".into());
-        state
-            .0
-            .layer
-            .group_send("herald_readyz", probe)
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                tracing::warn!(%error, "readiness: the channel layer does not answer");
-                "channel layer: unavailable"
-            })
-    };
-    let checks = async { tokio::join!(database, layer) };
-    let problems: Vec<&str> = match tokio::time::timeout(READY_TIMEOUT, checks).await {
-        Ok((database, layer)) => [database, layer]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect(),
-        Err(_) => vec!["readiness checks timed out"],
-    };
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", problems.join("\n")),
-        )
-            .into_response()
-    }
-}
-
-/// The sidecar's counters, then the process-wide ones (channel layer,
-/// publisher, jobs) from the global recorder.
-async fn prometheus(State(state): State<SidecarState>) -> impl IntoResponse {
-    let mut text = state.prometheus_text();
-    text.push_str(&crate::telemetry::metrics::prometheus().render());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
 }

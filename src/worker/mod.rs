@@ -18,7 +18,7 @@ use crate::queue::{JobQueue, QueueError, Queued, backoff};
 use crate::store::{JobState, Store, StoreError};
 use crate::telemetry::metrics as m;
 
-pub use supervise::{Stopped, Worker, run};
+pub use supervise::{Stopped, Worker};
 
 /// What every attempt needs; shared by the kind workers of one process.
 #[derive(Clone)]

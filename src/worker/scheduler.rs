@@ -4,69 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Seconds};
+use chrono::{DateTime, Utc};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler, JobSchedulerError};
 
-use crate::config::WorkerSettings;
-use crate::jobs::{DeadlineReminder, Job, JobContext, JobError, OverdueCheck};
-
-/// A tick that arrives this late still belongs to its period.
-const LATENESS: TimeDelta = TimeDelta::seconds(2);
-
-/// Parses a six-field cron expression as tokio-cron-scheduler does.
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-        .map_err(|e| format!("not a six-field cron expression ({e})"))
-}
-
-/// One scheduled scan.
-#[derive(Clone)]
-pub struct Schedule {
-    pub name: &'static str,
-    pub cron: Cron,
-    pub expression: String,
-    pub job: Job,
-}
-
-/// The scans the configuration asks for.
-pub fn schedules(settings: &WorkerSettings) -> Result<Vec<Schedule>, String> {
-    let entries = [
-        (
-            "overdue_check",
-            &settings.overdue_schedule,
-            Job::OverdueCheck(OverdueCheck {}),
-        ),
-        (
-            "deadline_reminder",
-            &settings.deadline_reminder_schedule,
-            Job::DeadlineReminder(DeadlineReminder { task_id: None }),
-        ),
-    ];
-    entries
-        .into_iter()
-        .map(|(name, expression, job)| {
-            Ok(Schedule {
-                name,
-                cron: parse_cron(expression)?,
-                expression: expression.clone(),
-                job,
-            })
-        })
-        .collect()
-}
-
-/// The period a tick at `now` belongs to: the latest cron time at or before
-/// `now + LATENESS`, truncated to the second.
-pub fn period_of(cron: &Cron, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let latest = (now + LATENESS).trunc_subsecs(0);
-    cron.find_previous_occurrence(&latest, true).ok()
-}
+pub use crate::jobs::schedule::{Schedule, parse_cron, period_of, schedules};
+use crate::jobs::{JobContext, JobError};
 
 /// Runs the period's scan if this process claims it. Returns whether it ran.
 pub async fn tick(

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_postgres::PostgresStorage;
 use apalis_redis::RedisStorage;
@@ -257,75 +256,6 @@ async fn stop_tasks(tasks: Vec<JoinHandle<()>>) {
     if ended.await.is_err() {
         tracing::warn!("a worker task did not stop within 1 s of being aborted");
     }
-}
-
-/// `herald worker`: the worker alone, until `shutdown`.
-pub async fn run<F>(settings: &Settings, shutdown: F) -> anyhow::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    crate::telemetry::metrics::prometheus();
-    if settings.layer.backend == crate::config::LayerBackend::Memory {
-        return Err(crate::config::ConfigError::new(
-            "layer.backend",
-            "`herald worker` runs apart from the sidecar, so it needs a shared layer: \
-             set \"redis\" or \"redis_pubsub\" (the memory layer only serves `herald run`)",
-        )
-        .into());
-    }
-    let store = crate::commands::connect_store(settings).await?;
-    store.migrate().await?;
-    let layer = crate::layer::build(&settings.layer)?;
-    let queue = JobQueue::connect(settings).await?;
-    let worker = Worker::start(settings, store.clone(), layer, queue.clone()).await?;
-    let heartbeat = crate::fleet::Heartbeat::start(
-        store.clone(),
-        crate::fleet::Role::Worker,
-        &settings.dashboard,
-        None,
-    );
-    let ingress = crate::ingress::Ingress::start(settings, store.clone(), queue.clone()).await?;
-    let listen = &settings.worker.listen;
-    if !listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("could not listen on {listen} (worker.listen)"))?;
-        tracing::info!(address = %listener.local_addr()?, "worker metrics listening");
-        let limits = crate::http::ServeLimits {
-            header_timeout: settings.sidecar.header_timeout,
-            max_pending: settings.sidecar.max_pending_connections,
-            grace: settings.sidecar.shutdown_timeout,
-        };
-        let dashboard =
-            crate::dashboard::DashboardState::new(settings, store.clone(), queue.clone(), None);
-        let routes = metrics_router().merge(crate::dashboard::router(
-            dashboard,
-            settings.dashboard.enabled,
-        ));
-        let serving = crate::http::serve(listener, routes, limits, std::future::pending());
-        tokio::spawn(serving);
-    }
-    shutdown.await;
-    // The ingress feeds the queue: it stops first.
-    if let Some(ingress) = ingress {
-        ingress.shutdown(settings.queue.shutdown_timeout).await;
-    }
-    worker.shutdown(settings.queue.shutdown_timeout).await;
-    heartbeat.stop().await;
-    queue.close().await;
-    store.close().await;
-    Ok(())
-}
-
-/// `/metrics` (Prometheus text) and `/healthz` for `herald worker` (the
-/// dashboard's routes are added beside them).
-fn metrics_router() -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(|| async { crate::telemetry::metrics::prometheus().render() }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
 }
 
 /// `herald-<host>-<pid>-<random>`: apalis needs a name no other live worker

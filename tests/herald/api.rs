@@ -39,7 +39,9 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
         state.queue.clone(),
         None,
     );
-    let app = router(state, &limits).merge(herald::dashboard::router(dashboard, true));
+    let app = router(state, &limits)
+        .merge(herald::http::openapi::router())
+        .merge(herald::dashboard::router(dashboard, true));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = herald::http::ServeLimits {

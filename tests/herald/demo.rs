@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use herald::config::Settings;
-use herald::sidecar::demo::{Mode, routes};
+use herald::http::demo::{Mode, routes};
 use secrecy::SecretString;
 
 use crate::helpers::http;

@@ -12,6 +12,7 @@ mod helpers;
 mod jobs;
 mod layer_memory;
 mod layer_redis;
+mod layout;
 mod openapi;
 mod payload;
 mod publish;

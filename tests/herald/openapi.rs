@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use herald::api::openapi;
+use herald::http::openapi;
 use serde_json::Value;
 
 pub(crate) fn checked_in_path() -> PathBuf {

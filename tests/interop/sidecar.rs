@@ -36,7 +36,7 @@ async fn python_group_send_reaches_herald_client(backend: LayerBackend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(herald::sidecar::serve(listener, state, async move {
+    let server = tokio::spawn(herald::http::serve_sockets(listener, state, async move {
         let _ = stopped.await;
     }));
     for (i, location) in [Location::Subprotocol, Location::Cookie, Location::Query]

@@ -122,7 +122,7 @@ pub(crate) async fn spawn_with(
 impl Sidecar {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(herald::sidecar::serve(
+        let task = tokio::spawn(herald::http::serve_sockets(
             listener,
             self.state.clone(),
             async move {

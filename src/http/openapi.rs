@@ -1,4 +1,5 @@
-//! The OpenAPI 3.1 document of the job API, served at `GET /api/openapi.json`
+//! The OpenAPI 3.1 document of herald's HTTP API (the job routes and the
+//! dashboard's figures), served at `GET /api/openapi.json`
 //! and checked in as `docs/openapi.json` (a test fails when that copy is
 //! stale; `HERALD_BLESS=1 cargo test --test herald openapi` rewrites it).
 //! utoipa derives the routes and bodies from the handlers and their types;
@@ -11,8 +12,7 @@ use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::auth::Refused;
-use super::body::ErrorBody;
+use crate::api::{ErrorBody, Refused};
 use crate::jobs::catalog;
 
 /// The name of the security scheme the job routes require.
@@ -26,11 +26,11 @@ const SCHEME: &str = "api_key";
             `{\"error\": \"...\"}` with the reason. See docs/jobs.md."
     ),
     paths(
-        super::create,
-        super::create_batch,
-        super::list,
-        super::show,
-        super::retry,
+        crate::api::create,
+        crate::api::create_batch,
+        crate::api::list,
+        crate::api::show,
+        crate::api::retry,
         crate::dashboard::api_stats,
         serve
     ),
@@ -150,4 +150,9 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
 )]
 pub(crate) async fn serve() -> Response {
     axum::Json(&*DOCUMENT).into_response()
+}
+
+/// `GET /api/openapi.json`: public, beside the keyed routes.
+pub fn router() -> axum::Router {
+    axum::Router::new().route("/api/openapi.json", axum::routing::get(serve))
 }
