@@ -391,7 +391,7 @@ async fn two_worker_processes_run_each_scan_period_once() {
     }
     let every_second = [
         ("HERALD_WORKER__OVERDUE_SCHEDULE", "* * * * * *"),
-        ("RUST_LOG", "herald::worker=info"),
+        ("RUST_LOG", "herald::worker=info,herald::startup=info"),
         ("HERALD_LOG_FORMAT", "json"),
     ];
     let mut with_metrics = every_second.to_vec();
