@@ -30,8 +30,8 @@ use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
-use crate::queue::backend::{Storage, promote_due, storage_config};
-use crate::queue::{JobQueue, QueueError, Queued};
+use crate::queue::redis::promote_due;
+use crate::queue::{JobQueue, QueueError, Queued, Storage, storage_config};
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
 
@@ -525,7 +525,7 @@ async fn promote_loop(
 /// effects of a job queued twice happen once).
 async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
     every(Duration::from_secs(60), stop, || async {
-        let before = crate::queue::backend::ended_before(keep);
+        let before = crate::queue::maintenance::ended_before(keep);
         match store.prune_done_jobs(before).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
