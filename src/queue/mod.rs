@@ -1,13 +1,7 @@
 //! The queues jobs wait in: apalis storages on SQLite, PostgreSQL or Redis,
 //! one queue per kind, named `<queue.prefix>.<kind>` (never after a Rust type).
-//!
-//! A queue entry ([`Queued`]) is the ledger id plus the job; state, attempts
-//! and errors live in the ledger (`herald_jobs`, see [`crate::store`]), so
-//! submission ([`submit`]), the retry policy and dead jobs behave alike on
-//! every backend. Here: the [`JobQueue`] handle and its errors; connecting
-//! is in `sqlite`, `postgres` and `redis`, writing in `push`, upkeep in
-//! `maintenance`, and what those read of apalis's own tables in
-//! [`apalis_layout`].
+//! Here the [`JobQueue`] handle; connecting in `sqlite`, `postgres`, `redis`,
+//! writing in `push`, upkeep in `maintenance`, apalis's tables in [`apalis_layout`].
 
 pub mod apalis_layout;
 pub(crate) mod maintenance;
@@ -30,7 +24,10 @@ pub use submit::{
 use crate::config::{QueueBackend, QueueSettings, Settings};
 use crate::jobs::Job;
 
-/// What a queue carries: which ledger row, and the job itself.
+/// What a queue carries: which ledger row, and the job itself. State,
+/// attempts and errors live in the ledger (`herald_jobs`, see
+/// [`crate::store`]), so submission ([`submit()`]), the retry policy and dead
+/// jobs behave alike on every backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Queued {
     pub id: String,

@@ -198,11 +198,11 @@ async fn apalis_postgres_jobs_table_is_what_the_sql_reads() {
     sql_layout_body(Case::Postgres).await
 }
 
-/// An entry pushed through apalis-redis: its id in the active list (one
-/// for later in the scheduled set, scored in Unix seconds), its JSON in the
-/// data hash, its status in `<meta>:<id>`; a worker's in-flight set is
-/// named as apalis names it; a finished entry is in the done set with
-/// status `Done` and `done_at` in Unix seconds, as the Lua expects.
+/// An entry pushed through apalis-redis: its id in the scheduled set
+/// scored by its run time in Unix seconds (due now or later alike), its
+/// JSON in the data hash, its status in `<meta>:<id>`; a worker's in-flight
+/// set is named as apalis names it; a finished entry is in the done set
+/// with status `Done` and `done_at` in Unix seconds, as the Lua expects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apalis_redis_keys_are_what_the_lua_reads() {
     let env = queue_env(Case::Redis).await;

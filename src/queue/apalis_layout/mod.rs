@@ -1,8 +1,7 @@
-//! What herald reads and writes inside apalis's own storage: the raw SQL
-//! into its `Jobs` tables ([`sql`]) and the Lua and key names of its Redis
-//! queues ([`redis`]). apalis does not publish this layout, so it holds for
-//! the versions in [`APALIS_VERSIONS`]; `tests/herald/apalis_layout.rs`
-//! fails when an upgrade changes it.
+//! What herald reads and writes inside apalis's own storage: raw SQL into
+//! its `Jobs` tables ([`sql`]), Lua and key names on its Redis queues
+//! ([`redis`]). That layout is apalis's private one, valid for [`APALIS_VERSIONS`];
+//! `tests/herald/apalis_layout.rs` fails when an upgrade changes it.
 
 pub mod redis;
 pub mod sql;

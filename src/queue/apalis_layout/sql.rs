@@ -1,11 +1,11 @@
-//! Raw SQL into apalis's `Jobs` table (apalis-sqlite's `Jobs`, apalis-
-//! postgres's `apalis.jobs`), for what apalis has no call for: pruning
-//! done entries, finding and reviving the entries it gave up on, and
-//! putting back what a stopping worker holds. Matches [`super::APALIS_VERSIONS`].
-//!
-//! `Jobs` names the table on both backends: SQLite ignores the case, and
-//! the PostgreSQL pool's search path is the `apalis` schema. A statement
-//! ending in `id`, `job_type` or `lock_by` gets its list test appended.
+//! Raw SQL into apalis's `Jobs` table (apalis-sqlite's `Jobs`,
+//! apalis-postgres's `apalis.jobs`) for what apalis has no call for: pruning
+//! done entries, reviving or forgetting the ones it gave up on, putting back
+//! what a stopping worker holds. Matches [`super::APALIS_VERSIONS`].
+
+// `Jobs` names the table on both backends: SQLite ignores the case, and the
+// PostgreSQL pool's search path is the `apalis` schema. A statement ending
+// in `id`, `job_type` or `lock_by` gets its list test appended.
 
 /// The columns of apalis's `Jobs` table that the statements here use, with
 /// their declared type on SQLite and PostgreSQL (`information_schema`'s
