@@ -32,6 +32,7 @@ use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
 use crate::queue::redis::promote_due;
 use crate::queue::{JobQueue, QueueError, Queued, Storage, storage_config};
+use crate::retry::Backoff;
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
 
@@ -341,8 +342,7 @@ fn unique_name() -> String {
 /// Runs the apalis worker of `kind` until `stop`, starting it again (with
 /// a new name) whenever its backend fails.
 async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: CancellationToken) {
-    const FIRST_DELAY: Duration = Duration::from_millis(200);
-    let mut delay = FIRST_DELAY;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     for generation in 0u64.. {
         if shared.paused.is_paused(kind) {
             tracing::info!(kind, "job kind paused: its worker waits for resume");
@@ -380,13 +380,14 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
                 Err(error) => tracing::warn!(kind, %error,
                     "job kind paused: what its worker held goes back when its heartbeat expires"),
             }
-            delay = FIRST_DELAY;
+            backoff.reset();
             continue;
         }
         // A worker that ran a while failed afresh: start the backoff over.
         if result.is_ok() || started.elapsed() > Duration::from_secs(30) {
-            delay = FIRST_DELAY;
+            backoff.reset();
         }
+        let delay = backoff.next_delay();
         if let Err(error) = result {
             tracing::warn!(worker = %name, %error, ?delay, "queue worker failed; restarting");
         }
@@ -394,7 +395,6 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
