@@ -28,6 +28,7 @@ mod mailbox;
 pub mod payload;
 pub mod publish;
 pub mod queue;
+pub mod retry;
 pub mod shutdown;
 pub mod sidecar;
 pub mod startup;

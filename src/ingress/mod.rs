@@ -34,6 +34,7 @@ use crate::jobs::schedule::{Schedule, period_of, schedules};
 pub use crate::queue::celery::{DEDUP_PREFIX, dedup_key, task_id_of};
 use crate::queue::submit::MAX_DEDUP_KEY;
 use crate::queue::{JobQueue, MAX_BATCH, Submission, submit_many};
+use crate::retry::Backoff;
 use crate::store::Store;
 
 /// Checks `[celery]`: the check `startup` runs at load.
@@ -203,25 +204,31 @@ async fn pause(period: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
+/// The wait after a failed take or record: 200 ms doubling up to 5 s,
+/// from the start again after a success.
+fn broker_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+}
+
 /// One take-record-acknowledge loop, starting its round robin at queue
 /// `first`; until `stop`.
 async fn consume(shared: Arc<Shared>, first: usize, stop: CancellationToken) {
     let settings = &shared.settings;
     let mut turn = first;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = broker_backoff();
     while !stop.is_cancelled() {
         let taken = match shared.broker.take(settings.batch_size, turn).await {
             Ok(taken) => taken,
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "could not take Celery messages; trying again");
-                if !pause(backoff, &stop).await {
+                let wait = backoff.next_delay();
+                tracing::warn!(%error, backoff = ?wait, "could not take Celery messages; trying again");
+                if !pause(wait, &stop).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         turn = turn.wrapping_add(1);
         if taken.is_empty() {
             if !pause(settings.poll_interval, &stop).await {
@@ -249,15 +256,16 @@ impl Shared {
                 "unreadable Celery messages set aside"
             );
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = broker_backoff();
         loop {
             match self.record(&taken).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, messages = tags.len(), "could not record Celery messages; holding them");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%error, backoff = ?wait, messages = tags.len(), "could not record Celery messages; holding them");
                     // Still ours: no restore sweep takes them meanwhile.
                     let _ = self.broker.touch(&tags).await;
-                    if !pause(backoff, stop).await {
+                    if !pause(wait, stop).await {
                         match self.broker.restore(&tags).await {
                             Ok(n) => tracing::info!(messages = n, "held Celery messages put back"),
                             Err(error) => {
@@ -266,7 +274,6 @@ impl Shared {
                         }
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::layer::ChannelLayer;
 use crate::payload::NotificationPayload;
 use crate::publish::send_notifications_ws;
+use crate::retry::Backoff;
 use crate::store::{Notification, Store, StoreError, Unpublished};
 use crate::telemetry::metrics as m;
 
@@ -132,17 +133,17 @@ impl Publisher {
     /// Retries due rows every `every` until `stop`; after a failed pass the
     /// next try waits longer (doubling up to a minute).
     pub async fn run(self, every: Duration, stop: CancellationToken) {
-        let mut retry_in = every;
+        let mut retry_in = Backoff::new(every, Duration::from_secs(60));
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = stop.cancelled() => return,
             }
-            match self.retry_due(retry_in).await {
+            match self.retry_due(retry_in.delay()).await {
                 Ok(outcome) if outcome.failed > 0 => {
-                    retry_in = (retry_in * 2).min(Duration::from_secs(60))
+                    retry_in.next_delay();
                 }
-                Ok(_) => retry_in = every,
+                Ok(_) => retry_in.reset(),
                 Err(error) => tracing::warn!(%error, "outbox retry pass failed"),
             }
         }

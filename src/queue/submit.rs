@@ -13,6 +13,7 @@ use super::{JobQueue, QueueError, Queued};
 use crate::batch::Batcher;
 use crate::config::QueueSettings;
 use crate::jobs::{self, JobInputError};
+use crate::retry::Backoff;
 use crate::store::{ColumnLimits, JobState, NewJob, Recorded, Store, StoreError, now};
 
 /// Longest dedup key accepted (the ledger column's width).
@@ -408,10 +409,7 @@ pub async fn retry_dead(store: &Store, queue: &JobQueue, id: &str) -> Result<(),
 /// exponential in the attempt, capped, with the upper half jittered.
 pub fn backoff(settings: &QueueSettings, attempt: u32) -> Duration {
     let exponent = attempt.saturating_sub(1).min(30);
-    let cap = settings
-        .retry_base
-        .saturating_mul(1u32 << exponent)
-        .min(settings.retry_max);
+    let cap = Backoff::new(settings.retry_base, settings.retry_max).nth_delay(exponent);
     let half = cap / 2;
     half + rand::rng().random_range(Duration::ZERO..=half)
 }

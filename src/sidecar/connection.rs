@@ -234,18 +234,13 @@ async fn join(
     group: &str,
     channel: &str,
 ) -> Result<(), crate::layer::LayerError> {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match layer.group_add(group, channel).await {
-            Ok(()) => return Ok(()),
-            Err(error) if wait > Duration::from_secs(2) => return Err(error),
-            Err(error) => {
-                tracing::warn!(%error, "sidecar: group_add failed; trying again");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-        }
-    }
+    use backon::Retryable;
+    // 100 ms doubling, five waits (3.1 s in all); the sixth failure stands.
+    let waits = crate::retry::Backoff::new(Duration::from_millis(100), Duration::MAX).take(5);
+    (|| layer.group_add(group, channel))
+        .retry(waits)
+        .notify(|error, _| tracing::warn!(%error, "sidecar: group_add failed; trying again"))
+        .await
 }
 
 /// Epoch seconds `exp` as an instant on tokio's clock.
@@ -728,6 +723,14 @@ async fn write_until_done(
     }
 }
 
+/// An interval of `period` whose first tick is one period from now, and
+/// that never bursts to catch up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,12 +745,4 @@ mod tests {
         assert!(!sent.contains(1));
         assert!(sent.contains(2) && sent.contains(3));
     }
-}
-
-/// An interval of `period` whose first tick is one period from now, and
-/// that never bursts to catch up.
-fn every(period: Duration) -> tokio::time::Interval {
-    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval
 }

@@ -29,8 +29,9 @@ use crate::config::Settings;
 use crate::jobs::{JobContext, KINDS};
 use crate::layer::ChannelLayer;
 use crate::publish::outbox::Publisher;
-use crate::queue::backend::{Storage, promote_due, storage_config};
-use crate::queue::{JobQueue, QueueError, Queued};
+use crate::queue::redis::promote_due;
+use crate::queue::{JobQueue, QueueError, Queued, Storage, storage_config};
+use crate::retry::Backoff;
 use crate::store::{JobState, Store};
 use crate::telemetry::metrics as m;
 
@@ -271,8 +272,7 @@ fn unique_name() -> String {
 /// Runs the apalis worker of `kind` until `stop`, starting it again (with
 /// a new name) whenever its backend fails.
 async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: CancellationToken) {
-    const FIRST_DELAY: Duration = Duration::from_millis(200);
-    let mut delay = FIRST_DELAY;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     for generation in 0u64.. {
         if shared.paused.is_paused(kind) {
             tracing::info!(kind, "job kind paused: its worker waits for resume");
@@ -310,13 +310,14 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
                 Err(error) => tracing::warn!(kind, %error,
                     "job kind paused: what its worker held goes back when its heartbeat expires"),
             }
-            delay = FIRST_DELAY;
+            backoff.reset();
             continue;
         }
         // A worker that ran a while failed afresh: start the backoff over.
         if result.is_ok() || started.elapsed() > Duration::from_secs(30) {
-            delay = FIRST_DELAY;
+            backoff.reset();
         }
+        let delay = backoff.next_delay();
         if let Err(error) = result {
             tracing::warn!(worker = %name, %error, ?delay, "queue worker failed; restarting");
         }
@@ -324,7 +325,6 @@ async fn supervise(shared: Arc<Shared>, kind: &'static str, base: String, stop: 
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -455,7 +455,7 @@ async fn promote_loop(
 /// effects of a job queued twice happen once).
 async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
     every(Duration::from_secs(60), stop, || async {
-        let before = crate::queue::backend::ended_before(keep);
+        let before = crate::queue::maintenance::ended_before(keep);
         match store.prune_done_jobs(before).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),

@@ -1,6 +1,7 @@
 //! Herald's integration tests: one binary, one harness (`helpers`). Store
 //! tests run the same body on SQLite and PostgreSQL, each on a fresh database.
 
+mod apalis_layout;
 mod api;
 mod browser;
 mod catalog;

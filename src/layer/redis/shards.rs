@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::OnceCell;
 
 use crate::layer::LayerError;
+use crate::retry::Backoff;
 
 /// Longest a command may take before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,9 +76,8 @@ pub(super) fn unavailable(error: RedisError) -> LayerError {
 
 /// Exponential backoff with full jitter: 100 ms doubling up to 5 s.
 pub(super) fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.min(6))
-        .min(Duration::from_secs(5));
+    let cap =
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).nth_delay(attempt.min(6));
     let millis = rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64);
     Duration::from_millis(millis)
 }
