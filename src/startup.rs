@@ -5,16 +5,23 @@
 //! ([`worker`]). `main` only parses arguments and calls these.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, Settings};
 use crate::dashboard::DashboardState;
 use crate::fleet::{Heartbeat, Role};
 use crate::http::{Surface, demo};
 use crate::ingress::Ingress;
+use crate::layer::ChannelLayer;
+use crate::queue::JobQueue;
 use crate::sidecar::SidecarState;
+use crate::store::Store;
 use crate::worker::Worker;
 
 /// Loads the configuration ([`Settings::load`]) and runs every role's own
@@ -49,34 +56,18 @@ where
     let layer = crate::connect::layer(settings)?;
     let queue = crate::connect::queue(settings).await?;
     let listener = crate::http::bind(&settings.sidecar.listen, "sidecar.listen").await?;
-    let address = listener.local_addr()?;
     let worker = Worker::start(settings, store.clone(), layer.clone(), queue.clone()).await?;
     let ingress = Ingress::start(settings, store.clone(), queue.clone()).await?;
-    let secret = settings.secret()?;
-    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
-    let sockets = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
-    let app = Surface {
+    let front = Front::new(
         settings,
-        store: &store,
-        queue: &queue,
-        sockets: &sockets,
-        dashboard: &dashboard,
-        demo: demo::Mode::AllInOne,
-        address,
-    }
-    .router()?;
-    tracing::info!(%address, queue = queue.name(), "herald running");
-    let heartbeat = Heartbeat::start(
-        store.clone(),
-        Role::Run,
-        &settings.dashboard,
-        Some(sockets.clone()),
-    );
-    let shutdown = async move {
-        shutdown.await;
-        dashboard.stop_streams();
-    };
-    let served = crate::http::serve_with_sockets(listener, sockets, app, shutdown).await;
+        &store,
+        &queue,
+        layer,
+        listener,
+        demo::Mode::AllInOne,
+    )?;
+    tracing::info!(address = %front.address, queue = queue.name(), "herald running");
+    let (served, heartbeat) = front.serve(settings, &store, Role::Run, shutdown).await;
     if let Some(ingress) = ingress {
         ingress.shutdown(settings.queue.shutdown_timeout).await;
     }
@@ -97,40 +88,94 @@ where
     // Install the metrics recorder before anything records.
     crate::telemetry::metrics::prometheus();
     let layer = crate::connect::shared_layer(settings, "sidecar", "worker")?;
-    let secret = settings.secret()?;
     let store = crate::connect::store(settings).await?;
     let queue = crate::connect::queue(settings).await?;
-    let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
-    let sockets = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
     let listener = crate::http::bind(&settings.sidecar.listen, "sidecar.listen").await?;
-    let address = listener.local_addr()?;
-    let app = Surface {
+    let front = Front::new(
         settings,
-        store: &store,
-        queue: &queue,
-        sockets: &sockets,
-        dashboard: &dashboard,
-        demo: demo::Mode::SidecarOnly,
-        address,
-    }
-    .router()?;
-    tracing::info!(%address, "sidecar listening");
-    let heartbeat = Heartbeat::start(
-        store.clone(),
-        Role::Sidecar,
-        &settings.dashboard,
-        Some(sockets.clone()),
-    );
-    let shutdown = async move {
-        shutdown.await;
-        dashboard.stop_streams();
-    };
-    crate::http::serve_with_sockets(listener, sockets, app, shutdown).await?;
+        &store,
+        &queue,
+        layer,
+        listener,
+        demo::Mode::SidecarOnly,
+    )?;
+    tracing::info!(address = %front.address, "sidecar listening");
+    let (served, heartbeat) = front.serve(settings, &store, Role::Sidecar, shutdown).await;
+    served?;
     heartbeat.stop().await;
     queue.close().await;
     store.close().await;
     tracing::info!("sidecar stopped");
     Ok(())
+}
+
+/// The front listener (`sidecar.listen`) of `run` and `sidecar`, with the
+/// sockets and the dashboard behind its routes.
+struct Front {
+    listener: TcpListener,
+    address: SocketAddr,
+    app: Router,
+    sockets: SidecarState,
+    dashboard: DashboardState,
+}
+
+impl Front {
+    fn new(
+        settings: &Settings,
+        store: &Store,
+        queue: &JobQueue,
+        layer: Arc<dyn ChannelLayer>,
+        listener: TcpListener,
+        demo: demo::Mode,
+    ) -> anyhow::Result<Front> {
+        let secret = settings.secret()?;
+        let dashboard = DashboardState::new(settings, store.clone(), queue.clone(), Some(&secret));
+        let sockets = SidecarState::new(layer, store.clone(), secret, settings.sidecar.clone());
+        let address = listener.local_addr()?;
+        let app = Surface {
+            settings,
+            store,
+            queue,
+            sockets: &sockets,
+            dashboard: &dashboard,
+            demo,
+            address,
+        }
+        .router()?;
+        Ok(Front {
+            listener,
+            address,
+            app,
+            sockets,
+            dashboard,
+        })
+    }
+
+    /// Serves until `shutdown` (the dashboard's live streams end with it),
+    /// this process's heartbeat beating meanwhile. Answers how serving
+    /// ended and the heartbeat, which the caller stops once its other roles
+    /// have.
+    async fn serve<F>(
+        self,
+        settings: &Settings,
+        store: &Store,
+        role: Role,
+        shutdown: F,
+    ) -> (std::io::Result<()>, Heartbeat)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let sockets = Some(self.sockets.clone());
+        let heartbeat = Heartbeat::start(store.clone(), role, &settings.dashboard, sockets);
+        let dashboard = self.dashboard;
+        let shutdown = async move {
+            shutdown.await;
+            dashboard.stop_streams();
+        };
+        let served =
+            crate::http::serve_with_sockets(self.listener, self.sockets, self.app, shutdown).await;
+        (served, heartbeat)
+    }
 }
 
 /// `herald worker`: the worker and the Celery ingress, with metrics and the
