@@ -130,3 +130,41 @@ async fn js_client_gets_what_it_missed_while_the_sidecar_was_down_exactly_once()
         .unwrap();
     assert!(status.success());
 }
+
+/// The close the sidecar sends when it cannot join the user's group (1011
+/// "layer_unavailable", after about three seconds of tries): the client
+/// reconnects with backoff and resumes from its last id, so a notification
+/// created while its socket was outside the group reaches it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_resumes_after_the_sidecar_could_not_join_its_group() {
+    let layer = crate::group_add::FlakyJoins::new(usize::MAX);
+    let sidecar = crate::group_add::sidecar_on(layer.clone()).await;
+    let user = 33;
+    let seen = sidecar.notification(user, "seen before").await;
+    let mut node = Node::start(sidecar.url(""), user, Some(seen.id));
+    node.until("the close", |v| {
+        v["status"] == "closed" && v["code"] == 1011 && v["reason"] == "layer_unavailable"
+    })
+    .await;
+    // Published while no socket of the user is in the group: heard by none.
+    let missed = sidecar.notification(user, "missed").await;
+    sidecar.publish(&missed).await;
+    layer.heal();
+    node.until("the missed one", |v| v["notification"]["id"] == missed.id)
+        .await;
+    node.until("the end of the replay", |v| v["event"] == "resumed")
+        .await;
+    // In its group now: live again.
+    let live = sidecar.notification(user, "live").await;
+    sidecar.publish(&live).await;
+    node.until("the live one", |v| v["notification"]["id"] == live.id)
+        .await;
+    assert_eq!(node.notifications, vec![missed.id, live.id]);
+    let mut stdin = node.child.stdin.take().unwrap();
+    stdin.write_all(b"stop\n").await.unwrap();
+    let status = tokio::time::timeout(WAIT, node.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
