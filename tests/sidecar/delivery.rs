@@ -181,6 +181,21 @@ async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, u
     (seen.len(), duplicates)
 }
 
+/// A sidecar on the shared Redis and a fresh PostgreSQL database for the
+/// bursts below, and its layer settings (for the worker's publisher). The
+/// write timeout is short enough to close a client that never reads soon,
+/// long enough for a reader on a loaded machine to make room now and then.
+async fn burst_sidecar() -> (Sidecar, herald::config::LayerSettings) {
+    let settings = redis_settings(LayerBackend::Redis);
+    let layer = herald::layer::build(&settings).unwrap();
+    let db = fresh_store(Backend::Postgres).await;
+    let sidecar = spawn_with(layer, db, |s| {
+        s.write_timeout = Duration::from_secs(4);
+    })
+    .await;
+    (sidecar, settings)
+}
+
 /// A burst of 4 KB notifications past every buffer on the way (the process
 /// queue's capacity at the sender, herald's channel buffers, the socket's):
 /// a client that reads gets every one exactly once; a client that never
@@ -188,15 +203,7 @@ async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, u
 /// reconnecting, resumes all of them from the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() {
-    let settings = redis_settings(LayerBackend::Redis);
-    let layer = herald::layer::build(&settings).unwrap();
-    let db = fresh_store(Backend::Postgres).await;
-    // Short enough to close the client that never reads soon, long enough
-    // for a reader on a loaded machine to make room now and then.
-    let sidecar = spawn_with(layer, db, |s| {
-        s.write_timeout = Duration::from_secs(4);
-    })
-    .await;
+    let (sidecar, settings) = burst_sidecar().await;
     const BURST: usize = 2000;
     let (reader_id, sleeper_id) = (201, 202);
     let mut reader = sidecar.client(reader_id).await;
@@ -205,17 +212,7 @@ async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() 
     rows.extend(many_rows(&sidecar, sleeper_id, BURST).await);
     // The worker's publisher: another layer instance on the same Redis.
     let sender = herald::layer::build(&settings).unwrap();
-    let sends: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            let payload = herald::payload::NotificationPayload::from(row);
-            let message = json!({"type": "send_notification", "data": payload.to_value()});
-            (
-                herald::publish::notification_group(row.user_id),
-                message.as_object().unwrap().clone(),
-            )
-        })
-        .collect();
+    let sends: Vec<_> = rows.iter().map(send_of).collect();
     for chunk in sends.chunks(500) {
         sender.group_send_many(chunk.to_vec()).await;
     }
@@ -310,13 +307,7 @@ async fn read_or_closed(client: &mut crate::harness::Client, want: usize, resync
 /// client reading meanwhile gets each of its own 1,000 once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn small_notifications_to_a_client_that_never_reads_are_delivered_or_it_is_told() {
-    let settings = redis_settings(LayerBackend::Redis);
-    let layer = herald::layer::build(&settings).unwrap();
-    let db = fresh_store(Backend::Postgres).await;
-    let sidecar = spawn_with(layer, db, |s| {
-        s.write_timeout = Duration::from_secs(4);
-    })
-    .await;
+    let (sidecar, settings) = burst_sidecar().await;
     const BURST: usize = 5000;
     const READS: usize = 1000;
     let (reader_id, sleeper_id) = (211, 212);

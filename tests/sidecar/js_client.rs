@@ -42,6 +42,17 @@ impl Node {
 }
 
 impl Node {
+    /// Tells the script to stop the client; it must exit cleanly.
+    async fn stop(mut self) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(b"stop\n").await.unwrap();
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The client of tests/sidecar/js_client.mjs for `user`, from `last_id`.
     fn start(url: String, user: i64, last_id: Option<i64>) -> Node {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sidecar/js_client.mjs");
@@ -122,13 +133,7 @@ async fn js_client_gets_what_it_missed_while_the_sidecar_was_down_exactly_once()
     node.until("the last one", |v| v["notification"]["id"] == last.id)
         .await;
     assert_eq!(node.notifications, vec![first.id, missed.id, last.id]);
-    let mut stdin = node.child.stdin.take().unwrap();
-    stdin.write_all(b"stop\n").await.unwrap();
-    let status = tokio::time::timeout(WAIT, node.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    node.stop().await;
 }
 
 /// The close the sidecar sends when it cannot join the user's group (1011
@@ -160,11 +165,5 @@ async fn js_client_resumes_after_the_sidecar_could_not_join_its_group() {
     node.until("the live one", |v| v["notification"]["id"] == live.id)
         .await;
     assert_eq!(node.notifications, vec![missed.id, live.id]);
-    let mut stdin = node.child.stdin.take().unwrap();
-    stdin.write_all(b"stop\n").await.unwrap();
-    let status = tokio::time::timeout(WAIT, node.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    node.stop().await;
 }
