@@ -471,6 +471,15 @@ async fn what_the_database_would_refuse_is_refused_naming_the_field() {
             with("data", json!({"note": ["fine", "bad\u{0}"]})),
             "data.note[1]",
         ),
+        // schemathesis's F1 (docs/fuzzing.md): a NUL in the dedup key.
+        (
+            {
+                let mut body = notify(1);
+                body["dedup_key"] = json!("a\u{0}b");
+                body
+            },
+            "dedup_key",
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = api.post(&body).await;

@@ -92,6 +92,16 @@ impl Variant {
         }
     }
 
+    /// Where the task id sequence starts: the three tasks take the last
+    /// ids a 4-byte column holds (up to 2^31 - 1), or ids past 2^53 in an
+    /// 8-byte one (2^53 + 21 and + 23 are no double's value).
+    fn first_task_id(self, database: Database) -> i64 {
+        match (self, database) {
+            (Variant::Auto, Database::Postgres) => i64::from(i32::MAX) - 2,
+            _ => (1 << 53) + 21,
+        }
+    }
+
     fn user_table(self) -> &'static str {
         match self {
             Variant::CustomUser => "accounts_user",
@@ -499,6 +509,7 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
     let [a, b, inactive, missing] = [0, 1, 2, 3].map(|i| variant.first_user_id() + i);
     let deadline = |hours: i64| (chrono::Utc::now() + chrono::TimeDelta::hours(hours)).to_rfc3339();
     let first_id = variant.first_notification_id(database);
+    let first_task = variant.first_task_id(database);
     let setup = project.interop(json!({
         "op": "setup",
         "users": [
@@ -514,9 +525,17 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
             {"title": "Done task", "status": "done", "deadline": deadline(-5),
              "assignee": a, "created_by": b},
         ],
+        "next_task_id": first_task,
         "next_notification_id": first_id,
     }));
     let tasks: Vec<i64> = serde_json::from_value(setup["tasks"].clone()).unwrap();
+    assert_eq!(tasks, [first_task, first_task + 1, first_task + 2]);
+    let task_columns = project.columns("tasks_task");
+    assert_eq!(
+        task_columns["id"].to_ascii_lowercase(),
+        id_type,
+        "{task_columns:?}"
+    );
 
     let daphne = project.daphne();
     let herald = project.herald_run();
@@ -576,9 +595,16 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
     ada.silent().await;
     bob.silent().await;
     assert_eq!(to_ada[1]["notification_type"], "status_changed");
-    assert_eq!(to_ada[2]["data"]["task_id"].as_i64(), Some(tasks[0]));
-    assert_eq!(to_bob[2]["data"]["task_id"].as_i64(), Some(tasks[1]));
     assert_eq!(to_bob[0]["data"], json!({"url": "/tasks/"}));
+    // The task ids (near 2^31, or past 2^53) came through each kind whole:
+    // from the payload or tasks_task into the row, and into both sockets.
+    let task_of = |event: &Value| event["data"]["task_id"].as_i64();
+    assert_eq!(
+        [&to_ada[0], &to_ada[1], &to_ada[2], &to_bob[1], &to_bob[2]].map(task_of),
+        [tasks[0], tasks[0], tasks[0], tasks[0], tasks[1]].map(Some),
+        "file_attached, status_changed, overdue_check to ada; file_attached, \
+         deadline_reminder to bob"
+    );
 
     // A user the application does not have: its foreign key refuses the
     // row, and the job is dead at once with the database's reason.
@@ -599,6 +625,25 @@ async fn every_kind_on_a_django_database(variant: Variant, database: Database) {
     assert_eq!(stored.keys().next(), Some(&first_id), "one id sequence");
     matches_rows(&to_ada, &stored, a);
     matches_rows(&to_bob, &stored, b);
+    for event in to_ada.iter().chain(&to_bob) {
+        let row = &stored[&event["id"].as_i64().unwrap()];
+        assert_eq!(row["data"], event["data"], "{row}");
+    }
+    // The scans key their rows by the task id, written out whole.
+    let key = |event: &Value| stored[&event["id"].as_i64().unwrap()]["dedup_key"].clone();
+    let (overdue, reminder) = (key(&to_ada[2]), key(&to_bob[2]));
+    assert!(
+        overdue
+            .as_str()
+            .is_some_and(|k| k.starts_with(&format!("overdue:{}:", tasks[0]))),
+        "{overdue}"
+    );
+    assert!(
+        reminder
+            .as_str()
+            .is_some_and(|k| k.starts_with(&format!("reminder:{}:", tasks[1]))),
+        "{reminder}"
+    );
 
     // Django migrates while herald runs: wider id, longer title, a new
     // column. Jobs keep succeeding, each on its first attempt.

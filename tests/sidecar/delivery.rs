@@ -127,12 +127,22 @@ async fn a_connection_older_than_group_expiry_keeps_receiving() {
 
 /// Rows for `user`: `count` notifications with 4 KB messages, committed.
 async fn many_rows(sidecar: &Sidecar, user: i64, count: usize) -> Vec<herald::store::Notification> {
+    rows_of(sidecar, user, count, 4096).await
+}
+
+/// Rows for `user`: `count` notifications with `size`-byte messages.
+async fn rows_of(
+    sidecar: &Sidecar,
+    user: i64,
+    count: usize,
+    size: usize,
+) -> Vec<herald::store::Notification> {
     let mut rows = Vec::with_capacity(count);
     let batch: Vec<_> = (0..count)
         .map(|i| herald::store::NewNotification {
             user_id: user,
             title: format!("burst {i}"),
-            message: "x".repeat(4096),
+            message: "x".repeat(size),
             notification_type: "info".into(),
             data: json!({}),
             dedup_key: None,
@@ -171,6 +181,21 @@ async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, u
     (seen.len(), duplicates)
 }
 
+/// A sidecar on the shared Redis and a fresh PostgreSQL database for the
+/// bursts below, and its layer settings (for the worker's publisher). The
+/// write timeout is short enough to close a client that never reads soon,
+/// long enough for a reader on a loaded machine to make room now and then.
+async fn burst_sidecar() -> (Sidecar, herald::config::LayerSettings) {
+    let settings = redis_settings(LayerBackend::Redis);
+    let layer = herald::layer::build(&settings).unwrap();
+    let db = fresh_store(Backend::Postgres).await;
+    let sidecar = spawn_with(layer, db, |s| {
+        s.write_timeout = Duration::from_secs(4);
+    })
+    .await;
+    (sidecar, settings)
+}
+
 /// A burst of 4 KB notifications past every buffer on the way (the process
 /// queue's capacity at the sender, herald's channel buffers, the socket's):
 /// a client that reads gets every one exactly once; a client that never
@@ -178,15 +203,7 @@ async fn read_all(client: &mut crate::harness::Client, want: usize) -> (usize, u
 /// reconnecting, resumes all of them from the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() {
-    let settings = redis_settings(LayerBackend::Redis);
-    let layer = herald::layer::build(&settings).unwrap();
-    let db = fresh_store(Backend::Postgres).await;
-    // Short enough to close the client that never reads soon, long enough
-    // for a reader on a loaded machine to make room now and then.
-    let sidecar = spawn_with(layer, db, |s| {
-        s.write_timeout = Duration::from_secs(4);
-    })
-    .await;
+    let (sidecar, settings) = burst_sidecar().await;
     const BURST: usize = 2000;
     let (reader_id, sleeper_id) = (201, 202);
     let mut reader = sidecar.client(reader_id).await;
@@ -195,17 +212,7 @@ async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() 
     rows.extend(many_rows(&sidecar, sleeper_id, BURST).await);
     // The worker's publisher: another layer instance on the same Redis.
     let sender = herald::layer::build(&settings).unwrap();
-    let sends: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            let payload = herald::payload::NotificationPayload::from(row);
-            let message = json!({"type": "send_notification", "data": payload.to_value()});
-            (
-                herald::publish::notification_group(row.user_id),
-                message.as_object().unwrap().clone(),
-            )
-        })
-        .collect();
+    let sends: Vec<_> = rows.iter().map(send_of).collect();
     for chunk in sends.chunks(500) {
         sender.group_send_many(chunk.to_vec()).await;
     }
@@ -232,6 +239,139 @@ async fn a_burst_reaches_every_reader_and_a_client_that_never_reads_is_closed() 
         "fault: never-reading client | rows {} | reader {BURST} distinct, {duplicates} duplicate | \
          sleeper closed (4008), resumed {distinct}, {again} duplicate | resyncs {} | lost 0",
         2 * BURST,
+        metrics.resyncs
+    );
+}
+
+/// A row as the worker publishes it: the group and its message.
+fn send_of(row: &herald::store::Notification) -> (String, herald::layer::Message) {
+    let payload = herald::payload::NotificationPayload::from(row);
+    let message = json!({"type": "send_notification", "data": payload.to_value()});
+    (
+        herald::publish::notification_group(row.user_id),
+        message.as_object().unwrap().clone(),
+    )
+}
+
+/// What a client read until it had `want` distinct notifications (and, with
+/// `resync`, the end of a server-started replay, `resumed` with `resync:
+/// true`) or was closed: the ids, the duplicates, whether a resync came,
+/// and the close.
+#[derive(Debug, Default)]
+struct Reading {
+    ids: std::collections::HashSet<i64>,
+    duplicates: usize,
+    resynced: bool,
+    close: Option<(u16, String)>,
+}
+
+async fn read_or_closed(client: &mut crate::harness::Client, want: usize, resync: bool) -> Reading {
+    let mut reading = Reading::default();
+    while reading.ids.len() < want || (resync && !reading.resynced) {
+        let event = match client.read(Duration::from_secs(30)).await {
+            crate::harness::Next::Json(event) => event,
+            crate::harness::Next::Close(code, reason) => {
+                reading.close = Some((code, reason));
+                return reading;
+            }
+            other => panic!("{} of {want} read, then {other:?}", reading.ids.len()),
+        };
+        match event["type"].as_str() {
+            Some("notification") if !reading.ids.insert(event["data"]["id"].as_i64().unwrap()) => {
+                reading.duplicates += 1;
+            }
+            Some("resumed") => {
+                reading.resynced |= event["data"]["resync"] == true;
+                if event["data"]["more"] == true {
+                    let last_id = event["data"]["last_id"].clone();
+                    client
+                        .send(json!({"type": "resume", "last_id": last_id}))
+                        .await;
+                }
+            }
+            _ => {}
+        }
+    }
+    reading
+}
+
+/// Issue 12's measured case: 5,000 small notifications to a client that
+/// does not read, over Redis with the default capacity (100), sent as fast
+/// as the worker's publisher sends. Small frames fit in the socket's
+/// buffers, so the server may never see a slow write; copies are dropped at
+/// the sender's capacity and in herald's channel buffer instead. Each
+/// notification is delivered or the client is told: either the socket stays
+/// open and the dropped copies are replayed from the database (a resync),
+/// so that the client, reading at last, finds all 5,000, each once; or it is
+/// closed with 4008 "slow_client" and a reconnect resumes all 5,000. A
+/// client reading meanwhile gets each of its own 1,000 once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_notifications_to_a_client_that_never_reads_are_delivered_or_it_is_told() {
+    let (sidecar, settings) = burst_sidecar().await;
+    const BURST: usize = 5000;
+    const READS: usize = 1000;
+    let (reader_id, sleeper_id) = (211, 212);
+    let mut reader = sidecar.client(reader_id).await;
+    let mut sleeper = sidecar.client(sleeper_id).await;
+    let reader_rows = rows_of(&sidecar, reader_id, READS, 16).await;
+    let sleeper_rows = rows_of(&sidecar, sleeper_id, BURST, 16).await;
+    // One of the reader's after every five of the sleeper's.
+    let mut sends = Vec::with_capacity(BURST + READS);
+    for (i, row) in sleeper_rows.iter().enumerate() {
+        sends.push(send_of(row));
+        if i % 5 == 4 {
+            sends.push(send_of(&reader_rows[i / 5]));
+        }
+    }
+    let sleeper_group = herald::publish::notification_group(sleeper_id);
+    let sender = herald::layer::build(&settings).unwrap();
+    let (mut handed, mut dropped) = (0, 0);
+    for chunk in sends.chunks(500) {
+        let reports = sender.group_send_many(chunk.to_vec()).await;
+        for ((group, _), report) in chunk.iter().zip(reports) {
+            let report = report.expect("Redis takes every send");
+            if *group == sleeper_group {
+                handed += report.delivered;
+                dropped += report.dropped;
+            }
+        }
+    }
+    assert_eq!(handed + dropped, BURST, "one copy each, handed or dropped");
+
+    let (distinct, duplicates) = read_all(&mut reader, READS).await;
+    assert_eq!((distinct, duplicates), (READS, 0), "the reader, each once");
+
+    // The sleeper reads at last: what is on its socket first.
+    // Copies were dropped: a resync must come (its `resumed` ends it).
+    let first = read_or_closed(&mut sleeper, BURST, dropped > 0).await;
+    let (path, resumed) = match &first.close {
+        None => {
+            assert_eq!(first.ids.len(), BURST, "every one on the open socket");
+            assert_eq!(first.duplicates, 0, "the sidecar sends no id twice");
+            assert!(sidecar.state.metrics().resyncs >= u64::from(dropped > 0));
+            ("open", 0)
+        }
+        Some((code, reason)) => {
+            assert_eq!((*code, reason.as_str()), (4008, "slow_client"));
+            assert!(sidecar.state.metrics().slow_client_disconnects >= 1);
+            drop(sleeper);
+            let url = sidecar.url("?last_id=0");
+            let token = crate::harness::token(sleeper_id, Duration::from_secs(300));
+            let mut back = crate::harness::connect(&url, &[&token], None).await;
+            let (distinct, _) = read_all(&mut back, BURST).await;
+            assert_eq!(distinct, BURST, "everything it missed, resumed");
+            ("closed 4008", distinct)
+        }
+    };
+    let metrics = sidecar.state.metrics();
+    eprintln!(
+        "fault: never-reading client, small payloads | rows {} | sender dropped {dropped} of \
+         {BURST} copies | reader {READS} distinct, 0 duplicate | sleeper {path}: {} distinct on \
+         the socket, {} duplicate, resync {} | resumed {resumed} | resyncs {} | lost 0",
+        BURST + READS,
+        first.ids.len(),
+        first.duplicates,
+        first.resynced,
         metrics.resyncs
     );
 }

@@ -42,6 +42,17 @@ impl Node {
 }
 
 impl Node {
+    /// Tells the script to stop the client; it must exit cleanly.
+    async fn stop(mut self) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(b"stop\n").await.unwrap();
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The client of tests/sidecar/js_client.mjs for `user`, from `last_id`.
     fn start(url: String, user: i64, last_id: Option<i64>) -> Node {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sidecar/js_client.mjs");
@@ -122,11 +133,37 @@ async fn js_client_gets_what_it_missed_while_the_sidecar_was_down_exactly_once()
     node.until("the last one", |v| v["notification"]["id"] == last.id)
         .await;
     assert_eq!(node.notifications, vec![first.id, missed.id, last.id]);
-    let mut stdin = node.child.stdin.take().unwrap();
-    stdin.write_all(b"stop\n").await.unwrap();
-    let status = tokio::time::timeout(WAIT, node.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    node.stop().await;
+}
+
+/// The close the sidecar sends when it cannot join the user's group (1011
+/// "layer_unavailable", after about three seconds of tries): the client
+/// reconnects with backoff and resumes from its last id, so a notification
+/// created while its socket was outside the group reaches it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_resumes_after_the_sidecar_could_not_join_its_group() {
+    let layer = crate::group_add::FlakyJoins::new(usize::MAX);
+    let sidecar = crate::group_add::sidecar_on(layer.clone()).await;
+    let user = 33;
+    let seen = sidecar.notification(user, "seen before").await;
+    let mut node = Node::start(sidecar.url(""), user, Some(seen.id));
+    node.until("the close", |v| {
+        v["status"] == "closed" && v["code"] == 1011 && v["reason"] == "layer_unavailable"
+    })
+    .await;
+    // Published while no socket of the user is in the group: heard by none.
+    let missed = sidecar.notification(user, "missed").await;
+    sidecar.publish(&missed).await;
+    layer.heal();
+    node.until("the missed one", |v| v["notification"]["id"] == missed.id)
+        .await;
+    node.until("the end of the replay", |v| v["event"] == "resumed")
+        .await;
+    // In its group now: live again.
+    let live = sidecar.notification(user, "live").await;
+    sidecar.publish(&live).await;
+    node.until("the live one", |v| v["notification"]["id"] == live.id)
+        .await;
+    assert_eq!(node.notifications, vec![missed.id, live.id]);
+    node.stop().await;
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod delivery;
+mod group_add;
 mod harness;
 #[allow(dead_code, unused_imports, unreachable_pub)]
 #[path = "../herald/helpers.rs"]

@@ -3,9 +3,10 @@ application, through its own ORM. One JSON operation in (`-`: read from
 standard input, for long ones), one JSON line out.
 
 - {"op": "setup", "users": [{"id", "username", "is_active"}], "tasks": [{"title",
-  "status", "deadline", "assignee", "created_by"}], "next_notification_id": N}
-  creates users with those ids and the tasks, and moves the notification id
-  sequence so the next row gets N; answers {"tasks": [ids]}.
+  "status", "deadline", "assignee", "created_by"}], "next_task_id": T,
+  "next_notification_id": N} creates users with those ids, moves the task id
+  sequence so the first task gets T, creates the tasks, and moves the
+  notification id sequence so the next row gets N; answers {"tasks": [ids]}.
 - {"op": "notify", "user": U, "title", "message", "type", "data", "dedup_key"}
   creates a row as the application does and sends it with
   send_notification_ws; answers {"id": ...}.
@@ -36,8 +37,9 @@ from apps.notifications.models import Notification, send_notification_ws
 from apps.tasks.models import Task
 
 
-def move_sequence(next_id):
-    table = Notification._meta.db_table
+def move_sequence(model, next_id):
+    """The next row of `model` made by the database gets `next_id`."""
+    table = model._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
@@ -62,6 +64,8 @@ def setup(op):
                 "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)",
                 [User._meta.db_table, max(u["id"] for u in op["users"])],
             )
+    if "next_task_id" in op:
+        move_sequence(Task, op["next_task_id"])
     tasks = []
     for task in op.get("tasks", []):
         deadline = task.get("deadline")
@@ -75,7 +79,7 @@ def setup(op):
             ).id
         )
     if "next_notification_id" in op:
-        move_sequence(op["next_notification_id"])
+        move_sequence(Notification, op["next_notification_id"])
     return {"tasks": tasks}
 
 
