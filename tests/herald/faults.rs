@@ -1,7 +1,7 @@
 //! The faults a deployment meets, with exact counts: Redis restarted (empty)
 //! under `herald worker` and `herald sidecar` while clients are connected
 //! and notifications stream; the sidecar killed with SIGKILL mid-stream and
-//! started again. Each counts the rows, every client's deliveries by id
+//! started again; each on every queue backend. Each counts the rows, every client's deliveries by id
 //! (distinct and duplicate) and the ledger's states, and waits on
 //! conditions, never on time alone. (A worker killed, SIGTERM, two workers,
 //! PostgreSQL restarted and Redis stopped under a worker: resilience.rs; a
@@ -173,15 +173,19 @@ enum Fault {
     SidecarKill,
 }
 
-async fn stream_across(fault: Fault) {
+async fn stream_across(fault: Fault, case: Case) {
     const USERS: [i64; 3] = [101, 102, 103];
     const JOBS: usize = 150;
     let mut redis = RedisServer::start();
-    let env = queue_env(Case::Postgres).await;
+    let env = queue_env(case).await;
     let store = env.db.store.clone();
     let queue = JobQueue::connect(&env.settings).await.unwrap();
+    // REDIS_URL moves the worker's layer to the private Redis; its queue
+    // (on the Redis backend) stays where this test submits.
+    let queue_redis = env.settings.queue_redis_url().unwrap_or_default();
     let retry = [
         ("REDIS_URL", redis.url()),
+        ("HERALD_QUEUE__REDIS_URL", queue_redis.to_string()),
         ("HERALD_WORKER__OUTBOX_RETRY_EVERY", "200ms".into()),
     ];
     let retry: Vec<(&str, &str)> = retry.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -246,8 +250,13 @@ async fn stream_across(fault: Fault) {
         Fault::RedisRestart => "Redis restarted empty under worker and sidecar",
         Fault::SidecarKill => "sidecar killed -9 and restarted",
     };
+    let backend = match case {
+        Case::Sqlite => "SQLite",
+        Case::Postgres => "PostgreSQL",
+        Case::Redis => "Redis",
+    };
     eprintln!(
-        "fault: {name} | jobs {JOBS} | rows {JOBS} | {} clients: {distinct} deliveries distinct \
+        "fault: {name} ({backend} queue) | jobs {JOBS} | rows {JOBS} | {} clients: {distinct} deliveries distinct \
          (expected {}), {duplicates} duplicate, 0 lost | client reconnects {disconnects}",
         clients.len(),
         2 * JOBS,
@@ -264,12 +273,32 @@ async fn stream_across(fault: Fault) {
     drop(sidecar);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_restarted_empty_under_worker_and_sidecar_every_client_gets_every_notification() {
-    stream_across(Fault::RedisRestart).await;
+/// One test per queue backend: `<name>::{sqlite,postgres,redis}`.
+macro_rules! on_every_queue {
+    ($name:ident, $fault:expr) => {
+        mod $name {
+            use super::{Case, Fault, stream_across};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                stream_across($fault, Case::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                stream_across($fault, Case::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                stream_across($fault, Case::Redis).await
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sidecar_killed_mid_stream_and_restarted_loses_nothing() {
-    stream_across(Fault::SidecarKill).await;
-}
+on_every_queue!(
+    redis_restarted_empty_under_worker_and_sidecar_every_client_gets_every_notification,
+    Fault::RedisRestart
+);
+on_every_queue!(
+    a_sidecar_killed_mid_stream_and_restarted_loses_nothing,
+    Fault::SidecarKill
+);
