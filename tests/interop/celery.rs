@@ -76,7 +76,13 @@ impl Celery {
 
     /// Makes the calls with the real celery package; their task ids.
     fn send(&self, project: &DjangoProject, calls: Vec<Value>) -> Vec<String> {
-        let answer = self.interop(project, json!({"op": "celery_send", "calls": calls}));
+        self.send_in(project, 2, calls)
+    }
+
+    /// [`Celery::send`] in Celery's task protocol `protocol` (1 or 2).
+    fn send_in(&self, project: &DjangoProject, protocol: u8, calls: Vec<Value>) -> Vec<String> {
+        let op = json!({"op": "celery_send", "protocol": protocol, "calls": calls});
+        let answer = self.interop(project, op);
         serde_json::from_value(answer["ids"].clone()).unwrap()
     }
 
@@ -97,6 +103,36 @@ impl Celery {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         Server::wait(command.spawn().expect("herald starts"), port, "herald run")
+    }
+
+    /// `herald worker` and `herald sidecar` apart, as a deployment runs
+    /// them: the worker with Celery's broker and results (its ingress on),
+    /// the sidecar for the clients. The sidecar's port is the one answered.
+    fn herald_apart(&self, project: &DjangoProject) -> (Server, Server) {
+        let metrics = free_port();
+        let mut worker = project.herald(&["worker"]);
+        self.env(&mut worker);
+        worker
+            .env("HERALD_WORKER__LISTEN", format!("127.0.0.1:{metrics}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let worker = Server::wait(
+            worker.spawn().expect("worker starts"),
+            metrics,
+            "herald worker",
+        );
+        let port = free_port();
+        let mut sidecar = project.herald(&["sidecar"]);
+        sidecar
+            .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let sidecar = Server::wait(
+            sidecar.spawn().expect("sidecar starts"),
+            port,
+            "herald sidecar",
+        );
+        (worker, sidecar)
     }
 
     async fn redis(&self, db: u8) -> redis::aio::MultiplexedConnection {
@@ -422,6 +458,49 @@ async fn three_hundred_delays_reach_the_django_consumer_once_each() {
         results.iter().all(|r| r["status"] == "SUCCESS"),
         "{results:?}"
     );
+}
+
+/// Messages in Celery's task protocol 1, as the real celery package writes
+/// them with `task_protocol = 1` (the body a dict naming the task), taken
+/// by `herald worker`'s ingress (not `herald run`'s), reach the application's
+/// consumer and a client of `herald sidecar`, and `get()` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_1_calls_run_on_herald_worker_and_reach_the_sidecar() {
+    let (project, [ada, bob], task) = project_with_a_task().await;
+    let celery = Celery::new();
+    let daphne = project.daphne();
+    let (_worker, sidecar) = celery.herald_apart(&project);
+    let mut to_ada = Clients::open(sidecar.port, daphne.port, ada).await;
+    let ids = celery.send_in(
+        &project,
+        1,
+        vec![
+            delay(NOTIFY, json!([ada, "Protocol one", "from a v1 body"])),
+            call(
+                FILE_ATTACHED,
+                "apply_async",
+                json!([task, 601]),
+                json!({"file_name": "v1.pdf", "uploaded_by": bob}),
+                json!({}),
+            ),
+        ],
+    );
+    let results = celery.results(&project, &ids, 30);
+    let created_one = json!({"created": 1, "existing": 0});
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["status"], "SUCCESS", "call {i}: {result}");
+        assert_eq!(result["result"], created_one, "call {i}: {result}");
+    }
+    let events = to_ada.receive(2).await;
+    let titles: Vec<&str> = events.iter().filter_map(|e| e["title"].as_str()).collect();
+    assert!(titles.contains(&"Protocol one"), "{events:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "the notify and the file for the assignee: {events:?}"
+    );
+    to_ada.silent().await;
+    assert_eq!(rows(&project).len(), 2, "one row per call");
 }
 
 /// kill -9 of herald in the middle of 5,000 messages, then a restart:

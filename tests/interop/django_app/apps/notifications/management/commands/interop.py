@@ -16,7 +16,9 @@ standard input, for long ones), one JSON line out.
   "how": "delay" | "apply_async" | "send_task", "args": [...], "kwargs": {...},
   "options": {"countdown": 4, "expires_in": -60, ...}}]} makes each call with
   the real celery package, as the application's code does (`expires_in`:
-  `expires` that many seconds from now); answers {"ids": [task ids]}.
+  `expires` that many seconds from now); answers {"ids": [task ids]}. With
+  "protocol": 1 the messages are written in Celery's task protocol 1
+  (`task_protocol = 1`, the body a dict naming the task) instead of 2.
 - {"op": "celery_results", "ids": [...], "timeout": S}: `AsyncResult(id).get()`
   for each: {"status", "result"} or {"status", "error": {"type", "module",
   "args"}} with the exception it raised.
@@ -140,6 +142,8 @@ def celery_send(op):
     from celery_app import app
     from django.utils import timezone
 
+    if "protocol" in op:
+        app.conf.task_protocol = op["protocol"]
     ids = []
     for call in op["calls"]:
         args, kwargs = call.get("args", []), call.get("kwargs", {})
