@@ -213,7 +213,17 @@ impl Sidecar {
 
     /// Waits until `check` holds on the metrics (or fails the test).
     pub(crate) async fn until(&self, what: &str, check: impl Fn(&SidecarState) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.until_within(what, WAIT, check).await
+    }
+
+    /// [`Sidecar::until`] with a deadline of its own.
+    pub(crate) async fn until_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&SidecarState) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
         while !check(&self.state) {
             assert!(
                 tokio::time::Instant::now() < deadline,
