@@ -1,7 +1,8 @@
 //! The faults a deployment meets, with exact counts: Redis restarted (empty)
 //! under `herald worker` and `herald sidecar` while clients are connected
 //! and notifications stream; the sidecar killed with SIGKILL mid-stream and
-//! started again; each on every queue backend. Each counts the rows, every client's deliveries by id
+//! started again; Redis restarted under one `herald run`; each on every
+//! queue backend. Each counts the rows, every client's deliveries by id
 //! (distinct and duplicate) and the ledger's states, and waits on
 //! conditions, never on time alone. (A worker killed, SIGTERM, two workers,
 //! PostgreSQL restarted and Redis stopped under a worker: resilience.rs; a
@@ -31,9 +32,21 @@ const SECRET: &str = "resilience-test-secret";
 
 /// A `herald sidecar` on `port`, its layer on `redis`, killed when dropped.
 fn sidecar_process(settings: &Settings, redis: &str, port: u16) -> WorkerProcess {
-    let log = settings.data_dir.join(format!("sidecar-{port}.log"));
+    front_process("sidecar", settings, redis, port, &[])
+}
+
+/// `herald COMMAND` (`sidecar` or `run`) serving clients on `port`, its
+/// layer on `redis`, with `extra` variables; killed when dropped.
+fn front_process(
+    command: &str,
+    settings: &Settings,
+    redis: &str,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> WorkerProcess {
+    let log = settings.data_dir.join(format!("{command}-{port}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("sidecar")
+        .arg(command)
         .env("DATABASE_URL", &settings.database.url)
         .env("SECRET_KEY", SECRET)
         .env("HERALD_DATA_DIR", &settings.data_dir)
@@ -47,10 +60,11 @@ fn sidecar_process(settings: &Settings, redis: &str, port: u16) -> WorkerProcess
         .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{port}"))
         .env("HERALD_API__KEY", "faults-test-key")
         .env("RUST_LOG", "warn,herald=info")
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .expect("herald sidecar starts");
+        .expect("herald starts");
     WorkerProcess::from(child)
 }
 
@@ -171,6 +185,9 @@ enum Fault {
     RedisRestart,
     /// The sidecar is killed with SIGKILL and started again.
     SidecarKill,
+    /// As `RedisRestart`, under one `herald run` (worker and sidecar in one
+    /// process, whose publishes wait while its memberships are restored).
+    RedisRestartUnderRun,
 }
 
 async fn stream_across(fault: Fault, case: Case) {
@@ -189,9 +206,29 @@ async fn stream_across(fault: Fault, case: Case) {
         ("HERALD_WORKER__OUTBOX_RETRY_EVERY", "200ms".into()),
     ];
     let retry: Vec<(&str, &str)> = retry.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (_worker, _) = worker_process(&env.settings, &retry);
     let port = free_port();
-    let mut sidecar = sidecar_process(&env.settings, &redis.url(), port);
+    let (_worker, mut sidecar) = match fault {
+        Fault::RedisRestartUnderRun => {
+            let backend = match case {
+                Case::Redis => "redis",
+                _ => "database",
+            };
+            let mut run = retry.clone();
+            run.extend([
+                ("HERALD_QUEUE__BACKEND", backend),
+                ("HERALD_QUEUE__POLL_INTERVAL", "20ms"),
+            ]);
+            let run = front_process("run", &env.settings, &redis.url(), port, &run);
+            (None, run)
+        }
+        _ => {
+            let (worker, _) = worker_process(&env.settings, &retry);
+            (
+                Some(worker),
+                sidecar_process(&env.settings, &redis.url(), port),
+            )
+        }
+    };
     let clients: Vec<(i64, Arc<Mutex<Received>>)> = USERS
         .iter()
         .flat_map(|user| [(*user, client(port, *user)), (*user, client(port, *user))])
@@ -205,8 +242,8 @@ async fn stream_across(fault: Fault, case: Case) {
         let user = USERS[n % USERS.len()];
         ids.push(notify(&store, &queue, user, n).await);
         match (&fault, n) {
-            (Fault::RedisRestart, 50) => redis.stop(),
-            (Fault::RedisRestart, 80) => redis.start_again(),
+            (Fault::RedisRestart | Fault::RedisRestartUnderRun, 50) => redis.stop(),
+            (Fault::RedisRestart | Fault::RedisRestartUnderRun, 80) => redis.start_again(),
             (Fault::SidecarKill, 60) => {
                 sidecar.kill().unwrap();
                 sidecar.wait().unwrap();
@@ -249,6 +286,7 @@ async fn stream_across(fault: Fault, case: Case) {
     let name = match fault {
         Fault::RedisRestart => "Redis restarted empty under worker and sidecar",
         Fault::SidecarKill => "sidecar killed -9 and restarted",
+        Fault::RedisRestartUnderRun => "Redis restarted empty under herald run",
     };
     let backend = match case {
         Case::Sqlite => "SQLite",
@@ -267,7 +305,7 @@ async fn stream_across(fault: Fault, case: Case) {
         "each of the two clients per user got each row"
     );
     assert_eq!(store.count_jobs(JobState::Dead).await.unwrap(), 0);
-    if let Fault::RedisRestart = fault {
+    if let Fault::RedisRestart | Fault::RedisRestartUnderRun = fault {
         assert_eq!(disconnects, 0, "the sockets stayed open across the restart");
     }
     drop(sidecar);
@@ -301,4 +339,8 @@ on_every_queue!(
 on_every_queue!(
     a_sidecar_killed_mid_stream_and_restarted_loses_nothing,
     Fault::SidecarKill
+);
+on_every_queue!(
+    redis_restarted_empty_under_herald_run_every_client_gets_every_notification,
+    Fault::RedisRestartUnderRun
 );
