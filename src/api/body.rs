@@ -27,7 +27,7 @@ pub(crate) struct SubmitBody {
     /// When to run it (RFC 3339); now when absent.
     pub(crate) run_at: Option<DateTime<Utc>>,
     /// At most one job per key: a repeated key answers 200 with the job
-    /// submitted first and queues nothing. Not empty, at most 255 bytes.
+    /// submitted first and queues nothing. Not empty, at most 255 characters.
     #[schema(min_length = 1, max_length = 255)]
     pub(crate) dedup_key: Option<String>,
 }

@@ -368,9 +368,9 @@ impl Shared {
             Err(error) => return answer(Outcome::builtin("TypeError", error.to_string())),
         };
         let key = dedup_key(&task.id);
-        if key.len() > MAX_DEDUP_KEY {
+        if key.chars().count() > MAX_DEDUP_KEY {
             let reason = format!(
-                "task ids longer than {} bytes are not supported",
+                "task ids longer than {} characters are not supported",
                 MAX_DEDUP_KEY - DEDUP_PREFIX.len()
             );
             return answer(Outcome::builtin("ValueError", reason));

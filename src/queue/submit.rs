@@ -16,7 +16,8 @@ use crate::jobs::{self, JobInputError};
 use crate::retry::Backoff;
 use crate::store::{ColumnLimits, JobState, NewJob, Recorded, Store, StoreError, now};
 
-/// Longest dedup key accepted (the ledger column's width).
+/// Longest dedup key accepted, in characters (Unicode code points, as the
+/// ledger's `varchar(255)` and JSON Schema's `maxLength` count them).
 pub const MAX_DEDUP_KEY: usize = 255;
 
 /// Furthest ahead a job may be scheduled.
@@ -359,8 +360,8 @@ fn check(submission: Submission, limits: &ColumnLimits) -> Result<Checked, Submi
     job.check_limits(limits)?;
     match submission.dedup_key.as_deref() {
         Some("") => return Err(SubmitError::DedupKey("must not be empty")),
-        Some(key) if key.len() > MAX_DEDUP_KEY => {
-            return Err(SubmitError::DedupKey("longer than 255 bytes"));
+        Some(key) if key.chars().count() > MAX_DEDUP_KEY => {
+            return Err(SubmitError::DedupKey("longer than 255 characters"));
         }
         Some(key) if key.contains('\0') => {
             return Err(SubmitError::DedupKey("contains a NUL character"));
