@@ -30,23 +30,17 @@ use std::time::{Duration, Instant};
 use herald::config::{LayerBackend, QueueBackend, Settings};
 use herald::ingress::Ingress;
 use herald::queue::JobQueue;
-use herald::store::{JobState, PoolOptions, Store};
+use herald::store::{JobState, Store};
 use herald::worker::Worker;
-use sqlx::Connection;
 
 /// The same allocator as the `herald` binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+#[path = "common.rs"]
+mod common;
 
-fn env_number(name: &str, default: usize) -> usize {
-    env_or(name, &default.to_string())
-        .parse()
-        .unwrap_or(default)
-}
+use common::{all_published, create_database, env_number, env_or, migrated_store};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -176,23 +170,11 @@ impl Bench {
 /// A fresh database made by Django's `migrate` and `herald migrate`, with
 /// the users and tasks the jobs name.
 async fn django_database(bench: &Bench) -> Store {
-    let name = url_name(&bench.url);
-    let mut conn = sqlx::PgConnection::connect(&bench.admin)
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    create_database(&bench.admin, url_name(&bench.url)).await;
     let mut migrate = bench.python(&["manage.py", "migrate", "-v0"], "none", false);
     let status = migrate.status().expect("python runs");
     assert!(status.success(), "Django's migrate");
-    let options = PoolOptions {
-        max_connections: 20,
-        acquire_timeout: Duration::from_secs(60),
-    };
-    let store = Store::connect(&bench.url, options).await.unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store(&bench.url).await;
     let Store::Postgres(pool) = &store else {
         unreachable!("PostgreSQL")
     };
@@ -214,17 +196,6 @@ fn url_name(url: &str) -> &str {
     url.rsplit_once('/').unwrap().1
 }
 
-async fn drop_database(bench: &Bench) {
-    let mut conn = sqlx::PgConnection::connect(&bench.admin).await.unwrap();
-    let sql = format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        url_name(&bench.url)
-    );
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await;
-}
-
 async fn broker_left(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> (u64, u64) {
     let waiting: u64 = redis::cmd("LLEN")
         .arg(queue)
@@ -237,21 +208,6 @@ async fn broker_left(conn: &mut redis::aio::MultiplexedConnection, queue: &str) 
         .await
         .unwrap();
     (waiting, held)
-}
-
-/// Whether no job waits and no notification is unpublished (probes that
-/// stop at the first row, as benches/worker.rs does).
-async fn all_published(store: &Store) -> bool {
-    let Store::Postgres(pool) = store else {
-        unreachable!("PostgreSQL")
-    };
-    sqlx::query_scalar(
-        "SELECT NOT EXISTS (SELECT 1 FROM herald_jobs WHERE state IN ('queued', 'retrying')) \
-         AND NOT EXISTS (SELECT 1 FROM herald_outbox)",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// Herald drains `queue` (`jobs` messages): seconds until every message is
@@ -527,7 +483,7 @@ fn main() {
     runtime.block_on(async {
         // Run apart, so the database is dropped whatever happens to the run.
         let run = tokio::spawn(measure(bench.clone(), jobs, peer_jobs)).await;
-        drop_database(&bench).await;
+        common::drop_database(&bench.admin, &bench.url).await;
         if let Err(failed) = run {
             std::panic::resume_unwind(failed.into_panic());
         }

@@ -20,6 +20,13 @@ pub(crate) fn env_number(name: &str, default: usize) -> usize {
 /// A fresh, migrated PostgreSQL database: its URL and a store on it.
 pub(crate) async fn fresh_database(admin: &str, tag: &str) -> (String, Store) {
     let name = format!("herald_bench_{tag}_{}", uuid::Uuid::new_v4().simple());
+    create_database(admin, &name).await;
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    (url.clone(), migrated_store(&url).await)
+}
+
+/// Creates the empty database `name` on the server of `admin`.
+pub(crate) async fn create_database(admin: &str, name: &str) {
     let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .expect("PostgreSQL answers");
@@ -27,14 +34,34 @@ pub(crate) async fn fresh_database(admin: &str, tag: &str) -> (String, Store) {
         .execute(&mut conn)
         .await
         .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+}
+
+/// A store on `url` (room for the bench's concurrency), herald's
+/// migrations applied.
+pub(crate) async fn migrated_store(url: &str) -> Store {
     let options = PoolOptions {
         max_connections: 20,
         acquire_timeout: Duration::from_secs(60),
     };
-    let store = Store::connect(&url, options).await.unwrap();
+    let store = Store::connect(url, options).await.unwrap();
     store.migrate().await.unwrap();
-    (url, store)
+    store
+}
+
+/// Whether no job waits and no notification is unpublished. Probes for one
+/// row each (index scans that stop at the first hit), where counting would
+/// scan the whole ledger ten times a second, loading the server measured.
+pub(crate) async fn all_published(store: &Store) -> bool {
+    let Store::Postgres(pool) = store else {
+        unreachable!("the benches store on PostgreSQL")
+    };
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM herald_jobs WHERE state IN ('queued', 'retrying')) \
+         AND NOT EXISTS (SELECT 1 FROM herald_outbox)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 pub(crate) async fn drop_database(admin: &str, url: &str) {

@@ -67,7 +67,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common.rs"]
 mod common;
 
-use common::{drop_database, drop_redis_keys, env_number, env_or, fresh_database};
+use common::{all_published, drop_database, drop_redis_keys, env_number, env_or, fresh_database};
 
 async fn execute(store: &Store, sql: &'static str) {
     if let Store::Postgres(pool) = store {
@@ -607,22 +607,6 @@ async fn dashboard_cost(admin: &str, redis: &str, jobs: usize, clients: usize) {
             mean(&shares) * 100.0
         );
     }
-}
-
-/// Whether no job waits and no notification is unpublished. Probes for one
-/// row each (index scans that stop at the first hit), where counting would
-/// scan the whole ledger ten times a second, loading the server measured.
-async fn all_published(store: &Store) -> bool {
-    let Store::Postgres(pool) = store else {
-        unreachable!("the bench stores on PostgreSQL")
-    };
-    sqlx::query_scalar(
-        "SELECT NOT EXISTS (SELECT 1 FROM herald_jobs WHERE state IN ('queued', 'retrying')) \
-         AND NOT EXISTS (SELECT 1 FROM herald_outbox)",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// The overdue scan over `tasks` tasks, a tenth overdue: seconds, created.

@@ -68,13 +68,12 @@ where
     )?;
     tracing::info!(address = %front.address, queue = queue.name(), "herald running");
     let (served, heartbeat) = front.serve(settings, &store, Role::Run, shutdown).await;
-    if let Some(ingress) = ingress {
-        ingress.shutdown(settings.queue.shutdown_timeout).await;
-    }
-    worker.shutdown(settings.queue.shutdown_timeout).await;
-    heartbeat.stop().await;
-    queue.close().await;
-    store.close().await;
+    let running = Running {
+        ingress,
+        worker,
+        heartbeat,
+    };
+    running.stop(settings, queue, store).await;
     served?;
     Ok(())
 }
@@ -207,15 +206,35 @@ where
         ));
     }
     shutdown.await;
-    // The ingress feeds the queue: it stops first.
-    if let Some(ingress) = ingress {
-        ingress.shutdown(settings.queue.shutdown_timeout).await;
-    }
-    worker.shutdown(settings.queue.shutdown_timeout).await;
-    heartbeat.stop().await;
-    queue.close().await;
-    store.close().await;
+    let running = Running {
+        ingress,
+        worker,
+        heartbeat,
+    };
+    running.stop(settings, queue, store).await;
     Ok(())
+}
+
+/// The worker's side of a process, stopped together.
+struct Running {
+    ingress: Option<Ingress>,
+    worker: Worker,
+    heartbeat: Heartbeat,
+}
+
+impl Running {
+    /// Stops the ingress first (it feeds the queue), then the worker
+    /// (running jobs finish), the heartbeat, and closes the queue and store.
+    async fn stop(self, settings: &Settings, queue: JobQueue, store: Store) {
+        let limit = settings.queue.shutdown_timeout;
+        if let Some(ingress) = self.ingress {
+            ingress.shutdown(limit).await;
+        }
+        self.worker.shutdown(limit).await;
+        self.heartbeat.stop().await;
+        queue.close().await;
+        store.close().await;
+    }
 }
 
 #[cfg(test)]

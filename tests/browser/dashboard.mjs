@@ -12,8 +12,8 @@
 //   {"cmd": "text", "selector": "#dead .error"}                  // {"text": ...}
 //   {"cmd": "scroll", "selector": "#scans"}                        // to the top
 //   {"cmd": "screenshot", "path": "/tmp/x.png", "full": false}
-import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { answerCommands } from "./steps.mjs";
 
 const WAIT = Number(process.env.DRIVER_WAIT_MS || 30000);
 const browser = await chromium.launch({
@@ -50,15 +50,5 @@ const commands = {
   screenshot: async ({ path, full }) => { await page.screenshot({ path, fullPage: !!full }); return {}; },
 };
 
-for await (const line of createInterface({ input: process.stdin })) {
-  if (!line.trim()) continue;
-  let answer;
-  try {
-    const command = JSON.parse(line);
-    answer = { ok: true, ...(await commands[command.cmd](command)) };
-  } catch (error) {
-    answer = { ok: false, error: String(error && error.message || error) };
-  }
-  process.stdout.write(JSON.stringify(answer) + "\n");
-}
+await answerCommands(commands);
 await browser.close();

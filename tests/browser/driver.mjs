@@ -10,8 +10,8 @@
 //   {"cmd": "wait_count", "title": "T", "count": 1} // notifications titled T
 //   {"cmd": "count", "title": "T"}
 //   {"cmd": "text", "selector": "#job"}
-import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { answerCommands } from "./steps.mjs";
 
 const WAIT = Number(process.env.DRIVER_WAIT_MS || 30000);
 const browser = await chromium.launch({
@@ -44,15 +44,5 @@ const commands = {
   text: async ({ selector }) => ({ text: await page.locator(selector).innerText() }),
 };
 
-for await (const line of createInterface({ input: process.stdin })) {
-  if (!line.trim()) continue;
-  let answer;
-  try {
-    const command = JSON.parse(line);
-    answer = { ok: true, ...(await commands[command.cmd](command)) };
-  } catch (error) {
-    answer = { ok: false, error: String(error && error.message || error) };
-  }
-  process.stdout.write(JSON.stringify(answer) + "\n");
-}
+await answerCommands(commands);
 await browser.close();

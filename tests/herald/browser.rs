@@ -81,24 +81,34 @@ fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
-/// The browser, stepped one JSON command at a time.
-struct Browser {
+/// A browser driver (`tests/browser/<script>`, playwright-core driving
+/// Debian's chromium), stepped one JSON command at a time; shared by the
+/// demo page's test and the dashboard's.
+pub(crate) struct Browser {
     _child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl Browser {
-    async fn launch() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/driver.mjs");
+    /// Starts `node tests/browser/<script>`.
+    pub(crate) async fn launch(script: &str) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script);
         let mut child = Command::new("node")
-            .arg(script)
+            .arg(&path)
             .env("DRIVER_WAIT_MS", WAIT.as_millis().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("node runs tests/browser/driver.mjs (./scripts/test installs it)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "node runs {} (./scripts/test installs it): {e}",
+                    path.display()
+                )
+            });
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Browser {
@@ -108,8 +118,8 @@ impl Browser {
         }
     }
 
-    /// Sends `command`; the answer, which must be ok.
-    async fn step(&mut self, command: Value) -> Value {
+    /// Sends `command`; its answer (`ok` or not).
+    pub(crate) async fn try_step(&mut self, command: Value) -> Value {
         let line = format!("{command}\n");
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         let answer = tokio::time::timeout(WAIT + Duration::from_secs(20), self.lines.next_line())
@@ -119,7 +129,12 @@ impl Browser {
             .unwrap_or_else(|| {
                 panic!("the browser driver exited at {command} (playwright-core and chromium installed?)")
             });
-        let answer: Value = serde_json::from_str(&answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    /// Sends `command`; the answer, which must be ok.
+    pub(crate) async fn step(&mut self, command: Value) -> Value {
+        let answer = self.try_step(command.clone()).await;
         assert_eq!(answer["ok"], true, "{command}: {answer}");
         answer
     }
@@ -167,7 +182,7 @@ async fn demo_page_shows_job_notifications_and_what_it_missed_exactly_once() {
     }
     let (port, run) = started.expect("herald run starts on a free port");
 
-    let mut browser = Browser::launch().await;
+    let mut browser = Browser::launch("driver.mjs").await;
     let url = format!("http://127.0.0.1:{port}/");
     browser.step(json!({"cmd": "open", "url": url})).await;
     browser.send_test_notification().await;

@@ -113,22 +113,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     }
 }
 
-/// A one-shot HTTP/1.1 request: the status and the JSON body (`Null` when
-/// the body is not JSON).
-pub(crate) async fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &[u8],
-) -> std::io::Result<(u16, serde_json::Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+/// A request's head, `Connection: close`: `headers` as given, a `Host`
+/// unless they have one, the body's length.
+pub(crate) fn request_head(method: &str, path: &str, headers: &[&str], length: usize) -> String {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {length}\r\n");
     if !headers
         .iter()
         .any(|h| h.to_ascii_lowercase().starts_with("host:"))
@@ -140,6 +129,22 @@ pub(crate) async fn http(
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
+    request
+}
+
+/// A one-shot HTTP/1.1 request: the status and the JSON body (`Null` when
+/// the body is not JSON).
+pub(crate) async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> std::io::Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let headers = [&["Content-Type: application/json"], headers].concat();
+    let request = request_head(method, path, &headers, body.len());
     stream.write_all(request.as_bytes()).await?;
     stream.write_all(body).await?;
     let mut response = Vec::new();

@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, Command};
 
+use crate::browser::Browser;
 use crate::helpers::http;
 
 const KEY: &str = "browser-dashboard-key";
@@ -95,54 +95,8 @@ fn signal(child: &Child, name: &str) {
     assert!(sent.success());
 }
 
-/// The browser, stepped one JSON command at a time.
-struct Browser {
-    _child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
+/// The dashboard's steps on the shared driver.
 impl Browser {
-    async fn launch() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.mjs");
-        let mut child = Command::new("node")
-            .arg(script)
-            .env("DRIVER_WAIT_MS", WAIT.as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs tests/browser/dashboard.mjs (./scripts/test installs it)");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Browser {
-            _child: child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// Sends `command`; its answer (`ok` or not).
-    async fn try_step(&mut self, command: Value) -> Value {
-        let line = format!("{command}\n");
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        let answer = tokio::time::timeout(WAIT + Duration::from_secs(20), self.lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("the browser did not answer {command}"))
-            .unwrap()
-            .unwrap_or_else(|| {
-                panic!("the browser driver exited at {command} (playwright-core and chromium installed?)")
-            });
-        serde_json::from_str(&answer).unwrap()
-    }
-
-    /// Sends `command`; the answer, which must be ok.
-    async fn step(&mut self, command: Value) -> Value {
-        let answer = self.try_step(command.clone()).await;
-        assert_eq!(answer["ok"], true, "{command}: {answer}");
-        answer
-    }
-
     async fn wait_js(&mut self, js: &str) {
         self.step(json!({"cmd": "wait_js", "js": js})).await;
     }
@@ -269,7 +223,7 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
     let base = format!("http://127.0.0.1:{}", fleet.port);
 
     // Sign in once with the key.
-    let mut browser = Browser::launch().await;
+    let mut browser = Browser::launch("dashboard.mjs").await;
     browser
         .step(json!({"cmd": "open", "url": format!("{base}/dashboard")}))
         .await;
