@@ -5,9 +5,12 @@
 //! on the project's PostgreSQL database; their notifications reach the
 //! application's consumer under daphne, and `AsyncResult.get()` returns or
 //! raises as under Celery. Each test has a redis-server of its own as
-//! Celery's broker (DB 0) and result backend (DB 1), and its own queue name.
+//! Celery's broker (DB 0) and result backend (DB 1), and its own queue name;
+//! the task the application keeps on Celery counts its runs in DB 2.
 
-use std::process::{Command, Stdio};
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -139,6 +142,124 @@ impl Celery {
         redis_conn(&format!("{}/{db}", self.redis.url())).await
     }
 
+    /// `celery worker` of the application on [`KEPT_QUEUE`] only, as the
+    /// application's remaining workers run: prefork, two processes,
+    /// prefetching 4 messages each. In a process group of its own, which
+    /// [`Worker`]'s drop kills.
+    fn worker(&self, project: &DjangoProject, name: &str) -> Worker {
+        let mut command = project.python(&["-m", "celery", "-A", "celery_app", "worker"]);
+        self.env(&mut command);
+        command
+            .args(["-Q", KEPT_QUEUE, "-P", "prefork", "-c", "2"])
+            .args(["--prefetch-multiplier", "4", "-n", &format!("{name}@%h")])
+            .args([
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ])
+            .args(["-l", "warning"])
+            .env("INTEROP_RUNS_URL", format!("{}/2", self.redis.url()))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Worker(command.spawn().expect("celery worker starts"))
+    }
+
+    /// [`REINDEX`]'s runs so far (by the Celery workers), by task id.
+    async fn runs(&self) -> HashMap<String, i64> {
+        redis::cmd("HGETALL")
+            .arg("interop:runs")
+            .query_async(&mut self.redis(2).await)
+            .await
+            .unwrap()
+    }
+
+    /// Messages of `queue` held in `unacked`: how long each has been held,
+    /// in seconds (kombu's `unacked_index` scores).
+    async fn held_on(&self, queue: &str) -> Vec<f64> {
+        let mut conn = self.redis(0).await;
+        let held: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg("unacked")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let taken: HashMap<String, f64> = redis::cmd("ZRANGE")
+            .arg("unacked_index")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        held.iter()
+            .filter(|(_, value)| {
+                let value: Value = serde_json::from_str(value).unwrap();
+                value[2] == queue
+            })
+            .map(|(tag, _)| taken.get(tag).map_or(0.0, |at| now - at))
+            .collect()
+    }
+
+    /// Messages waiting in `queue`'s list.
+    async fn waiting(&self, queue: &str) -> usize {
+        redis::cmd("LLEN")
+            .arg(queue)
+            .query_async(&mut self.redis(0).await)
+            .await
+            .unwrap()
+    }
+
+    /// Entries of kombu's `unacked` hash and `unacked_index` sorted set.
+    async fn bookkeeping(&self) -> (usize, usize) {
+        let mut conn = self.redis(0).await;
+        let hash: usize = redis::cmd("HLEN")
+            .arg("unacked")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let index: usize = redis::cmd("ZCARD")
+            .arg("unacked_index")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (hash, index)
+    }
+
+    /// Wave `wave` of `.delay()` calls: 20 of [`REINDEX`] for Celery, each
+    /// followed by 7 or 8 of `notify` for herald (150). The task ids of
+    /// Celery's calls, and herald's as (task id, title).
+    fn interleaved(
+        &self,
+        project: &DjangoProject,
+        user: i64,
+        wave: usize,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        const KEPT: usize = 20;
+        const OURS: usize = 150;
+        let mut calls = Vec::new();
+        let mut titles = Vec::new();
+        for k in 0..KEPT {
+            calls.push(delay(REINDEX, json!([WORK])));
+            titles.push(None);
+            for i in OURS * k / KEPT..OURS * (k + 1) / KEPT {
+                let title = format!("w{wave}-{i}");
+                calls.push(delay(NOTIFY, json!([user, title, "beside Celery"])));
+                titles.push(Some(title));
+            }
+        }
+        let ids = self.send(project, calls);
+        let mut kept = Vec::new();
+        let mut ours = Vec::new();
+        for (id, title) in ids.into_iter().zip(titles) {
+            match title {
+                Some(title) => ours.push((id, title)),
+                None => kept.push(id),
+            }
+        }
+        (kept, ours)
+    }
+
     /// Messages waiting in herald's queue, and held unacknowledged.
     async fn broker_counts(&self) -> (usize, usize) {
         let mut conn = self.redis(0).await;
@@ -153,6 +274,49 @@ impl Celery {
             .await
             .unwrap();
         (waiting, held)
+    }
+}
+
+/// A Celery worker started by [`Celery::worker`]; dropped, its process
+/// group is killed.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let group = format!("-{}", self.0.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends signal `name` (`TERM`, `STOP`, ...) to process `pid`.
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// How many tasks of `runs` (task id -> runs) ran, each once.
+fn once_each(runs: &HashMap<String, i64>) -> usize {
+    let repeated: Vec<_> = runs.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(repeated.is_empty(), "ran more than once: {repeated:?}");
+    runs.len()
+}
+
+/// `child`'s exit status, waiting up to `limit` for it.
+async fn exited(child: &mut Child, limit: Duration) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "still running after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -194,6 +358,13 @@ fn delay(task: &str, args: Value) -> Value {
 const NOTIFY: &str = "apps.notifications.tasks.notify";
 const FILE_ATTACHED: &str = "apps.tasks.tasks.file_attached";
 const STATUS_CHANGED: &str = "apps.tasks.tasks.status_changed";
+/// The task the application keeps on its Celery workers, routed to
+/// Celery's default queue, [`KEPT_QUEUE`].
+const REINDEX: &str = "apps.tasks.tasks.reindex";
+const KEPT_QUEUE: &str = "celery";
+/// Seconds each [`REINDEX`] works: with two processes prefetching 4 each,
+/// a message waits about 2 s in `unacked` before it starts.
+const WORK: f64 = 0.5;
 
 /// `.delay()` and `apply_async()` of the three event tasks run on herald
 /// and reach the application's consumer and herald's sidecar; `get()`
@@ -503,9 +674,10 @@ async fn protocol_1_calls_run_on_herald_worker_and_reach_the_sidecar() {
     assert_eq!(rows(&project).len(), 2, "one row per call");
 }
 
-/// kill -9 of herald in the middle of 5,000 messages, then a restart:
-/// what the dead process held unacknowledged goes back to the queue and
-/// every message runs once (one row each, no repeats), with its result.
+/// kill -9 of herald in the middle of 5,000 messages, while it holds some
+/// taken and not yet acknowledged (frozen with SIGSTOP until it does), then
+/// a restart: what the dead process held goes back to the queue and every
+/// message runs once (one row each, no repeats), with its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_5000_messages_loses_none_and_repeats_none() {
     const MESSAGES: usize = 5000;
@@ -531,11 +703,32 @@ async fn kill_9_in_the_middle_of_5000_messages_loses_none_and_repeats_none() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Frozen, it holds what it held; killed only while that is some.
+    let pid = first.child.id();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        signal(pid, "STOP");
+        // What it sent before it stopped reaches the broker meanwhile.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if celery.broker_counts().await.1 > 0 {
+            break;
+        }
+        assert!(tries < 200, "herald never held a message when frozen");
+        signal(pid, "CONT");
+        tokio::time::sleep(Duration::from_millis(tries % 7)).await;
+    }
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
     let (waiting, held) = celery.broker_counts().await;
-    eprintln!("killed with {waiting} messages waiting and {held} held unacknowledged");
+    eprintln!(
+        "killed at freeze {tries} with {waiting} messages waiting and {held} held unacknowledged"
+    );
     assert!(waiting > 0, "the kill came in the middle of the messages");
+    assert!(
+        held > 0,
+        "the kill came with messages taken, not acknowledged"
+    );
     let _second = celery.herald(&project, &knobs);
     let started = Instant::now();
     loop {
@@ -567,6 +760,161 @@ async fn kill_9_in_the_middle_of_5000_messages_loses_none_and_repeats_none() {
     let results = celery.results(&project, &ids, 30);
     let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
     assert_eq!(succeeded, MESSAGES, "every result written");
+}
+
+/// A Celery worker sharing herald's broker (the same Redis DB, the same
+/// `unacked` bookkeeping) on its own queue stays correct: the messages it
+/// holds unacknowledged for seconds, past herald's `restore_after` (1 s,
+/// a sweep every 0.5 s), are left to it, since herald puts back another
+/// queue's messages only after the visibility timeout, so each of its
+/// tasks runs once; its warm shutdown (SIGTERM) puts back exactly what it
+/// held, to its own queue, and a second worker runs those. Herald runs
+/// each of its 300 messages, sent between Celery's, once throughout. At the
+/// end nothing is held and the queues are empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_worker_sharing_the_broker_stays_correct() {
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let celery = Celery::new();
+    let mut herald = celery.herald(&project, &[("HERALD_CELERY__RESTORE_AFTER", "1s")]);
+    let pool = ledger(&project).await;
+    let mut first = celery.worker(&project, "first");
+    let (mut kept, mut ours) = celery.interleaved(&project, ada, 1);
+    // The longest a Celery message was seen held (herald's restore_after
+    // is 1 s).
+    let mut longest = 0.0_f64;
+    let started = Instant::now();
+    loop {
+        let held = celery.held_on(KEPT_QUEUE).await;
+        longest = held.iter().copied().fold(longest, f64::max);
+        let ran = once_each(&celery.runs().await);
+        if ran >= 6 && !held.is_empty() {
+            break;
+        }
+        assert!(first.0.try_wait().unwrap().is_none(), "celery worker died");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the Celery worker ran {ran} and holds {}",
+            held.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Warm shutdown of the Celery worker holding messages, while more of
+    // both are sent.
+    signal(first.0.id(), "TERM");
+    let (more_kept, more_ours) = celery.interleaved(&project, ada, 2);
+    kept.extend(more_kept);
+    ours.extend(more_ours);
+    let status = exited(&mut first.0, Duration::from_secs(30)).await;
+    assert!(status.success(), "warm shutdown: {status}");
+    assert!(
+        celery.held_on(KEPT_QUEUE).await.is_empty(),
+        "kombu put back what the worker held"
+    );
+    let ran: i64 = celery.runs().await.values().sum();
+    let waiting = celery.waiting(KEPT_QUEUE).await;
+    assert_eq!(
+        ran as usize + waiting,
+        kept.len(),
+        "{ran} ran and {waiting} wait in Celery's queue"
+    );
+    eprintln!("the first Celery worker ran {ran}; {waiting} left to the second");
+    assert!(herald.child.try_wait().unwrap().is_none(), "herald runs on");
+    // Herald runs all of its messages, the Celery worker gone.
+    let started = Instant::now();
+    loop {
+        let done = scalar(
+            &pool,
+            "SELECT count(*) FROM herald_jobs WHERE state = 'done'",
+        )
+        .await;
+        if done == ours.len() as i64
+            && celery.waiting(&celery.queue).await == 0
+            && celery.held_on(&celery.queue).await.is_empty()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{done} of herald's {} done",
+            ours.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A second worker runs what the first put back and the second wave.
+    let mut second = celery.worker(&project, "second");
+    let started = Instant::now();
+    loop {
+        let held = celery.held_on(KEPT_QUEUE).await;
+        longest = held.iter().copied().fold(longest, f64::max);
+        let ran = once_each(&celery.runs().await);
+        if ran == kept.len() && held.is_empty() && celery.waiting(KEPT_QUEUE).await == 0 {
+            break;
+        }
+        assert!(second.0.try_wait().unwrap().is_none(), "celery worker died");
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{ran} of Celery's {} ran",
+            kept.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(second.0.id(), "TERM");
+    let status = exited(&mut second.0, Duration::from_secs(30)).await;
+    assert!(status.success(), "warm shutdown: {status}");
+
+    // Each of Celery's tasks ran once, on Celery.
+    let runs = celery.runs().await;
+    once_each(&runs);
+    let mut ran: Vec<&String> = runs.keys().collect();
+    ran.sort_unstable();
+    let mut sent: Vec<&String> = kept.iter().collect();
+    sent.sort_unstable();
+    assert_eq!(ran, sent, "each of Celery's tasks ran");
+    eprintln!("Celery's messages were held up to {longest:.2} s");
+    assert!(
+        longest > 1.5,
+        "Celery held a message past herald's restore_after: {longest:.2} s at most"
+    );
+    // Each of herald's: one job, one row.
+    let jobs: Vec<String> =
+        sqlx::query_scalar("SELECT dedup_key FROM herald_jobs WHERE state = 'done'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut jobs: Vec<&str> = jobs
+        .iter()
+        .map(|key| key.trim_start_matches("celery:"))
+        .collect();
+    jobs.sort_unstable();
+    let mut expected: Vec<&str> = ours.iter().map(|(id, _)| id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(jobs, expected, "one job per herald message, none else");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM herald_jobs").await, 300);
+    let stored = rows(&project);
+    let mut titles: Vec<&str> = stored
+        .values()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    let mut expected: Vec<&str> = ours.iter().map(|(_, title)| title.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(titles, expected, "one row per herald message");
+    let ids: Vec<String> = kept
+        .iter()
+        .cloned()
+        .chain(ours.iter().map(|(id, _)| id.clone()))
+        .collect();
+    let results = celery.results(&project, &ids, 30);
+    let failed: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["status"] != "SUCCESS")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(celery.bookkeeping().await, (0, 0), "nothing held");
+    assert_eq!(celery.waiting(KEPT_QUEUE).await, 0);
+    assert_eq!(celery.waiting(&celery.queue).await, 0);
 }
 
 /// `celery beat` sending overdue_check every second lands in herald, and

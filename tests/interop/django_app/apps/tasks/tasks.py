@@ -1,11 +1,15 @@
 """The application's task events and scans, as its Celery workers run them:
 the contracts of herald's `file_attached`, `status_changed`,
 `overdue_check` and `deadline_reminder` jobs (the same titles, messages,
-data and dedup keys), called with `.delay()` by the application's views."""
+data and dedup keys), called with `.delay()` by the application's views;
+and `reindex`, which the application keeps on its own Celery workers."""
 
+import time
 from datetime import timedelta
 
+import redis
 from celery import current_task, shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from apps.notifications.models import Notification, send_notification_ws
@@ -104,3 +108,15 @@ def deadline_reminder(task_id=None):
         )
         for task in tasks
     )
+
+
+@shared_task
+def reindex(seconds):
+    """A task that stays on Celery (routed to Celery's default queue, not
+    herald's): counts its run in the hash `interop:runs` (task id -> runs)
+    at INTEROP_RUNS_URL, then works for `seconds`."""
+    runs = redis.Redis.from_url(settings.INTEROP_RUNS_URL)
+    runs.hincrby("interop:runs", current_task.request.id, 1)
+    runs.close()
+    time.sleep(seconds)
+    return {"slept": seconds}
