@@ -101,7 +101,7 @@ fn reading_pool(settings: &Settings) -> Option<Store> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return None;
     }
-    let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+    let options = crate::store::postgres_options(&url)
         .ok()?
         .application_name("herald-dashboard");
     let pool = sqlx::postgres::PgPoolOptions::new()

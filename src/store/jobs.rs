@@ -147,41 +147,10 @@ impl Store {
     /// answer is the job holding the key.
     pub async fn insert_jobs(&self, jobs: &[NewJob<'_>]) -> Result<Vec<Recorded>, StoreError> {
         let at = now();
-        let mut inserted = HashSet::with_capacity(jobs.len());
-        // One transaction: a failure records none of them.
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in jobs.chunks(INSERT_CHUNK) {
-                let mut sql = sqlx::QueryBuilder::new(
-                    "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, attempts, \
-                     max_attempts, run_at, created_at, updated_at) ",
-                );
-                sql.push_values(chunk, |mut row, job| {
-                    row.push_bind(job.id.to_string())
-                        .push_bind(job.kind.to_string())
-                        .push_bind(job.payload.to_string())
-                        .push_bind(job.dedup_key.map(str::to_string))
-                        .push("'queued', 0")
-                        .push_bind(job.max_attempts)
-                        .push_bind(db_time(job.run_at))
-                        .push_bind(db_time(at))
-                        .push_bind(db_time(at));
-                });
-                sql.push(" ON CONFLICT DO NOTHING RETURNING id");
-                let ids: Vec<String> = sql.build_query_scalar().fetch_all(&mut *tx).await?;
-                if !ids.is_empty() {
-                    let mut marks = sqlx::QueryBuilder::new(
-                        "INSERT INTO herald_unqueued (job_id, since) ",
-                    );
-                    marks.push_values(&ids, |mut row, id| {
-                        row.push_bind(id.clone()).push_bind(db_time(at));
-                    });
-                    marks.build().execute(&mut *tx).await?;
-                }
-                inserted.extend(ids);
-            }
-            tx.commit().await?;
-        });
+        let inserted = match self {
+            Store::Postgres(pool) => insert_jobs_postgres(pool, jobs, at).await?,
+            Store::Sqlite(pool) => insert_jobs_sqlite(pool, jobs, at).await?,
+        };
         let taken: Vec<String> = jobs
             .iter()
             .filter(|job| !inserted.contains(job.id))
@@ -436,4 +405,90 @@ impl Store {
             .fetch_one(pool)
             .await?))
     }
+}
+
+/// PostgreSQL: one statement records a chunk and marks its new jobs
+/// unqueued (a statement is atomic, so one chunk needs no transaction of its
+/// own: one round trip in all); each column is bound as one array, so the
+/// text is the same whatever the chunk's size. Answers the ids recorded.
+async fn insert_jobs_postgres(
+    pool: &sqlx::PgPool,
+    jobs: &[NewJob<'_>],
+    at: DateTime<Utc>,
+) -> Result<HashSet<String>, StoreError> {
+    const INSERT: &str = "WITH recorded AS (INSERT INTO herald_jobs (id, kind, payload, \
+         dedup_key, state, attempts, max_attempts, run_at, created_at, updated_at) \
+         SELECT i, k, p, d, 'queued', 0, m, r, $7, $7 FROM unnest($1::text[], $2::text[], \
+         $3::text[], $4::text[], $5::int4[], $6::timestamptz[]) AS x (i, k, p, d, m, r) \
+         ON CONFLICT DO NOTHING RETURNING id), \
+         marked AS (INSERT INTO herald_unqueued (job_id, since) SELECT id, $7 FROM recorded) \
+         SELECT id FROM recorded";
+    let statement = |chunk: &[NewJob<'_>]| {
+        let column = |get: fn(&NewJob<'_>) -> String| chunk.iter().map(get).collect::<Vec<_>>();
+        sqlx::query_scalar::<_, String>(INSERT)
+            .bind(column(|job| job.id.to_string()))
+            .bind(column(|job| job.kind.to_string()))
+            .bind(column(|job| job.payload.to_string()))
+            .bind(
+                chunk
+                    .iter()
+                    .map(|job| job.dedup_key.map(str::to_string))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(chunk.iter().map(|job| job.max_attempts).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|job| job.run_at).collect::<Vec<_>>())
+            .bind(at)
+    };
+    if jobs.len() <= INSERT_CHUNK {
+        return Ok(statement(jobs).fetch_all(pool).await?.into_iter().collect());
+    }
+    // Several chunks: one transaction, so a failure records none of them.
+    let mut inserted = HashSet::with_capacity(jobs.len());
+    let mut tx = pool.begin().await?;
+    for chunk in jobs.chunks(INSERT_CHUNK) {
+        inserted.extend(statement(chunk).fetch_all(&mut *tx).await?);
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// SQLite: one transaction, a multi-row insert and its unqueued marks per
+/// chunk. Answers the ids recorded.
+async fn insert_jobs_sqlite(
+    pool: &sqlx::SqlitePool,
+    jobs: &[NewJob<'_>],
+    at: DateTime<Utc>,
+) -> Result<HashSet<String>, StoreError> {
+    use super::sqlite_time as db_time;
+    let mut inserted = HashSet::with_capacity(jobs.len());
+    let mut tx = pool.begin().await?;
+    for chunk in jobs.chunks(INSERT_CHUNK) {
+        let mut sql = sqlx::QueryBuilder::new(
+            "INSERT INTO herald_jobs (id, kind, payload, dedup_key, state, attempts, \
+             max_attempts, run_at, created_at, updated_at) ",
+        );
+        sql.push_values(chunk, |mut row, job| {
+            row.push_bind(job.id.to_string())
+                .push_bind(job.kind.to_string())
+                .push_bind(job.payload.to_string())
+                .push_bind(job.dedup_key.map(str::to_string))
+                .push("'queued', 0")
+                .push_bind(job.max_attempts)
+                .push_bind(db_time(job.run_at))
+                .push_bind(db_time(at))
+                .push_bind(db_time(at));
+        });
+        sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<String> = sql.build_query_scalar().fetch_all(&mut *tx).await?;
+        if !ids.is_empty() {
+            let mut marks = sqlx::QueryBuilder::new("INSERT INTO herald_unqueued (job_id, since) ");
+            marks.push_values(&ids, |mut row, id| {
+                row.push_bind(id.clone()).push_bind(db_time(at));
+            });
+            marks.build().execute(&mut *tx).await?;
+        }
+        inserted.extend(ids);
+    }
+    tx.commit().await?;
+    Ok(inserted)
 }

@@ -275,7 +275,7 @@ impl Store {
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
                 .before_acquire(|_, meta| Box::pin(async move { Ok(!stale::is_retired(meta.age)) }))
-                .connect(url)
+                .connect_with(postgres_options(url)?)
                 .await?;
             Ok(Store::Postgres(pool))
         } else {
@@ -362,5 +362,61 @@ impl Store {
     /// Waits for in-flight queries and closes every connection.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// The connection options of a PostgreSQL URL. When neither the URL nor
+/// `PGSSLMODE` names an `sslmode`, libpq's `prefer` applies (TLS when the
+/// server offers it), except on this host (loopback or a Unix socket),
+/// where TLS protects nothing and costs every statement its encryption:
+/// there it is `disable`.
+pub fn postgres_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, sqlx::Error> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options = PgConnectOptions::from_str(url)?;
+    let named = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("sslmode=")))
+        || std::env::var_os("PGSSLMODE").is_some();
+    let host = options.get_host();
+    let local =
+        host.starts_with('/') || matches!(host, "127.0.0.1" | "::1" | "[::1]" | "localhost");
+    Ok(if named || !local {
+        options
+    } else {
+        options.ssl_mode(PgSslMode::Disable)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_options;
+    use sqlx::postgres::PgSslMode;
+
+    fn mode(url: &str) -> PgSslMode {
+        postgres_options(url).unwrap().get_ssl_mode()
+    }
+
+    #[test]
+    fn tls_is_off_on_this_host_unless_the_url_asks_for_it() {
+        for local in [
+            "postgres://u@127.0.0.1:5432/app",
+            "postgres://u@localhost/app",
+            "postgresql://u@[::1]:5432/app",
+            "postgres:///app?host=/var/run/postgresql",
+        ] {
+            assert!(matches!(mode(local), PgSslMode::Disable), "{local}");
+        }
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/app?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.internal/app"),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://u@10.0.0.5/app?sslmode=verify-full"),
+            PgSslMode::VerifyFull
+        ));
     }
 }
