@@ -560,7 +560,9 @@ async fn done_and_rows(store: &Store, title: &str) -> (i64, i64) {
 /// Waits until `done` jobs are done and `rows` notifications titled
 /// `title` exist, and checks nothing is left queued.
 async fn wait_done(store: &Store, title: &str, done_total: i64, rows_total: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    // Generous: SQLite's queue runs the 10,000 jobs below, 16 at a time,
+    // in 60-95 s on a slow 2-core machine under a full suite.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     loop {
         let (done, rows) = done_and_rows(store, title).await;
         if done == done_total && rows == rows_total {
