@@ -201,6 +201,36 @@ impl Celery {
             .collect()
     }
 
+    /// Watches [`KEPT_QUEUE`]'s side every 50 ms until `done(tasks run,
+    /// messages held, messages waiting)`, each task run at most once
+    /// throughout; `longest` keeps the longest hold seen. Fails if `worker`
+    /// dies or `seconds` pass.
+    async fn watch_kept(
+        &self,
+        worker: &mut Worker,
+        longest: &mut f64,
+        seconds: u64,
+        done: impl Fn(usize, usize, usize) -> bool,
+    ) {
+        let started = Instant::now();
+        loop {
+            let held = self.held_on(KEPT_QUEUE).await;
+            *longest = held.iter().copied().fold(*longest, f64::max);
+            let ran = once_each(&self.runs().await);
+            let waiting = self.waiting(KEPT_QUEUE).await;
+            if done(ran, held.len(), waiting) {
+                return;
+            }
+            assert!(worker.0.try_wait().unwrap().is_none(), "celery worker died");
+            assert!(
+                started.elapsed() < Duration::from_secs(seconds),
+                "the Celery worker ran {ran}, holds {}, {waiting} wait",
+                held.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Messages waiting in `queue`'s list.
     async fn waiting(&self, queue: &str) -> usize {
         redis::cmd("LLEN")
@@ -782,22 +812,11 @@ async fn a_celery_worker_sharing_the_broker_stays_correct() {
     // The longest a Celery message was seen held (herald's restore_after
     // is 1 s).
     let mut longest = 0.0_f64;
-    let started = Instant::now();
-    loop {
-        let held = celery.held_on(KEPT_QUEUE).await;
-        longest = held.iter().copied().fold(longest, f64::max);
-        let ran = once_each(&celery.runs().await);
-        if ran >= 6 && !held.is_empty() {
-            break;
-        }
-        assert!(first.0.try_wait().unwrap().is_none(), "celery worker died");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the Celery worker ran {ran} and holds {}",
-            held.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    celery
+        .watch_kept(&mut first, &mut longest, 30, |ran, held, _| {
+            ran >= 6 && held > 0
+        })
+        .await;
 
     // Warm shutdown of the Celery worker holding messages, while more of
     // both are sent.
@@ -844,22 +863,11 @@ async fn a_celery_worker_sharing_the_broker_stays_correct() {
 
     // A second worker runs what the first put back and the second wave.
     let mut second = celery.worker(&project, "second");
-    let started = Instant::now();
-    loop {
-        let held = celery.held_on(KEPT_QUEUE).await;
-        longest = held.iter().copied().fold(longest, f64::max);
-        let ran = once_each(&celery.runs().await);
-        if ran == kept.len() && held.is_empty() && celery.waiting(KEPT_QUEUE).await == 0 {
-            break;
-        }
-        assert!(second.0.try_wait().unwrap().is_none(), "celery worker died");
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "{ran} of Celery's {} ran",
-            kept.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    celery
+        .watch_kept(&mut second, &mut longest, 40, |ran, held, waiting| {
+            ran == kept.len() && held == 0 && waiting == 0
+        })
+        .await;
     signal(second.0.id(), "TERM");
     let status = exited(&mut second.0, Duration::from_secs(30)).await;
     assert!(status.success(), "warm shutdown: {status}");
