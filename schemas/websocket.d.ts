@@ -116,7 +116,9 @@ export type Resumed = {
    * True when everything after the client's position is in this replay
    * and the pages `more` announces; false when herald cannot vouch for
    * it (the position's row is not the user's: deleted, or never theirs,
-   * so rows committed late below it cannot be bounded): refetch.
+   * so rows committed late below it cannot be bounded; or more rows
+   * than one replay reads were created within `resume_lookback` below
+   * it): refetch.
    */
   recovered: boolean;
   /**

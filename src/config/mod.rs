@@ -237,6 +237,11 @@ pub struct LayerSettings {
     /// Per-channel capacities: glob pattern and capacity, first match wins.
     #[serde(default)]
     pub channel_capacity: Vec<ChannelCapacity>,
+    /// Herald's own: how long a group copy that finds its Redis queue at
+    /// capacity is held and retried before it counts as undelivered; zero
+    /// drops it at once, as channels_redis does.
+    #[serde(with = "humantime_serde")]
+    pub full_channel_deadline: Duration,
 }
 
 /// One `[[layer.channel_capacity]]` entry.

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::names::{Capacities, check_channel_name, check_group_name};
-use super::{ChannelLayer, GroupSendReport, LayerError, Message};
+use super::{ChannelLayer, GroupSendReport, LayerError, Loss, Message};
 use crate::config::LayerSettings;
 
 /// How often the whole-layer sweep of idle channels and stale groups runs.
@@ -26,8 +26,8 @@ struct Queue {
     items: Mutex<VecDeque<(Instant, Message)>>,
     ready: Notify,
     /// A group copy was dropped (full) or a message expired unread: the
-    /// next receive answers a resync message first.
-    lost: AtomicBool,
+    /// next receive answers this loss's resync message first.
+    loss: Mutex<Loss>,
 }
 
 impl Queue {
@@ -35,6 +35,16 @@ impl Queue {
         self.items
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Records what dropping `messages` lost and wakes the receiver.
+    fn lose<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
+        let mut loss = super::lock(&self.loss);
+        for message in messages {
+            loss.merge(Loss::of_dropped(message));
+        }
+        drop(loss);
+        self.ready.notify_one();
     }
 }
 
@@ -129,9 +139,9 @@ impl MemoryLayer {
         state.last_sweep = Some(now);
         state.channels.retain(|_, queue| {
             let mut items = queue.items();
-            if drop_expired(&mut items, now) {
-                queue.lost.store(true, Ordering::Release);
-                queue.ready.notify_one();
+            let expired = drop_expired(&mut items, now);
+            if !expired.is_empty() {
+                queue.lose(&expired);
             }
             !items.is_empty() || Arc::strong_count(queue) > 1
         });
@@ -159,13 +169,15 @@ impl MemoryLayer {
     }
 }
 
-/// Drops the messages past their expiry; true when any was.
-fn drop_expired(items: &mut VecDeque<(Instant, Message)>, now: Instant) -> bool {
-    let before = items.len();
+/// Drops the messages past their expiry, answering them.
+fn drop_expired(items: &mut VecDeque<(Instant, Message)>, now: Instant) -> Vec<Message> {
+    let mut expired = Vec::new();
     while items.front().is_some_and(|(expires, _)| *expires <= now) {
-        items.pop_front();
+        if let Some((_, message)) = items.pop_front() {
+            expired.push(message);
+        }
     }
-    items.len() < before
+    expired
 }
 
 #[async_trait]
@@ -189,8 +201,9 @@ impl ChannelLayer for MemoryLayer {
         let now = Instant::now();
         {
             let mut items = queue.items();
-            if drop_expired(&mut items, now) {
-                queue.lost.store(true, Ordering::Release);
+            let expired = drop_expired(&mut items, now);
+            if !expired.is_empty() {
+                queue.lose(&expired);
             }
             if items.len() >= self.capacities.for_channel(channel) {
                 return Err(LayerError::ChannelFull(channel.to_string()));
@@ -212,11 +225,15 @@ impl ChannelLayer for MemoryLayer {
             {
                 let mut items = queue.items();
                 let expired = drop_expired(&mut items, Instant::now());
-                if expired || queue.lost.swap(false, Ordering::AcqRel) {
+                let mut loss = std::mem::take(&mut *super::lock(&queue.loss));
+                for message in &expired {
+                    loss.merge(Loss::of_dropped(message));
+                }
+                if !loss.is_empty() {
                     if !items.is_empty() {
                         queue.ready.notify_one();
                     }
-                    return Ok(super::resync_message());
+                    return Ok(loss.resync_message());
                 }
                 if let Some((_, message)) = items.pop_front() {
                     if !items.is_empty() {
@@ -272,9 +289,7 @@ impl ChannelLayer for MemoryLayer {
                 Ok(()) => report.delivered += 1,
                 Err(LayerError::ChannelFull(_)) => {
                     report.dropped += 1;
-                    let queue = self.queue(&channel);
-                    queue.lost.store(true, Ordering::Release);
-                    queue.ready.notify_one();
+                    self.queue(&channel).lose([&message]);
                 }
                 Err(other) => return Err(other),
             }

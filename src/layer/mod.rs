@@ -47,11 +47,87 @@ pub type Message = Map<String, Value>;
 /// Redis, so Python consumers never see it.
 pub const RESYNC: &str = "herald.resync";
 
-/// A [`RESYNC`] message.
-pub fn resync_message() -> Message {
-    let mut message = Message::new();
-    message.insert("type".into(), Value::String(RESYNC.into()));
-    message
+/// Where a channel's missed messages begin, as far as its layer knows: the
+/// lowest notification id it dropped itself (a full buffer, an expired
+/// message), and the earliest wall-clock time (epoch seconds) from which
+/// copies it never saw may have been dropped (a sender that found the queue
+/// at capacity, Redis lost). A [`RESYNC`] message carries it, so the
+/// consumer reads again from there, not from the newest id it was handed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Loss {
+    pub from_id: Option<i64>,
+    pub since: Option<f64>,
+}
+
+impl Loss {
+    /// Copies may have been dropped from `since` on.
+    pub fn since(since: f64) -> Self {
+        Self {
+            from_id: None,
+            since: Some(since),
+        }
+    }
+
+    /// What dropping `message` lost: its notification's id, or, for any
+    /// other message, everything from now on (the consumer is told; what
+    /// it can read again is the database's notifications).
+    pub fn of_dropped(message: &Message) -> Self {
+        let id = (message.get("type").and_then(Value::as_str) == Some("send_notification"))
+            .then(|| message.get("data").and_then(|data| data.get("id")))
+            .flatten()
+            .and_then(Value::as_i64);
+        match id {
+            Some(id) => Self {
+                from_id: Some(id),
+                since: None,
+            },
+            None => Self::since(wall_clock()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.from_id.is_none() && self.since.is_none()
+    }
+
+    /// Both losses: the lower id and the earlier time.
+    pub fn merge(&mut self, other: Loss) {
+        self.from_id = match (self.from_id, other.from_id) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.since = match (self.since, other.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The [`RESYNC`] message telling a consumer about this loss.
+    pub fn resync_message(&self) -> Message {
+        let mut message = Message::new();
+        message.insert("type".into(), Value::String(RESYNC.into()));
+        if let Some(id) = self.from_id {
+            message.insert("from_id".into(), Value::from(id));
+        }
+        if let Some(since) = self.since {
+            message.insert("since".into(), Value::from(since));
+        }
+        message
+    }
+
+    /// The loss a [`RESYNC`] message carries.
+    pub fn of_resync(message: &Message) -> Self {
+        Self {
+            from_id: message.get("from_id").and_then(Value::as_i64),
+            since: message.get("since").and_then(Value::as_f64),
+        }
+    }
+}
+
+/// Wall-clock seconds since the epoch, as Python's `time.time()`.
+pub fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -78,11 +154,14 @@ pub enum LayerError {
     Closed,
 }
 
-/// What a `group_send` did: copies handed to channels, and copies dropped
-/// because their channel was full.
+/// What a `group_send` did: copies handed to channels, copies held back
+/// because their channel was at capacity (placed later, in order, or
+/// counted as undelivered at `layer.full_channel_deadline`), and
+/// copies dropped at once (a layer that holds nothing back).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupSendReport {
     pub delivered: usize,
+    pub held: usize,
     pub dropped: usize,
 }
 
@@ -99,7 +178,8 @@ pub trait ChannelLayer: Send + Sync + 'static {
     async fn receive(&self, channel: &str) -> Result<Message, LayerError>;
     async fn group_add(&self, group: &str, channel: &str) -> Result<(), LayerError>;
     async fn group_discard(&self, group: &str, channel: &str) -> Result<(), LayerError>;
-    /// Sends to every member; a full member's copy is dropped and counted,
+    /// Sends to every member; a full member's copy is held back and
+    /// retried (Redis) or dropped and its channel told to resync (memory),
     /// never an error.
     async fn group_send(
         &self,

@@ -142,7 +142,9 @@ pub struct Resumed {
     /// True when everything after the client's position is in this replay
     /// and the pages `more` announces; false when herald cannot vouch for
     /// it (the position's row is not the user's: deleted, or never theirs,
-    /// so rows committed late below it cannot be bounded): refetch.
+    /// so rows committed late below it cannot be bounded; or more rows
+    /// than one replay reads were created within `resume_lookback` below
+    /// it): refetch.
     pub recovered: bool,
     /// True when the server started this replay itself: the channel layer
     /// may have dropped live notifications (Redis reconnected, a full
@@ -195,8 +197,9 @@ pub enum Outgoing {
     /// `chat_message` and `typing`, forwarded with their shapes.
     Other(String),
     /// The layer may have lost messages for this connection
-    /// ([`crate::layer::RESYNC`]): read them from the database.
-    Resync,
+    /// ([`crate::layer::RESYNC`]), from where the loss says: read them
+    /// from the database.
+    Resync(crate::layer::Loss),
     /// A type the sidecar does not know: logged and dropped.
     Unknown(String),
 }
@@ -212,7 +215,7 @@ pub fn from_layer(message: &crate::layer::Message) -> Outgoing {
         },
         "chat_message" | "chat.message" => Outgoing::Other(event("chat_message", data)),
         "typing" => Outgoing::Other(event("typing", data)),
-        crate::layer::RESYNC => Outgoing::Resync,
+        crate::layer::RESYNC => Outgoing::Resync(crate::layer::Loss::of_resync(message)),
         other => Outgoing::Unknown(other.chars().take(100).collect()),
     }
 }

@@ -32,7 +32,7 @@ pub use fleet::{Beat, OutboxBacklog, ProcessRow, SampleRow, ScanRun};
 pub use history::{JobSearch, OpenCount, Refusal};
 pub use jobs::{JobRecord, JobState, NewJob, Recorded};
 pub use limits::ColumnLimits;
-pub use missed::{Missed, Position};
+pub use missed::{LATE_LIMIT, Missed, Position};
 pub use notifications::{Created, Inserted, NewNotification, Notification, PAGE_LIMIT};
 pub use outbox::Unpublished;
 pub use scans::{ReminderWindow, humanize};

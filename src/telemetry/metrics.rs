@@ -24,6 +24,10 @@ pub const SCANS_RUN: &str = "herald_scans_run_total";
 pub const CELERY_MESSAGES: &str = "herald_celery_messages_total";
 /// Label: layer (`memory`, `redis`).
 pub const LAYER_DROPPED: &str = "herald_layer_dropped_total";
+/// Group copies a Redis layer held back because their queue was full.
+pub const LAYER_HELD: &str = "herald_layer_held_total";
+/// Held group copies given up at `layer.full_channel_deadline`.
+pub const LAYER_UNDELIVERED: &str = "herald_layer_undelivered_total";
 /// Label: layer (`redis`, `redis_pubsub`).
 pub const LAYER_RECONNECTS: &str = "herald_layer_reconnects_total";
 /// TCP connections closed at once: too many were open before becoming
@@ -93,6 +97,14 @@ fn describe() {
         "Group message copies dropped on full channels"
     );
     describe_counter!(LAYER_RECONNECTS, "Times a Redis layer reconnected");
+    describe_counter!(
+        LAYER_HELD,
+        "Group message copies held back (and retried) because their queue was full"
+    );
+    describe_counter!(
+        LAYER_UNDELIVERED,
+        "Held group message copies given up at layer.full_channel_deadline"
+    );
     describe_counter!(
         CELERY_MESSAGES,
         "Celery task messages taken from the broker, by what became of them"

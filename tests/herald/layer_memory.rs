@@ -104,6 +104,7 @@ async fn group_send_reaches_members_and_drops_on_full() {
         report,
         GroupSendReport {
             delivered: 1,
+            held: 0,
             dropped: 1
         }
     );

@@ -12,7 +12,7 @@ use serde_json::json;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-fn settings() -> LayerSettings {
+pub(crate) fn settings() -> LayerSettings {
     let mut layer = Settings::defaults().layer;
     layer.backend = LayerBackend::Redis;
     layer.hosts = vec![std::env::var("HERALD_TEST_REDIS_URL").unwrap_or_else(|_| REDIS.into())];
@@ -20,7 +20,7 @@ fn settings() -> LayerSettings {
     layer
 }
 
-async fn conn(settings: &LayerSettings) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn conn(settings: &LayerSettings) -> redis::aio::MultiplexedConnection {
     redis::Client::open(settings.hosts[0].as_str())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -11,6 +11,7 @@ mod demo;
 mod faults;
 mod helpers;
 mod jobs;
+mod layer_held;
 mod layer_memory;
 mod layer_redis;
 mod layout;

@@ -2,6 +2,8 @@
 //!
 //! - queue key: `<prefix><non-local channel name>` (`asgispecific.ab12…!`)
 //! - in-flight backup of a queue: `<queue key>$inflight`
+//! - herald's own: the mark that one layer instance holds copies back for a
+//!   full queue, `<queue key>$held:<client prefix>` (see `held`)
 //! - group key: `<prefix>:group:<group>` (`asgi:group:notifications_42`)
 //! - shard: `int((crc32(name) & 0xFFF) / (4096 / hosts))`
 
@@ -15,6 +17,12 @@ pub fn queue_key(prefix: &str, channel: &str) -> String {
 
 pub fn inflight_key(queue_key: &str) -> String {
     format!("{queue_key}$inflight")
+}
+
+/// The mark (and counter) of the copies the layer instance `client`
+/// holds for `queue_key`.
+pub fn held_key(queue_key: &str, client: &str) -> String {
+    format!("{queue_key}$held:{client}")
 }
 
 pub fn group_key(prefix: &str, group: &str) -> String {

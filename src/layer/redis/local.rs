@@ -3,15 +3,15 @@
 //!
 //! A channel that may have missed messages (its buffer was full, or the
 //! layer lost Redis, or its queue key may have overflowed at the senders) is
-//! marked lost; its next `receive` answers [`resync_message`] before
-//! anything else, so the consumer can read what it missed from the
-//! database instead of never knowing.
+//! marked lost with where the loss begins ([`Loss`]); its next `receive`
+//! answers that loss's resync message before anything else, so the consumer
+//! reads again from there instead of never knowing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::layer::{LayerError, Message, resync_message};
+use crate::layer::{LayerError, Loss, Message};
 use crate::mailbox::{Mailbox, Next};
 
 /// One channel's buffer, with its lost mark.
@@ -20,6 +20,8 @@ type Local = Arc<Mailbox<Message>>;
 pub(crate) struct LocalChannels {
     capacity: usize,
     channels: Mutex<HashMap<String, Local>>,
+    /// Where each lost channel's loss begins, taken by its next receive.
+    losses: Mutex<HashMap<String, Loss>>,
     dropped: AtomicU64,
 }
 
@@ -28,6 +30,7 @@ impl LocalChannels {
         Self {
             capacity,
             channels: Mutex::default(),
+            losses: Mutex::default(),
             dropped: AtomicU64::new(0),
         }
     }
@@ -51,11 +54,24 @@ impl LocalChannels {
         if let Some(local) = self.map().remove(name) {
             local.close();
         }
+        crate::layer::lock(&self.losses).remove(name);
+    }
+
+    /// Records `loss` for `name` and marks its mailbox lost.
+    fn lose(&self, name: &str, local: &Local, loss: Loss) {
+        if loss.is_empty() {
+            return;
+        }
+        crate::layer::lock(&self.losses)
+            .entry(name.to_string())
+            .or_default()
+            .merge(loss);
+        local.mark_lost();
     }
 
     /// Hands `message` to each named local channel; a full buffer drops
-    /// its copy (counted, logged, and the channel marked lost), an unknown
-    /// name is skipped.
+    /// its copy (counted, logged, and the channel marked lost from that
+    /// notification's id), an unknown name is skipped.
     pub(crate) fn deliver<'a>(&self, names: impl IntoIterator<Item = &'a str>, message: &Message) {
         let map = self.map();
         for name in names {
@@ -66,40 +82,50 @@ impl LocalChannels {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
                     .increment(1);
-                local.mark_lost();
+                let loss = Loss::of_dropped(message);
+                self.lose(name, local, loss);
                 tracing::warn!(
                     channel = name,
+                    from_id = loss.from_id,
                     "local channel buffer full; message dropped, channel told to resync"
                 );
             }
         }
     }
 
-    /// Marks every channel lost: the layer may have missed messages for any
-    /// of them (`why` is logged).
-    pub(crate) fn resync_all(&self, why: &str) {
+    /// Marks every channel lost from `since` (epoch seconds): the layer may
+    /// have missed messages for any of them from then on (`why` is logged).
+    pub(crate) fn resync_all(&self, why: &str, since: f64) {
         let map = self.map();
         if map.is_empty() {
             return;
         }
-        tracing::info!(channels = map.len(), why, "channels told to resync");
-        for local in map.values() {
-            local.mark_lost();
+        tracing::info!(channels = map.len(), why, since, "channels told to resync");
+        for (name, local) in map.iter() {
+            self.lose(name, local, Loss::since(since));
         }
     }
 
     /// Waits for the next message on a local channel; a lost mark answers
-    /// [`resync_message`] first.
+    /// its loss's resync message first.
     pub(crate) async fn receive(&self, name: &str) -> Result<Message, LayerError> {
         let local = self
             .map()
             .get(name)
             .cloned()
             .ok_or_else(|| LayerError::InvalidChannelName(name.to_string()))?;
-        match local.next().await {
-            Some(Next::Item(message)) => Ok(message),
-            Some(Next::Lost) => Ok(resync_message()),
-            None => Err(LayerError::Closed),
+        loop {
+            match local.next().await {
+                Some(Next::Item(message)) => return Ok(message),
+                Some(Next::Lost) => {
+                    let loss = crate::layer::lock(&self.losses).remove(name);
+                    // None: a second mark whose loss the first resync took.
+                    if let Some(loss) = loss {
+                        return Ok(loss.resync_message());
+                    }
+                }
+                None => return Err(LayerError::Closed),
+            }
         }
     }
 

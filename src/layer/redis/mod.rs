@@ -4,18 +4,21 @@
 //!
 //! Parts: `keys` (names, sharding), `codec` (bytes), `scripts` (Lua),
 //! `shards` (connections), `receiver` (the one receive loop per process and
-//! the memberships it keeps alive), and the operations here.
+//! the memberships it keeps alive), `held` (copies held back for a full
+//! queue instead of dropped), and the operations here.
 
 pub mod codec;
+mod held;
 pub mod keys;
 
+mod group_send;
 mod local;
 pub mod pubsub;
 mod receiver;
 mod scripts;
 mod shards;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +28,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::codec::Codec;
+use self::group_send::{deliver, group_members};
 use self::keys::{consistent_hash, group_key, queue_key};
 use self::local::LocalChannels;
 use self::shards::{Shard, shards_for, unavailable};
@@ -71,6 +75,8 @@ pub(crate) struct Inner {
     /// Set while the receive loop has lost Redis, until memberships are
     /// restored: this process's own groups may be empty in Redis.
     restoring: std::sync::atomic::AtomicBool,
+    /// Group copies held back for full queues, and their placing task.
+    held: held::Held,
     stop: CancellationToken,
 }
 
@@ -97,6 +103,7 @@ impl RedisLayer {
             reconnects: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             restoring: std::sync::atomic::AtomicBool::new(false),
+            held: held::Held::new(settings.full_channel_deadline),
             stop: CancellationToken::new(),
         };
         Ok(Self {
@@ -109,10 +116,26 @@ impl RedisLayer {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
-    /// Messages dropped: group copies over capacity, and messages for a
-    /// local channel whose buffer was full.
+    /// Messages dropped: group copies over capacity (undelivered at the
+    /// deadline when holding is on), and messages for a local channel
+    /// whose buffer was full.
     pub fn dropped_total(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed) + self.inner.local.dropped()
+    }
+
+    /// Group copies held back for a full queue since start.
+    pub fn held_total(&self) -> u64 {
+        self.inner.held.held_total()
+    }
+
+    /// Held copies given up at `full_channel_deadline` since start.
+    pub fn undelivered_total(&self) -> u64 {
+        self.inner.held.undelivered_total()
+    }
+
+    /// Group copies held now, waiting for room.
+    pub fn held_now(&self) -> usize {
+        self.inner.held.waiting()
     }
 
     /// Stops the receive loop and membership renewal.
@@ -320,7 +343,14 @@ impl ChannelLayer for RedisLayer {
         let members = group_members(inner, &sends).await;
         futures_util::stream::iter(sends.into_iter().zip(members))
             .map(|((group, message), members)| async move {
-                let report = deliver(inner, &members?, &message).await?;
+                let report = deliver(inner, &group, &members?, &message).await?;
+                if report.held > 0 {
+                    tracing::debug!(
+                        group,
+                        held = report.held,
+                        "group_send: queues full, copies held"
+                    );
+                }
                 if report.dropped > 0 {
                     metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
                         .increment(report.dropped as u64);
@@ -348,142 +378,4 @@ impl ChannelLayer for RedisLayer {
         }
         Ok(())
     }
-}
-
-/// The live members of each group of `sends`, in their order: one
-/// GROUP_MEMBERS call per shard for all of that shard's groups.
-async fn group_members(
-    inner: &Inner,
-    sends: &[(String, Message)],
-) -> Vec<Result<Vec<String>, LayerError>> {
-    let mut answers: Vec<Result<Vec<String>, LayerError>> = sends
-        .iter()
-        .map(|(group, _)| check_group_name(group).map(|()| Vec::new()))
-        .collect();
-    let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, (group, _)) in sends.iter().enumerate() {
-        if answers[i].is_ok() {
-            by_shard.entry(inner.shard_for(group)).or_default().push(i);
-        }
-    }
-    for (shard, indexes) in by_shard {
-        let mut invocation = scripts::GROUP_MEMBERS.prepare_invoke();
-        for &i in &indexes {
-            invocation.key(group_key(&inner.prefix, &sends[i].0));
-        }
-        invocation.arg(cutoff(inner.group_expiry));
-        let listed: Result<Vec<Vec<String>>, LayerError> = async {
-            let mut conn = inner.shards[shard].conn().await?;
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)
-        }
-        .await;
-        match listed {
-            Ok(listed) => {
-                for (i, members) in indexes.into_iter().zip(listed) {
-                    answers[i] = Ok(members);
-                }
-            }
-            Err(error) => {
-                for i in indexes {
-                    answers[i] = Err(error.clone());
-                }
-            }
-        }
-    }
-    answers
-}
-
-/// Hands `message` to `members`: one copy per queue key, one GROUP_SEND
-/// call per shard; counts the copies dropped at capacity.
-async fn deliver(
-    inner: &Inner,
-    members: &[String],
-    message: &Message,
-) -> Result<GroupSendReport, LayerError> {
-    let mut report = GroupSendReport::default();
-    for (shard, batch) in bucket_by_queue(inner, members, message)? {
-        let over = send_batch(inner, shard, batch).await?;
-        report.dropped += over.dropped;
-        report.delivered += over.delivered;
-    }
-    if report.dropped > 0 {
-        inner
-            .dropped
-            .fetch_add(report.dropped as u64, Ordering::Relaxed);
-    }
-    Ok(report)
-}
-
-/// One queue key's copy of a group message: its member bytes and capacity.
-struct QueueCopy {
-    key: String,
-    member: Vec<u8>,
-    capacity: usize,
-}
-
-/// Groups members by queue key (one copy per key, `__asgi_channel__` the
-/// list of that key's members) and the keys by shard.
-fn bucket_by_queue(
-    inner: &Inner,
-    members: &[String],
-    message: &Message,
-) -> Result<BTreeMap<usize, Vec<QueueCopy>>, LayerError> {
-    let mut by_key: BTreeMap<String, (usize, Vec<&str>)> = BTreeMap::new();
-    let mut order = Vec::new();
-    for channel in members {
-        let key = queue_key(&inner.prefix, channel);
-        let entry = by_key.entry(key.clone()).or_insert_with(|| {
-            order.push(key);
-            (inner.capacities.for_channel(channel), Vec::new())
-        });
-        entry.1.push(channel);
-    }
-    let mut shards: BTreeMap<usize, Vec<QueueCopy>> = BTreeMap::new();
-    for key in order {
-        let (capacity, channels) = &by_key[&key];
-        let mut copy = message.clone();
-        copy.insert(ASGI_CHANNEL.into(), Value::from(channels.clone()));
-        let member = inner.codec.encode(&copy)?;
-        let shard = inner.shard_for(non_local_name(channels[0]));
-        shards.entry(shard).or_default().push(QueueCopy {
-            key,
-            member,
-            capacity: *capacity,
-        });
-    }
-    Ok(shards)
-}
-
-/// Runs GROUP_SEND for one shard's queue keys.
-async fn send_batch(
-    inner: &Inner,
-    shard: usize,
-    batch: Vec<QueueCopy>,
-) -> Result<GroupSendReport, LayerError> {
-    let mut invocation = scripts::GROUP_SEND.prepare_invoke();
-    for copy in &batch {
-        invocation.key(&copy.key);
-    }
-    for copy in &batch {
-        invocation.arg(&copy.member);
-    }
-    for copy in &batch {
-        invocation.arg(copy.capacity);
-    }
-    invocation
-        .arg(now())
-        .arg(cutoff(inner.expiry))
-        .arg(inner.expiry);
-    let mut conn = inner.shards[shard].conn().await?;
-    let over: usize = invocation
-        .invoke_async(&mut conn)
-        .await
-        .map_err(unavailable)?;
-    Ok(GroupSendReport {
-        delivered: batch.len() - over.min(batch.len()),
-        dropped: over,
-    })
 }

@@ -170,9 +170,15 @@ impl Inner {
 /// Keeps host `index`'s subscriber connected and dispatches its messages.
 async fn subscriber(inner: Arc<Inner>, index: usize) {
     let mut failures: u32 = 0;
+    // When the subscription was last known whole: a resubscribe resyncs
+    // the channels from then on.
+    let mut whole_until = crate::layer::wall_clock();
     while !inner.stop.is_cancelled() {
-        match serve(&inner, index, failures).await {
-            Ok(()) => failures = 1, // was up, then lost: retry soon
+        match serve(&inner, index, failures, whole_until).await {
+            Ok(()) => {
+                failures = 1; // was up, then lost: retry soon
+                whole_until = crate::layer::wall_clock();
+            }
             Err(error) => {
                 failures += 1;
                 tracing::warn!(host = index, %error, "pub/sub subscriber failed; reconnecting");
@@ -187,7 +193,12 @@ async fn subscriber(inner: Arc<Inner>, index: usize) {
 
 /// One subscriber connection's life: subscribe to everything this process
 /// listens to on the host, then dispatch until the connection ends.
-async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerError> {
+async fn serve(
+    inner: &Inner,
+    index: usize,
+    failures: u32,
+    whole_until: f64,
+) -> Result<(), LayerError> {
     let host = &inner.hosts[index];
     let (mut sink, mut stream) = host.shard.pubsub().await?.split();
     let names = inner.names_on(index, &inner.local.names());
@@ -205,7 +216,9 @@ async fn serve(inner: &Inner, index: usize, failures: u32) -> Result<(), LayerEr
         );
         // Whatever was published while unsubscribed is gone (pub/sub keeps
         // nothing): the channels' consumers read it from the database.
-        inner.local.resync_all("pub/sub subscription restored");
+        inner
+            .local
+            .resync_all("pub/sub subscription restored", whole_until);
     }
     *host.sink.lock().await = Some(sink);
     host.connected.send_replace(true);
@@ -318,7 +331,7 @@ impl ChannelLayer for PubSubLayer {
             .await?;
         Ok(GroupSendReport {
             delivered: receivers,
-            dropped: 0,
+            ..GroupSendReport::default()
         })
     }
 

@@ -47,6 +47,9 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
     let mut failures: u32 = 0;
     let mut conn: Option<MultiplexedConnection> = None;
     let mut pop = Pop::Batch;
+    // When this queue was last known not to have overflowed at a sender:
+    // the reply of the last pop that found it below capacity.
+    let mut whole_until = crate::layer::wall_clock();
     while !inner.stop.is_cancelled() {
         let step = async {
             if conn.is_none() {
@@ -67,11 +70,13 @@ async fn receive_loop(inner: Arc<Inner>, queue: String, shard: usize) {
                     // (to a restarted Redis, or while the queue expired) is
                     // read from the database by the channels' consumers.
                     inner.restoring.store(false, Ordering::Release);
-                    inner.local.resync_all("Redis connection restored");
+                    inner
+                        .local
+                        .resync_all("Redis connection restored", whole_until);
                 }
             }
             let conn = conn.as_mut().expect("connected above");
-            let received = receive_batch(&inner, conn, &queue, &mut pop).await?;
+            let received = receive_batch(&inner, conn, &queue, &mut pop, &mut whole_until).await?;
             if received == 0 {
                 // Idle: a good moment to pick up anything left in $inflight.
                 restore_inflight(conn, &queue, &inflight).await?;
@@ -136,6 +141,7 @@ async fn receive_batch(
     conn: &mut MultiplexedConnection,
     queue: &str,
     pop: &mut Pop,
+    whole_until: &mut f64,
 ) -> Result<usize, LayerError> {
     let members: Vec<Vec<u8>> = if *pop == Pop::Batch {
         let reply: redis::RedisResult<Option<Popped>> = redis::cmd("BZMPOP")
@@ -171,8 +177,14 @@ async fn receive_batch(
     let received = members.len();
     tracing::trace!(queue, batch = received, "received from Redis");
     if received > 0 && received >= inner.queue_capacity(queue) {
-        // The queue held its capacity: senders may have dropped copies.
-        inner.local.resync_all("process queue at capacity");
+        // The queue held its capacity: senders may have dropped copies
+        // since the last pop that found it below (herald's own publishers
+        // hold theirs back; channels_redis's drop them).
+        inner
+            .local
+            .resync_all("process queue at capacity", *whole_until);
+    } else {
+        *whole_until = crate::layer::wall_clock();
     }
     for member in members {
         match inner.codec.decode(&member) {

@@ -2,29 +2,34 @@
 //! group, a reader loop (client messages, layer events, pings, token expiry,
 //! shutdown) and a writer task behind a bounded queue with a write timeout,
 //! so a client that stops reading is closed (4008) while memory stays bounded.
+//!
+//! Parts: the loop and the layer's events here, what the client sends
+//! (`client`), replays from the database (`replay`), the sending half
+//! (`writer`).
 
-use std::collections::{HashSet, VecDeque};
+mod client;
+mod replay;
+mod writer;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
-
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::protocol::{
-    self, ClientMessage, DecodeError, Empty, MarkedRead, Outgoing, Refreshed, Resumed, ServerEvent,
-    close, error_event,
-};
+use self::client::RateLimit;
+use self::replay::SentIds;
+use self::writer::{WriterEnd, write_loop};
+use super::protocol::{self, Outgoing, close, error_event};
 use super::{SidecarState, Slot, metrics::inc};
 use crate::mailbox::{Mailbox, Refused};
-use crate::payload::NotificationPayload;
 use crate::publish::notification_group;
 use crate::store::Position;
-use crate::tokens::{self, AccessToken};
+use crate::tokens::AccessToken;
 
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -53,14 +58,6 @@ enum End {
     PeerGone,
 }
 
-/// How the writer task ended.
-#[derive(Debug, PartialEq, Eq)]
-enum WriterEnd {
-    Done,
-    Slow,
-    Failed,
-}
-
 /// Sends the close frame of a refused handshake and nothing else.
 pub(crate) async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
@@ -75,44 +72,6 @@ pub(crate) async fn refuse(mut socket: WebSocket, code: u16, reason: &'static st
     .await;
 }
 
-/// Ids this connection already sent, so a notification reaching it both
-/// from the database (resume) and live is sent once. Bounded: the oldest
-/// ids are forgotten first.
-struct SentIds {
-    order: VecDeque<i64>,
-    set: HashSet<i64>,
-    capacity: usize,
-}
-
-impl SentIds {
-    fn new(capacity: usize) -> Self {
-        Self {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            capacity,
-        }
-    }
-
-    /// Records `id`; false when it was already there.
-    fn insert(&mut self, id: i64) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-
-    #[cfg(test)]
-    fn contains(&self, id: i64) -> bool {
-        self.set.contains(&id)
-    }
-}
-
 struct Connection {
     state: SidecarState,
     user_id: i64,
@@ -125,48 +84,13 @@ struct Connection {
     sent: SentIds,
     /// Messages the client may still send now (refilled each second).
     allowance: RateLimit,
-    /// The highest notification id the client was sent or resumed from: a
-    /// resync reads what came after it.
-    cursor: Option<i64>,
-    /// When the connection opened: a resync before any cursor reads what
-    /// was created since.
+    /// When the connection opened: a resync whose loss names no start
+    /// reads what was created since.
     connected_at: chrono::DateTime<chrono::Utc>,
     /// The writer closed the socket with 4008 (for the close-code count).
     slow: bool,
     /// The code of the client's close frame, when it sent one.
     peer_code: Option<u16>,
-}
-
-/// A token bucket over the client's messages: `rate` a second, bursts of
-/// twice that.
-struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> Self {
-        let rate = f64::from(per_second.max(1));
-        Self {
-            rate,
-            tokens: rate * 2.0,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes one message's token; false when none is left.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
-        self.at = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
 }
 
 /// Runs an authenticated connection to its end.
@@ -181,7 +105,10 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
         urgent_rx,
         settings.write_timeout,
     ));
-    let capacity = usize::try_from(settings.replay_limit).unwrap_or(0) + 256;
+    // Room for a replay's late rows and a page, so one connection's
+    // replays skip what it already sent instead of sending it again.
+    let capacity =
+        usize::try_from(settings.replay_limit + crate::store::LATE_LIMIT).unwrap_or(0) + 256;
     let mut conn = Connection {
         state: state.clone(),
         user_id: accepted.token.user_id,
@@ -190,7 +117,6 @@ pub(crate) async fn run(socket: WebSocket, state: SidecarState, accepted: Accept
         urgent: Some(urgent_tx),
         sent: SentIds::new(capacity),
         allowance: RateLimit::new(settings.client_messages_per_second),
-        cursor: accepted.last_id,
         connected_at: crate::store::now(),
         slow: false,
         peer_code: None,
@@ -454,12 +380,11 @@ impl Connection {
         let metrics = &shared.metrics;
         match protocol::from_layer(message) {
             Outgoing::Notification { id, text } => {
-                if let Some(id) = id {
-                    if !self.sent.insert(id) {
-                        inc(&metrics.events_dropped_duplicate);
-                        return Ok(());
-                    }
-                    self.advance(id);
+                if let Some(id) = id
+                    && !self.sent.insert(id)
+                {
+                    inc(&metrics.events_dropped_duplicate);
+                    return Ok(());
                 }
                 inc(&metrics.events_delivered);
                 // A burst waits for room (up to the write timeout) instead of
@@ -467,13 +392,9 @@ impl Connection {
                 // layer's buffer fills, and what it drops is resynced.
                 self.queue_wait(text).await
             }
-            Outgoing::Resync => {
+            Outgoing::Resync(loss) => {
                 inc(&metrics.resyncs);
-                let position = match self.cursor {
-                    Some(id) => Position::After(id),
-                    None => Position::Since(self.connected_at),
-                };
-                self.replay(position, true).await
+                self.resync(loss).await
             }
             Outgoing::Other(text) => {
                 inc(&metrics.events_delivered);
@@ -490,237 +411,6 @@ impl Connection {
             }
         }
     }
-
-    /// A message from the client; every one gets an answer.
-    async fn on_client(&mut self, message: Message) -> Result<(), End> {
-        let max = self.state.0.settings.max_message_size;
-        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.allowance.take() {
-            tracing::info!(
-                user_id = self.user_id,
-                "client over its message rate; closed"
-            );
-            return Err(End::Close(close::POLICY_VIOLATION, "rate_limited"));
-        }
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(bytes) if bytes.len() > max => return self.oversized(),
-            Message::Binary(_) => {
-                return self.queue(error_event(&DecodeError::NotText.to_string()));
-            }
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(frame) => {
-                // 1005: the client's close frame carried no code.
-                self.peer_code = Some(frame.map_or(1005, |frame| frame.code));
-                return Err(End::PeerGone);
-            }
-        };
-
-        if text.as_str().len() > max {
-            return self.oversized();
-        }
-        match protocol::decode(text.as_str()) {
-            Err(error) => self.queue(error_event(&error.to_string())),
-            Ok(ClientMessage::Ping) => self.queue(ServerEvent::Pong(Empty {}).to_text()),
-            Ok(ClientMessage::Resume { last_id }) => {
-                self.replay(Position::After(last_id), false).await
-            }
-            Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
-            Ok(ClientMessage::MarkRead { id }) => self.mark_read(Some(id)).await,
-            Ok(ClientMessage::MarkAllRead) => self.mark_read(None).await,
-        }
-    }
-
-    fn oversized(&mut self) -> Result<(), End> {
-        inc(&self.state.0.metrics.oversized_messages);
-        Err(End::Close(close::MESSAGE_TOO_BIG, "message_too_big"))
-    }
-
-    /// Moves the cursor up to `id`.
-    fn advance(&mut self, id: i64) {
-        self.cursor = Some(self.cursor.map_or(id, |cursor| cursor.max(id)));
-    }
-
-    /// Sends what the user missed after `position` from the database
-    /// (see [`crate::store::Position`]), oldest id first, skipping ids
-    /// already sent, then `{"type": "resumed", "data": {count, last_id,
-    /// more, recovered, resync}}`. A client's resume is one page of at most
-    /// `replay_limit` past its position (`more` asks it to resume again); a
-    /// resync (`resync`: the server's own, for live messages the layer may
-    /// have lost) reads every page before answering once.
-    async fn replay(&mut self, position: Position, resync: bool) -> Result<(), End> {
-        let mut position = position;
-        let mut answer = Resumed {
-            count: 0,
-            last_id: 0,
-            more: false,
-            recovered: true,
-            resync,
-        };
-        loop {
-            let Some(page) = self.replay_page(position).await? else {
-                return self.queue(error_event(
-                    "could not load missed notifications; send resume again",
-                ));
-            };
-            answer.count += page.count;
-            answer.last_id = page.last_id;
-            answer.more = page.more;
-            answer.recovered &= page.recovered;
-            if !(resync && page.more) {
-                break;
-            }
-            position = Position::After(page.last_id);
-        }
-        self.queue_wait(ServerEvent::Resumed(answer).to_text())
-            .await
-    }
-
-    /// One page of [`Connection::replay`]: its rows sent, its summary
-    /// answered (`None` when the database could not be read).
-    async fn replay_page(&mut self, position: Position) -> Result<Option<Resumed>, End> {
-        let shared = self.state.0.clone();
-        let settings = &shared.settings;
-        let lookback =
-            chrono::TimeDelta::from_std(settings.resume_lookback).unwrap_or(chrono::TimeDelta::MAX);
-        let missed = match shared
-            .store
-            .missed_notifications(self.user_id, position, lookback, settings.replay_limit)
-            .await
-        {
-            Ok(missed) => missed,
-            Err(error) => {
-                tracing::error!(user_id = self.user_id, %error, "sidecar: reading missed notifications failed");
-                return Ok(None);
-            }
-        };
-        let mut count = 0u64;
-        let mut last = match position {
-            Position::After(id) => id,
-            Position::Since(_) => self.cursor.unwrap_or(0),
-        };
-        if let Position::After(id) = position
-            && id > 0
-        {
-            // The client has its position's row: never send it again.
-            self.sent.insert(id);
-        }
-        for row in &missed.rows {
-            last = last.max(row.id);
-            if !self.sent.insert(row.id) {
-                continue;
-            }
-            let payload = NotificationPayload::from(row);
-            self.queue_wait(ServerEvent::Notification(payload).to_text())
-                .await?;
-            count += 1;
-        }
-        self.advance(last);
-        shared.metrics.notifications_replayed.increment(count);
-        Ok(Some(Resumed {
-            count,
-            last_id: last,
-            more: missed.more,
-            recovered: missed.recovered,
-            resync: false,
-        }))
-    }
-
-    /// A fresh token for the same user moves the expiry.
-    fn refresh(&mut self, token: &str) -> Result<(), End> {
-        match tokens::validate(&self.state.0.secret, token) {
-            Ok(fresh) if fresh.user_id == self.user_id => {
-                self.exp = fresh.exp;
-                self.queue(ServerEvent::Refreshed(Refreshed { exp: fresh.exp }).to_text())
-            }
-            Ok(_) => self.queue(error_event(
-                "refresh refused: the token is for another user",
-            )),
-            Err(error) => self.queue(error_event(&format!("refresh refused: {error}"))),
-        }
-    }
-
-    /// Marks one notification (or all) of this user read.
-    async fn mark_read(&mut self, id: Option<i64>) -> Result<(), End> {
-        let store = self.state.0.store.clone();
-        let user_id = self.user_id;
-        let result = async {
-            let updated = match id {
-                Some(id) => u64::from(store.mark_read(user_id, id).await?),
-                None => store.mark_all_read(user_id).await?,
-            };
-            let unread = store.unread_count(user_id).await?;
-            Ok::<_, crate::store::StoreError>((updated, unread))
-        }
-        .await;
-        match result {
-            Ok((updated, unread_count)) => {
-                let marked = MarkedRead {
-                    id,
-                    updated,
-                    unread_count,
-                };
-                self.queue(ServerEvent::MarkedRead(marked).to_text())
-            }
-            Err(error) => {
-                tracing::error!(user_id, %error, "sidecar: mark read failed");
-                self.queue(error_event("could not mark read; try again"))
-            }
-        }
-    }
-}
-
-/// Owns the socket's sending half: sends what the queue holds, each write
-/// bounded by `write_timeout`; a close frame from `urgent` jumps the queue.
-/// Its queue is closed when it ends, so the connection's sends fail.
-async fn write_loop(
-    sink: SplitSink<WebSocket, Message>,
-    outbox: Arc<Mailbox<Message>>,
-    urgent: oneshot::Receiver<CloseFrame>,
-    write_timeout: Duration,
-) -> WriterEnd {
-    let end = write_until_done(sink, &outbox, urgent, write_timeout).await;
-    outbox.close();
-    end
-}
-
-async fn write_until_done(
-    mut sink: SplitSink<WebSocket, Message>,
-    outbox: &Mailbox<Message>,
-    mut urgent: oneshot::Receiver<CloseFrame>,
-    write_timeout: Duration,
-) -> WriterEnd {
-    let mut urgent_open = true;
-    loop {
-        let next = tokio::select! {
-            biased;
-            frame = &mut urgent, if urgent_open => match frame {
-                Ok(frame) => Some(Message::Close(Some(frame))),
-                Err(_) => {
-                    urgent_open = false;
-                    continue;
-                }
-            },
-            message = outbox.recv() => message,
-        };
-        let Some(message) = next else {
-            let _ = timeout(CLOSE_GRACE, sink.close()).await;
-            return WriterEnd::Done;
-        };
-        let closing = matches!(message, Message::Close(_));
-        match timeout(write_timeout, sink.send(message)).await {
-            Ok(Ok(())) if closing => return WriterEnd::Done,
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return WriterEnd::Failed,
-            Err(_) => {
-                let frame = CloseFrame {
-                    code: close::SLOW_CLIENT,
-                    reason: "slow_client".into(),
-                };
-                let _ = timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
-                return WriterEnd::Slow;
-            }
-        }
-    }
 }
 
 /// An interval of `period` whose first tick is one period from now, and
@@ -729,20 +419,4 @@ fn every(period: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sent_ids_forget_the_oldest() {
-        let mut sent = SentIds::new(2);
-        assert!(sent.insert(1));
-        assert!(!sent.insert(1));
-        assert!(sent.insert(2));
-        assert!(sent.insert(3));
-        assert!(!sent.contains(1));
-        assert!(sent.contains(2) && sent.contains(3));
-    }
 }
