@@ -48,23 +48,33 @@ pub type Message = Map<String, Value>;
 pub const RESYNC: &str = "herald.resync";
 
 /// Where a channel's missed messages begin, as far as its layer knows: the
-/// lowest notification id it dropped itself (a full buffer, an expired
-/// message), and the earliest wall-clock time (epoch seconds) from which
-/// copies it never saw may have been dropped (a sender that found the queue
-/// at capacity, Redis lost). A [`RESYNC`] message carries it, so the
-/// consumer reads again from there, not from the newest id it was handed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// notification ids it dropped itself (a full buffer, an expired message:
+/// each id while there are at most [`LOSS_IDS`], else the lowest), and the
+/// earliest wall-clock time (epoch seconds) from which copies it never saw
+/// may have been dropped (a sender that found the queue at capacity, Redis
+/// lost). A [`RESYNC`] message carries it, so the consumer reads again what
+/// it lacks of that, not from the newest id it was handed.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loss {
+    /// The lowest notification id dropped.
     pub from_id: Option<i64>,
+    /// Every id dropped, while `from_id` alone does not have to stand for
+    /// them (at most [`LOSS_IDS`]).
+    pub ids: Vec<i64>,
+    /// More ids were dropped than `ids` keeps: everything from `from_id` on.
+    pub overflow: bool,
     pub since: Option<f64>,
 }
+
+/// Dropped ids one [`Loss`] names one by one.
+pub const LOSS_IDS: usize = 1000;
 
 impl Loss {
     /// Copies may have been dropped from `since` on.
     pub fn since(since: f64) -> Self {
         Self {
-            from_id: None,
             since: Some(since),
+            ..Self::default()
         }
     }
 
@@ -79,7 +89,8 @@ impl Loss {
         match id {
             Some(id) => Self {
                 from_id: Some(id),
-                since: None,
+                ids: vec![id],
+                ..Self::default()
             },
             None => Self::since(wall_clock()),
         }
@@ -89,7 +100,7 @@ impl Loss {
         self.from_id.is_none() && self.since.is_none()
     }
 
-    /// Both losses: the lower id and the earlier time.
+    /// Both losses: every id (or the lower one), the earlier time.
     pub fn merge(&mut self, other: Loss) {
         self.from_id = match (self.from_id, other.from_id) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -99,6 +110,12 @@ impl Loss {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.overflow |= other.overflow;
+        self.ids.extend(other.ids);
+        if self.overflow || self.ids.len() > LOSS_IDS {
+            self.overflow = true;
+            self.ids = Vec::new();
+        }
     }
 
     /// The [`RESYNC`] message telling a consumer about this loss.
@@ -107,6 +124,9 @@ impl Loss {
         message.insert("type".into(), Value::String(RESYNC.into()));
         if let Some(id) = self.from_id {
             message.insert("from_id".into(), Value::from(id));
+            if !self.overflow {
+                message.insert("ids".into(), Value::from(self.ids.clone()));
+            }
         }
         if let Some(since) = self.since {
             message.insert("since".into(), Value::from(since));
@@ -116,8 +136,15 @@ impl Loss {
 
     /// The loss a [`RESYNC`] message carries.
     pub fn of_resync(message: &Message) -> Self {
+        let ids: Option<Vec<i64>> = message
+            .get("ids")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect());
+        let from_id = message.get("from_id").and_then(Value::as_i64);
         Self {
-            from_id: message.get("from_id").and_then(Value::as_i64),
+            from_id,
+            overflow: from_id.is_some() && ids.is_none(),
+            ids: ids.unwrap_or_default(),
             since: message.get("since").and_then(Value::as_f64),
         }
     }

@@ -28,7 +28,7 @@ use crate::resilience::{WorkerProcess, wait_until, worker_process};
 use crate::servers::RedisServer;
 
 /// The secret resilience.rs gives its worker processes.
-const SECRET: &str = "resilience-test-secret";
+pub(crate) const SECRET: &str = "resilience-test-secret";
 
 /// A `herald sidecar` on `port`, its layer on `redis`, killed when dropped.
 fn sidecar_process(settings: &Settings, redis: &str, port: u16) -> WorkerProcess {
@@ -37,7 +37,7 @@ fn sidecar_process(settings: &Settings, redis: &str, port: u16) -> WorkerProcess
 
 /// `herald COMMAND` (`sidecar` or `run`) serving clients on `port`, its
 /// layer on `redis`, with `extra` variables; killed when dropped.
-fn front_process(
+pub(crate) fn front_process(
     command: &str,
     settings: &Settings,
     redis: &str,
@@ -68,7 +68,7 @@ fn front_process(
     WorkerProcess::from(child)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -4,6 +4,7 @@
 mod apalis_layout;
 mod api;
 mod browser;
+mod bursts;
 mod catalog;
 mod cli;
 mod dashboard;

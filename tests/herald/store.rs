@@ -300,3 +300,69 @@ async fn a_table_changed_under_prepared_statements_is_read_again() {
     assert_eq!(db.store.get_task(task.id).await.unwrap(), Some(task));
     assert!(create(&db.store, 5, Some("after")).await.is_new());
 }
+
+/// `count` notifications for `user` made in one go, answering their ids.
+async fn burst_of(store: &Store, user: i64, count: usize) -> Vec<i64> {
+    let batch: Vec<_> = (0..count)
+        .map(|i| NewNotification {
+            user_id: user,
+            title: format!("late {i}"),
+            message: "m".into(),
+            notification_type: "info".into(),
+            data: json!({}),
+            dedup_key: None,
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in batch.chunks(500) {
+        let created = store.create_notifications(chunk).await.unwrap();
+        ids.extend(created.answers.into_iter().map(|a| a.into_inner().id));
+    }
+    ids
+}
+
+// A resume from the newest row of a burst reads every row created within
+// the lookback below it (a batch that committed late may be among them),
+// not only the newest page's worth; past LATE_LIMIT it says it cannot vouch.
+on_both_databases!(a_resume_reads_every_late_row_or_says_so, late_rows_body);
+async fn late_rows_body(db: TestStore) {
+    use herald::store::{LATE_LIMIT, Position};
+    let lookback = Duration::seconds(60);
+    let ids = burst_of(&db.store, 9, 600).await;
+    let last = *ids.last().unwrap();
+    let missed = db
+        .store
+        .missed_notifications(9, Position::After(last), lookback, 200)
+        .await
+        .unwrap();
+    let read: Vec<i64> = missed.rows.iter().map(|row| row.id).collect();
+    assert_eq!(read, ids[..599], "all 599 rows below the position");
+    assert!(missed.recovered && !missed.more);
+    let more = burst_of(&db.store, 9, LATE_LIMIT as usize).await;
+    let last = *more.last().unwrap();
+    let missed = db
+        .store
+        .missed_notifications(9, Position::After(last), lookback, 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        missed.rows.len() as i64,
+        LATE_LIMIT,
+        "the newest LATE_LIMIT"
+    );
+    assert_eq!(missed.rows.last().unwrap().id, more[more.len() - 2]);
+    assert!(
+        !missed.recovered,
+        "more below than one replay reads: not vouched for"
+    );
+    // A loss's replay reads from the first dropped id, with nothing below.
+    let from = ids[100];
+    let lost = db
+        .store
+        .missed_notifications(9, Position::From(from), lookback, 200)
+        .await
+        .unwrap();
+    assert_eq!(lost.rows.first().unwrap().id, from);
+    assert_eq!(lost.rows.len(), 200);
+    assert!(lost.more && lost.recovered);
+}

@@ -382,3 +382,65 @@ async fn small_notifications_to_a_client_that_never_reads_are_delivered_or_it_is
         metrics.resyncs
     );
 }
+
+/// Issue 23's gap: live copies arrive out of id order when batches commit
+/// in parallel, so a connection can be handed ids above a batch whose live
+/// copies are still on their way. Here the client has read 300 newer rows
+/// when 2,000 older ones (16 KB each, past every socket buffer) are
+/// published while it does not read: its channel buffer drops copies. The
+/// replay must start at the first dropped id, not at the newest id the
+/// connection was handed (which skipped them all before), and a client
+/// closed meanwhile (4008) and resuming from its own cursor must get the
+/// older rows too, or be told (`recovered: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn older_rows_published_after_newer_ones_are_not_skipped() {
+    let (sidecar, settings) = burst_sidecar().await;
+    const OLDER: usize = 2000;
+    const NEWER: usize = 300;
+    let user = 221;
+    let mut client = sidecar.client(user).await;
+    let older = rows_of(&sidecar, user, OLDER, 16 * 1024).await;
+    let newer = rows_of(&sidecar, user, NEWER, 16).await;
+    let sender = herald::layer::build(&settings).unwrap();
+    let sends: Vec<_> = newer.iter().map(send_of).collect();
+    sender.group_send_many(sends).await;
+    let (distinct, _) = read_all(&mut client, NEWER).await;
+    assert_eq!(distinct, NEWER, "the newer rows first");
+    // The older batch's live copies, while the client does not read.
+    let sends: Vec<_> = older.iter().map(send_of).collect();
+    for chunk in sends.chunks(500) {
+        sender.group_send_many(chunk.to_vec()).await;
+    }
+    let mut reading = read_or_closed(&mut client, OLDER, false).await;
+    let path = match reading.close.clone() {
+        None => "open".to_string(),
+        Some((code, reason)) => {
+            assert_eq!((code, reason.as_str()), (4008, "slow_client"));
+            // Its own cursor: the highest id it has (a newer row).
+            let cursor = newer
+                .last()
+                .unwrap()
+                .id
+                .max(reading.ids.iter().copied().max().unwrap_or(0));
+            drop(client);
+            let url = sidecar.url(&format!("?last_id={cursor}"));
+            let token = crate::harness::token(user, Duration::from_secs(300));
+            let mut back = crate::harness::connect(&url, &[&token], None).await;
+            let resumed = read_or_closed(&mut back, OLDER - reading.ids.len(), false).await;
+            reading.ids.extend(resumed.ids);
+            format!("closed 4008, resumed from {cursor}")
+        }
+    };
+    let missing = older
+        .iter()
+        .filter(|row| !reading.ids.contains(&row.id))
+        .count();
+    assert_eq!(missing, 0, "every older row reaches the client ({path})");
+    eprintln!(
+        "fault: older rows published after newer ones | {NEWER} newer read, then {OLDER} older \
+         (16 KB) while not reading | {path} | {} older distinct, {} duplicate | resyncs {}",
+        reading.ids.len(),
+        reading.duplicates,
+        sidecar.state.metrics().resyncs
+    );
+}

@@ -83,12 +83,12 @@ impl LocalChannels {
                 metrics::counter!(crate::telemetry::metrics::LAYER_DROPPED, "layer" => "redis")
                     .increment(1);
                 let loss = Loss::of_dropped(message);
-                self.lose(name, local, loss);
                 tracing::warn!(
                     channel = name,
-                    from_id = loss.from_id,
+                    notification_id = loss.from_id,
                     "local channel buffer full; message dropped, channel told to resync"
                 );
+                self.lose(name, local, loss);
             }
         }
     }

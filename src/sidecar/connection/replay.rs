@@ -5,7 +5,7 @@
 //! arrive out of id order when batches commit in parallel). Rows already
 //! sent on the connection are skipped.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::BTreeMap;
 
 use super::{Connection, End};
 use crate::layer::Loss;
@@ -14,56 +14,83 @@ use crate::sidecar::protocol::{Resumed, ServerEvent, error_event};
 use crate::store::Position;
 
 /// Ids this connection already sent, so a notification reaching it both
-/// from the database (resume) and live is sent once. Bounded: the oldest
-/// ids are forgotten first.
+/// from the database (a replay) and live is sent once. Kept as runs of
+/// consecutive ids (a burst to one user is mostly one run); bounded by
+/// runs, the lowest forgotten first.
 pub(super) struct SentIds {
-    order: VecDeque<i64>,
-    set: HashSet<i64>,
+    /// First id of each run -> its last id.
+    runs: BTreeMap<i64, i64>,
     capacity: usize,
 }
 
 impl SentIds {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            capacity,
+            runs: BTreeMap::new(),
+            capacity: capacity.max(1),
         }
+    }
+
+    /// The run holding `id`, if any: its first id.
+    fn run_of(&self, id: i64) -> Option<i64> {
+        self.runs
+            .range(..=id)
+            .next_back()
+            .filter(|(_, last)| **last >= id)
+            .map(|(first, _)| *first)
     }
 
     /// Records `id`; false when it was already there.
     pub(super) fn insert(&mut self, id: i64) -> bool {
-        if !self.set.insert(id) {
+        if self.run_of(id).is_some() {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
+        let mut first = id;
+        let mut last = id;
+        if let Some((&before, &end)) = self.runs.range(..id).next_back()
+            && end == id - 1
         {
-            self.set.remove(&old);
+            first = before;
+        }
+        if let Some(after) = id.checked_add(1)
+            && let Some(end) = self.runs.remove(&after)
+        {
+            last = end;
+        }
+        self.runs.insert(first, last);
+        if self.runs.len() > self.capacity {
+            self.runs.pop_first();
         }
         true
     }
 
-    #[cfg(test)]
-    fn contains(&self, id: i64) -> bool {
-        self.set.contains(&id)
+    pub(super) fn contains(&self, id: i64) -> bool {
+        self.run_of(id).is_some()
     }
 }
 
 impl Connection {
     /// The server's own replay after `loss`: every row from where it
-    /// began, all pages, then one `resumed` with `resync: true`.
+    /// began, all pages, then one `resumed` with `resync: true`. Dropped
+    /// copies of rows this connection already sent (a replay outran their
+    /// live copies) need nothing.
     pub(super) async fn resync(&mut self, loss: Loss) -> Result<(), End> {
         let lookback = chrono::TimeDelta::from_std(self.state.0.settings.resume_lookback)
             .unwrap_or(chrono::TimeDelta::MAX);
         let since = |at: f64| chrono::DateTime::from_timestamp_micros((at * 1e6) as i64);
-        let position = match loss {
-            Loss {
-                from_id: Some(id),
-                since: None,
-            } => Position::From(id),
-            Loss { from_id, since: at } => Position::Lost {
+        let from_id = if loss.overflow {
+            loss.from_id
+        } else {
+            loss.ids
+                .iter()
+                .filter(|id| !self.sent.contains(**id))
+                .min()
+                .copied()
+        };
+        let position = match (from_id, loss.since) {
+            (None, None) if loss.from_id.is_some() => return Ok(()),
+            (Some(id), None) => Position::From(id),
+            (from_id, at) => Position::Lost {
                 from_id,
                 // A loss that names nothing reaches back to the connection's start.
                 since: Some(at.and_then(since).unwrap_or(self.connected_at - lookback)),
@@ -163,13 +190,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sent_ids_forget_the_oldest() {
+    fn sent_ids_join_runs_and_forget_the_lowest() {
         let mut sent = SentIds::new(2);
+        assert!(sent.insert(5));
+        assert!(!sent.insert(5));
+        assert!(sent.insert(7));
+        assert!(sent.insert(6), "joins 5 and 7 into one run");
+        assert_eq!(sent.runs.len(), 1);
+        assert!(sent.contains(5) && sent.contains(6) && sent.contains(7));
         assert!(sent.insert(1));
-        assert!(!sent.insert(1));
-        assert!(sent.insert(2));
         assert!(sent.insert(3));
-        assert!(!sent.contains(1));
-        assert!(sent.contains(2) && sent.contains(3));
+        assert!(!sent.contains(1), "three runs: the lowest is forgotten");
+        assert!(sent.contains(3) && sent.contains(7));
+        assert!(!sent.contains(4) && !sent.contains(8));
     }
 }
