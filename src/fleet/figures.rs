@@ -30,9 +30,16 @@ pub struct ProcessFigures {
     /// Jobs done per second over the last few heartbeats.
     #[serde(default)]
     pub jobs_per_second: f64,
-    /// Channel-layer message copies this process dropped (full queues).
+    /// Channel-layer message copies this process dropped (full queues;
+    /// held copies given up at `layer.full_channel_deadline` among them).
     #[serde(default)]
     pub dropped: u64,
+    /// Group copies this process's publisher held back for a full queue.
+    #[serde(default)]
+    pub held: u64,
+    /// Held copies given up at `layer.full_channel_deadline`.
+    #[serde(default)]
+    pub undelivered: u64,
     /// A process serving WebSockets: its delivery figures.
     #[serde(default)]
     pub delivery: Option<DeliveryFigures>,
@@ -155,6 +162,8 @@ pub struct Counted {
     pub running: BTreeMap<String, u64>,
     pub delivered: u64,
     pub dropped: u64,
+    pub held: u64,
+    pub undelivered: u64,
     pub closes: BTreeMap<String, u64>,
 }
 
@@ -217,6 +226,8 @@ impl Counted {
         }
         counted.delivered = samples.value("herald_sidecar_events_delivered_total", &[]) as u64;
         counted.dropped = samples.value(m::LAYER_DROPPED, &[]) as u64;
+        counted.held = samples.value(m::LAYER_HELD, &[]) as u64;
+        counted.undelivered = samples.value(m::LAYER_UNDELIVERED, &[]) as u64;
         for sample in samples.named(m::SIDECAR_CLOSES) {
             if let Some(code) = sample.label("code") {
                 *counted.closes.entry(code.to_string()).or_default() += sample.value as u64;
@@ -239,6 +250,8 @@ impl Counted {
             running: self.running.clone(),
             delivered: self.delivered.saturating_sub(earlier.delivered),
             dropped: self.dropped.saturating_sub(earlier.dropped),
+            held: self.held.saturating_sub(earlier.held),
+            undelivered: self.undelivered.saturating_sub(earlier.undelivered),
             closes: self.closes.clone(),
         }
     }

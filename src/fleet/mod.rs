@@ -202,6 +202,8 @@ impl Beating {
                 closes: counted.closes.clone(),
             }),
             dropped: counted.dropped,
+            held: counted.held,
+            undelivered: counted.undelivered,
         };
         let figures = serde_json::to_string(&process).unwrap_or_default();
         let window_json = serde_json::to_string(&window).unwrap_or_default();
