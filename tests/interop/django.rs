@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
@@ -228,7 +228,7 @@ impl DjangoProject {
     }
 
     /// `herald run` on the project's database.
-    fn herald_run(&self) -> Server {
+    pub(crate) fn herald_run(&self) -> Server {
         let port = free_port();
         let child = self
             .herald(&["run"])
@@ -355,20 +355,39 @@ impl Clients {
 
     /// `count` notifications on each socket; both must see the same ones.
     pub(crate) async fn receive(&mut self, count: usize) -> Vec<Value> {
-        let mut seen = Vec::new();
-        for socket in [&mut self.herald, &mut self.django] {
-            let mut events = Vec::new();
-            while events.len() < count {
-                let event = next_event(socket, Duration::from_secs(20)).await;
-                let event = event.unwrap_or_else(|| panic!("{} of {count} events", events.len()));
-                assert_eq!(event["type"], "notification", "{event}");
-                events.push(event["data"].clone());
-            }
-            events.sort_by_key(|data| data["id"].as_i64());
-            seen.push(events);
+        let [herald, django] = self.arrivals(count).await;
+        for arrived in [&herald, &django] {
+            assert_eq!(arrived.resumed, Vec::<Value>::new(), "no resync");
         }
-        assert_eq!(seen[0], seen[1], "herald's sidecar and the Django consumer");
-        seen.remove(0)
+        let [mut herald, mut django] = [herald.events, django.events];
+        herald.sort_by_key(|data| data["id"].as_i64());
+        django.sort_by_key(|data| data["id"].as_i64());
+        assert_eq!(herald, django, "herald's sidecar and the Django consumer");
+        herald
+    }
+
+    /// `count` notifications on each socket, both read at once, in the
+    /// order each arrived: herald's sidecar's, then the Django consumer's.
+    pub(crate) async fn arrivals(&mut self, count: usize) -> [Arrived; 2] {
+        let (herald, django) = tokio::join!(
+            arrive(&mut self.herald, count, "herald's sidecar"),
+            arrive(&mut self.django, count, "the Django consumer")
+        );
+        [herald, django]
+    }
+    /// Everything more each socket gets until it stays silent for a second:
+    /// herald's sidecar's, then the Django consumer's.
+    pub(crate) async fn rest(&mut self) -> [Vec<Value>; 2] {
+        let mut rest = [Vec::new(), Vec::new()];
+        for (socket, rest) in [&mut self.herald, &mut self.django]
+            .into_iter()
+            .zip(&mut rest)
+        {
+            while let Some(event) = next_event(socket, Duration::from_secs(1)).await {
+                rest.push(event);
+            }
+        }
+        rest
     }
 
     /// Nothing more arrives on either socket for a moment.
@@ -380,6 +399,40 @@ impl Clients {
     }
 }
 
+/// What one socket received: the notifications' data in arrival order, the
+/// `resumed` events of the sidecar's resyncs among them, and when the last
+/// notification came.
+pub(crate) struct Arrived {
+    pub(crate) events: Vec<Value>,
+    pub(crate) resumed: Vec<Value>,
+    pub(crate) last: Instant,
+}
+
+/// Reads `socket` until `count` different notifications came, each within
+/// 20 s of the one before; a repeated id is kept (the caller judges it).
+async fn arrive(socket: &mut Socket, count: usize, what: &str) -> Arrived {
+    let mut events = Vec::with_capacity(count);
+    let mut resumed = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    while ids.len() < count {
+        let event = next_event(socket, Duration::from_secs(20)).await;
+        let event = event.unwrap_or_else(|| panic!("{what}: {} of {count} events", ids.len()));
+        match event["type"].as_str() {
+            Some("notification") => {
+                ids.insert(event["data"]["id"].to_string());
+                events.push(event["data"].clone());
+            }
+            Some("resumed") => resumed.push(event["data"].clone()),
+            _ => panic!("{what}: {event}"),
+        }
+    }
+    Arrived {
+        events,
+        resumed,
+        last: Instant::now(),
+    }
+}
+
 /// `POST /api/jobs` on herald, with its key; answers the job id.
 async fn submit(port: u16, kind: &str, payload: Value) -> String {
     let body = json!({"kind": kind, "payload": payload}).to_string();
@@ -388,8 +441,15 @@ async fn submit(port: u16, kind: &str, payload: Value) -> String {
     answer["id"].as_str().unwrap().to_string()
 }
 
-/// A minimal HTTP/1.1 request over a fresh connection.
+/// A minimal HTTP/1.1 request over a fresh connection; the body as JSON
+/// (null if it is not).
 pub(crate) async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http_text(port, method, path, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// [`http`] answering the body as text.
+pub(crate) async fn http_text(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -405,7 +465,7 @@ pub(crate) async fn http(port: u16, method: &str, path: &str, body: &str) -> (u1
     let response = text(&response);
     let status = response[9..12].parse().unwrap();
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_string())
 }
 
 /// Waits until the job is done, failing on dead.

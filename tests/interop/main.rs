@@ -4,6 +4,7 @@
 //! reached from Python, and the Celery drop-in driven by the real celery
 //! package.
 
+mod bursts;
 mod celery;
 mod django;
 mod harness;
