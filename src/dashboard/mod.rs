@@ -6,6 +6,10 @@
 //! discard and cancel jobs and pause or resume kinds. Access: [`session`].
 //! Served by `herald run`, `herald sidecar` and `herald worker` (on
 //! `worker.listen`). See docs/dashboard.md.
+//!
+//! Parts: the state and the router here; the page (`assets`), signing in
+//! (`sign_in`), the figures' stream and `/api/stats` (`figures`), the
+//! history search (`history`), the buttons (`actions`).
 
 pub mod session;
 pub mod stats;
