@@ -6,30 +6,43 @@
 //! discard and cancel jobs and pause or resume kinds. Access: [`session`].
 //! Served by `herald run`, `herald sidecar` and `herald worker` (on
 //! `worker.listen`). See docs/dashboard.md.
+//!
+//! Parts: the state and the router here; the page (`assets`), signing in
+//! (`sign_in`), the figures' stream and `/api/stats` (`figures`), the
+//! history search (`history`), the buttons (`actions`).
 
 pub mod session;
 pub mod stats;
+
+mod actions;
+mod assets;
+mod figures;
+mod history;
+mod sign_in;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use figures::{__path_api_stats, api_stats};
 
 use crate::api::error;
 use crate::config::Settings;
-use crate::jobs::KINDS;
-use crate::queue::{JobQueue, SubmitError, retry_dead};
-use crate::store::{JobRecord, JobSearch, JobState, Refusal, Store};
-use session::{Access, Granted};
+use crate::queue::JobQueue;
+use crate::store::Store;
+use actions::{job_action, kind_action};
+use assets::{asset, page};
+use figures::events;
+use history::history;
+use session::Access;
+use sign_in::{session_get, sign_in, sign_out};
 use stats::Collector;
 
 /// What the dashboard's routes need; cheap to clone.
@@ -134,83 +147,6 @@ pub fn router(state: DashboardState, enabled: bool) -> Router {
         .with_state(state)
 }
 
-/// The files the page is made of, compiled in.
-const INDEX: &str = include_str!("page/index.html");
-const ASSETS: [(&str, &str, &str); 4] = [
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("page/app.js"),
-    ),
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_str!("page/app.css"),
-    ),
-    (
-        "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8",
-        include_str!("page/uPlot.iife.min.js"),
-    ),
-    (
-        "uPlot.min.css",
-        "text/css; charset=utf-8",
-        include_str!("page/uPlot.min.css"),
-    ),
-];
-
-/// Only herald's own files, in no frame: the buttons cannot be clicked
-/// through another site's page.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-fn secure_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
-
-/// The page itself holds no figures: it asks for them once signed in.
-async fn page() -> Response {
-    let response = (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        INDEX,
-    )
-        .into_response();
-    secure_headers(response)
-}
-
-async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|(file, _, _)| *file == name) {
-        Some((_, mime, body)) => secure_headers(
-            (
-                [
-                    (header::CONTENT_TYPE, *mime),
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                *body,
-            )
-                .into_response(),
-        ),
-        None => error(StatusCode::NOT_FOUND, format!("no asset {name}")),
-    }
-}
-
 /// The request's TCP peer, as the accept loop recorded it (none: not
 /// local).
 pub(crate) struct Peer(Option<SocketAddr>);
@@ -227,348 +163,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
-/// The answer to a sign-in: the CSRF token the page sends with buttons.
-#[derive(Debug, Serialize)]
-struct SessionAnswer {
-    csrf: String,
-    /// Unix seconds.
-    expires: i64,
-    development: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct SignIn {
-    #[serde(default)]
-    key: String,
-}
-
-fn session_answer(
-    access: &Access,
-    session: session::Session,
-    cookie: Option<HeaderValue>,
-) -> Response {
-    let body = SessionAnswer {
-        csrf: session.csrf,
-        expires: session.expires,
-        development: access.development(),
-    };
-    let mut response = ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
-    if let Some(cookie) = cookie {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
-/// `POST /dashboard/session` `{"key": "..."}`: signs in, setting the
-/// session cookie; answers the CSRF token. Sent as JSON only (415
-/// otherwise), so another site's form cannot sign a browser in.
-async fn sign_in(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send {\"key\": ...} as application/json",
-        );
-    }
-    let Ok(SignIn { key }) = serde_json::from_slice(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected {\"key\": \"<api key>\"}");
-    };
-    let access = &state.0.access;
-    match access.sign_in(&key, &headers, peer) {
-        Ok((session, cookie)) => {
-            tracing::info!("dashboard: signed in");
-            session_answer(access, session, Some(cookie))
-        }
-        Err(denied) => {
-            tracing::info!("dashboard: sign-in refused");
-            denied.into_response()
-        }
-    }
-}
-
-/// `GET /dashboard/session`: the session's CSRF token (a page reloaded
-/// keeps its session); in development mode a local page gets a session.
-async fn session_get(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-) -> Response {
-    let access = &state.0.access;
-    match access.read(&headers, peer) {
-        Ok(Granted::Session(session)) => session_answer(access, session, None),
-        Ok(Granted::Key) => error(
-            StatusCode::BAD_REQUEST,
-            "a bearer key needs no session; call the routes with it",
-        ),
-        Err(denied) => match access.development_session(&headers, peer) {
-            Some(Ok((session, cookie))) => session_answer(access, session, Some(cookie)),
-            _ => denied.into_response(),
-        },
-    }
-}
-
-/// `DELETE /dashboard/session`: signs out (the cookie is cleared).
-async fn sign_out(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-) -> Response {
-    let access = &state.0.access;
-    if let Err(denied) = access.write(&headers, peer) {
-        return denied.into_response();
-    }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, access.sign_out_cookie());
-    response
-}
-
-/// `GET /dashboard/events`: the figures as a server-sent event `stats`
-/// every `dashboard.refresh_interval`, until the page closes.
-async fn events(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-) -> Response {
-    // A session's stream ends when the session does (the page then asks
-    // for the key again).
-    let expires = match state.0.access.read(&headers, peer) {
-        Ok(Granted::Session(session)) => Some(session.expires),
-        Ok(Granted::Key) => None,
-        Err(denied) => return denied.into_response(),
-    };
-    let stream = futures_util::stream::unfold((state, true), move |(state, first)| async move {
-        if !first {
-            tokio::select! {
-                () = tokio::time::sleep(state.0.refresh) => {}
-                () = state.0.stop.cancelled() => return None,
-            }
-        }
-        if expires.is_some_and(|at| chrono::Utc::now().timestamp() >= at) {
-            return None;
-        }
-        let (_, json) = state.0.collector.latest().await;
-        let event = Event::default().event("stats").data(&*json);
-        Some((Ok::<_, Infallible>(event), (state, false)))
-    });
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// The fleet's figures, as the dashboard shows them.
-#[utoipa::path(
-    get,
-    path = "/api/stats",
-    operation_id = "stats",
-    tag = "dashboard",
-    responses(
-        (status = 200, description = "The whole fleet's figures, read from the database and \
-            Redis (at most once per `dashboard.refresh_interval`): jobs per kind, throughput \
-            and run time over 15 minutes, dead jobs, scans, delivery, the channel layer, \
-            processes.", body = stats::Stats),
-        (status = 401, description = "Neither `Authorization: Bearer <api.key>` nor a \
-            dashboard session cookie (or no key configured, outside development mode).",
-            body = crate::api::ErrorBody),
-    ),
-    security(("api_key" = [])),
-)]
-pub(crate) async fn api_stats(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = state.0.access.read(&headers, peer) {
-        return denied.into_response();
-    }
-    let (_, json) = state.0.collector.latest().await;
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        json.to_string(),
-    )
-        .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    state: String,
-    limit: Option<i64>,
-}
-
-/// A page of the history.
-#[derive(Debug, Serialize)]
-struct HistoryAnswer {
-    jobs: Vec<JobRecord>,
-}
-
-/// `GET /dashboard/history?q=&kind=&state=&limit=`: jobs by id, dedup key
-/// or user (`q`), kind and state, newest first (at most 200).
-async fn history(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(denied) = state.0.access.read(&headers, peer) {
-        return denied.into_response();
-    }
-    let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad query string");
-    };
-    let kind = match query.kind.trim() {
-        "" => None,
-        kind if KINDS.contains(&kind) => Some(kind.to_string()),
-        kind => return error(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")),
-    };
-    let job_state = match query.state.trim() {
-        "" => None,
-        name => match JobState::from_name(name) {
-            Some(state) => Some(state),
-            None => return error(StatusCode::BAD_REQUEST, format!("unknown state {name:?}")),
-        },
-    };
-    let text = query.q.trim();
-    if text.len() > 255 {
-        return error(StatusCode::BAD_REQUEST, "q is at most 255 characters");
-    }
-    let search = JobSearch {
-        text: (!text.is_empty()).then(|| text.to_string()),
-        kind,
-        state: job_state,
-        limit: query.limit.unwrap_or(50).clamp(1, 200),
-    };
-    match state.0.reads.search_jobs(&search).await {
-        Ok(jobs) => axum::Json(HistoryAnswer { jobs }).into_response(),
-        Err(e) => unavailable(e),
-    }
-}
-
 fn unavailable(e: crate::store::StoreError) -> Response {
     tracing::warn!(error = %e, "dashboard: database error");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "the database is unavailable; try again",
     )
-}
-
-/// What a button did.
-#[derive(Debug, Serialize)]
-struct Done {
-    id: String,
-    state: String,
-}
-
-/// `POST /dashboard/jobs/{id}/retry|discard|cancel`.
-async fn job_action(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-) -> Response {
-    if let Err(denied) = state.0.access.write(&headers, peer) {
-        return denied.into_response();
-    }
-    if id.len() > 64 {
-        return error(StatusCode::NOT_FOUND, "no such job");
-    }
-    let store = &state.0.store;
-    let (outcome, new_state) = match action.as_str() {
-        "retry" => {
-            let answer = match retry_dead(store, &state.0.queue, &id).await {
-                Ok(()) => Ok(Ok(())),
-                Err(SubmitError::NotFound(_)) => Ok(Err(Refusal::NotFound)),
-                Err(SubmitError::NotDead { state, .. }) => Ok(Err(Refusal::InState(
-                    JobState::from_name(state).unwrap_or(JobState::Queued),
-                ))),
-                Err(SubmitError::Store(e)) => Err(e),
-                Err(other) => {
-                    tracing::warn!(error = %other, job_id = %id, "dashboard: retry failed");
-                    return error(StatusCode::UNPROCESSABLE_ENTITY, other.to_string());
-                }
-            };
-            (answer, JobState::Queued)
-        }
-        "discard" => (store.discard_job(&id).await, JobState::Discarded),
-        "cancel" => (store.cancel_job(&id).await, JobState::Cancelled),
-        other => return error(StatusCode::NOT_FOUND, format!("no action {other:?}")),
-    };
-    match outcome {
-        Ok(Ok(())) => {
-            tracing::info!(job_id = %id, action, "dashboard: job changed");
-            let body = Done {
-                id,
-                state: new_state.as_str().into(),
-            };
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        Ok(Err(Refusal::NotFound)) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Ok(Err(Refusal::InState(current))) => {
-            let needs = match action.as_str() {
-                "cancel" => "queued or retrying",
-                _ => "dead",
-            };
-            error(
-                StatusCode::CONFLICT,
-                format!(
-                    "job {id} is {}; {action} needs a {needs} job",
-                    current.as_str()
-                ),
-            )
-        }
-        Err(e) => unavailable(e),
-    }
-}
-
-/// `POST /dashboard/kinds/{kind}/pause|resume`.
-async fn kind_action(
-    State(state): State<DashboardState>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    Path((kind, action)): Path<(String, String)>,
-) -> Response {
-    if let Err(denied) = state.0.access.write(&headers, peer) {
-        return denied.into_response();
-    }
-    if !KINDS.contains(&kind.as_str()) {
-        return error(StatusCode::NOT_FOUND, format!("unknown kind {kind:?}"));
-    }
-    let store = &state.0.store;
-    let changed = match action.as_str() {
-        "pause" => store.pause_kind(&kind).await,
-        "resume" => store.resume_kind(&kind).await,
-        other => return error(StatusCode::NOT_FOUND, format!("no action {other:?}")),
-    };
-    match changed {
-        Ok(changed) => {
-            tracing::info!(kind, action, changed, "dashboard: job kind");
-            let paused = action == "pause";
-            axum::Json(serde_json::json!({"kind": kind, "paused": paused, "changed": changed}))
-                .into_response()
-        }
-        Err(e) => unavailable(e),
-    }
 }

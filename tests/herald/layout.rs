@@ -1,7 +1,9 @@
-//! The house rules: which of herald's modules may import which. Reads every
-//! `crate::<module>` path in `src/` (comments aside) and fails on a rule
-//! broken or a cycle between top-level modules. The rules are written once,
-//! here, each with the reason it exists.
+//! The house rules: which of herald's modules may import which, and how
+//! long a source file may grow. Reads every `crate::<module>` path in
+//! `src/` (comments aside) and fails on a rule broken or a cycle between
+//! top-level modules, and on a file in `src/` over [`MAX_LINES`] lines that
+//! is not a listed exception. The rules are written once, here, each with
+//! the reason it exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -87,6 +89,18 @@ const OPENERS: &[(&str, &[&str], &str)] = &[(
     "opening the store, queue and layer is the top's job; a role gets them handed in",
 )];
 
+/// The most lines a source file in `src/` may have: past it, a file holds
+/// more than one part, and is split along its seams.
+const MAX_LINES: usize = 500;
+
+/// `(file, why it may be longer)`: the few files allowed over
+/// [`MAX_LINES`], each for a reason. An exception whose file is gone or
+/// back under the limit fails too, so the list only shrinks.
+const LONG_FILES: &[(&str, &str)] = &[(
+    "src/sidecar/connection.rs",
+    "being split by the sidecar delivery change (issue 23)",
+)];
+
 /// The top-level module a source file belongs to: `src/a/b.rs` and
 /// `src/a.rs` are `a`.
 fn module_of(src: &Path, file: &Path) -> String {
@@ -154,6 +168,54 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
         graph.entry(module).or_default().extend(imports);
     }
     graph
+}
+
+/// Each file over [`MAX_LINES`] that `long_files` does not excuse, and each
+/// exception that no longer applies, one line each; `files` are
+/// `(path from the crate root, lines)`.
+fn length_violations(files: &[(String, usize)], long_files: &[(&str, &str)]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for (path, lines) in files {
+        if *lines > MAX_LINES && !long_files.iter().any(|(file, _)| file == path) {
+            broken.push(format!(
+                "{path} has {lines} lines, over {MAX_LINES}: split it along its seams \
+                 (or name it in LONG_FILES with its reason)"
+            ));
+        }
+    }
+    for (file, why) in long_files {
+        match files.iter().find(|(path, _)| path == file) {
+            None => broken.push(format!("{file} is gone: drop its exception ({why})")),
+            Some((_, lines)) if *lines <= MAX_LINES => broken.push(format!(
+                "{file} has {lines} lines, within {MAX_LINES}: drop its exception ({why})"
+            )),
+            Some(_) => {}
+        }
+    }
+    broken
+}
+
+/// Every source file in `src/` with its line count, by its path from the
+/// crate root (`src/a/b.rs`).
+fn source_lengths() -> Vec<(String, usize)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut lengths: Vec<(String, usize)> = files
+        .iter()
+        .map(|file| {
+            let relative = file.strip_prefix(&root).unwrap();
+            let path = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let lines = std::fs::read_to_string(file).unwrap().lines().count();
+            (path, lines)
+        })
+        .collect();
+    lengths.sort();
+    lengths
 }
 
 /// Every broken rule and every cycle, one line each.
@@ -233,6 +295,44 @@ fn every_module_imports_only_what_the_rules_allow() {
         "house rules broken:\n{}",
         broken.join("\n")
     );
+}
+
+#[test]
+fn no_source_file_is_longer_than_the_limit_unless_excused() {
+    let files = source_lengths();
+    assert!(
+        files.iter().any(|(path, _)| path == "src/lib.rs"),
+        "the walk found herald's files: {files:?}"
+    );
+    let broken = length_violations(&files, LONG_FILES);
+    assert!(
+        broken.is_empty(),
+        "house rules broken:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn a_long_file_and_a_stale_exception_are_caught() {
+    let files = [
+        ("src/a.rs".to_string(), MAX_LINES),
+        ("src/b.rs".to_string(), MAX_LINES + 1),
+        ("src/c.rs".to_string(), MAX_LINES + 1),
+        ("src/d.rs".to_string(), 10),
+    ];
+    let broken = length_violations(
+        &files,
+        &[
+            ("src/c.rs", "why"),
+            ("src/d.rs", "why"),
+            ("src/e.rs", "why"),
+        ],
+    );
+    assert_eq!(broken.len(), 3, "{broken:?}");
+    let too_long = format!("src/b.rs has {} lines", MAX_LINES + 1);
+    assert!(broken[0].starts_with(&too_long), "{broken:?}");
+    assert!(broken[1].starts_with("src/d.rs has 10 lines"), "{broken:?}");
+    assert!(broken[2].starts_with("src/e.rs is gone"), "{broken:?}");
 }
 
 #[test]

@@ -1,0 +1,84 @@
+//! kombu's Redis transport envelope: the JSON object `LPUSH` put in the
+//! queue list, its body as text (base64 by default), the task's headers,
+//! and the `properties` with the task id and the redelivered mark.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::protocol::{Headers, task_message, text};
+use super::{Refused, TaskMessage, body};
+
+/// The kombu envelope: what `LPUSH` put in the queue list.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    body: Value,
+    #[serde(rename = "content-type", default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: Headers,
+    #[serde(default)]
+    properties: Properties,
+}
+
+/// The envelope's `properties` that matter here.
+#[derive(Debug, Default, Deserialize)]
+struct Properties {
+    #[serde(default)]
+    body_encoding: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<Value>,
+    #[serde(default)]
+    delivery_info: Option<Value>,
+}
+
+impl Properties {
+    fn redelivered(&self) -> bool {
+        let info = self.delivery_info.as_ref();
+        info.and_then(|i| i.get("redelivered"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+}
+
+/// Reads one message as popped from a queue list.
+pub fn decode(raw: &[u8]) -> Result<TaskMessage, Refused> {
+    let mut envelope: Envelope = serde_json::from_slice(raw)
+        .map_err(|e| Refused::unreadable(format!("the message is not a kombu envelope: {e}")))?;
+    // Known before the body is read, so a body herald refuses still gets
+    // its FAILURE result.
+    let id = text(&envelope.headers.id).or_else(|| text(&envelope.properties.correlation_id));
+    let task = text(&envelope.headers.task);
+    let named = |error: Refused| Refused {
+        id: error.id.or_else(|| id.clone()),
+        task: error.task.or_else(|| task.clone()),
+        ..error
+    };
+    let body = body_bytes(&envelope)
+        .and_then(|bytes| {
+            let content_type = envelope.content_type.as_deref();
+            body::value(&bytes, content_type, &envelope.headers.compression)
+        })
+        .map_err(named)?;
+    let headers = std::mem::take(&mut envelope.headers);
+    let mut message = task_message(body, headers).map_err(named)?;
+    message.redelivered = message.redelivered || envelope.properties.redelivered();
+    Ok(message)
+}
+
+/// The body's bytes, after kombu's body encoding.
+fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, Refused> {
+    let Value::String(body) = &envelope.body else {
+        return Err(Refused::unreadable("the message body is not a string"));
+    };
+    match envelope.properties.body_encoding.as_deref() {
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .map_err(|e| Refused::unreadable(format!("the base64 body does not decode: {e}"))),
+        None | Some("utf-8") | Some("utf8") => Ok(body.as_bytes().to_vec()),
+        Some(other) => Err(Refused::unreadable(format!(
+            "body encoding {other:?} is not supported"
+        ))),
+    }
+}

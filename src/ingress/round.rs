@@ -1,0 +1,124 @@
+//! One round of the ingress, whatever broker it takes from: plan each
+//! message taken, record the jobs in the ledger in one statement (retrying
+//! while it cannot be written), write the results of those refused, then
+//! acknowledge the batch; and count what became of each message.
+
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{Plan, refusal};
+use super::{Outcome, Shared, Taken, broker_backoff, message, pause, task_id_of};
+use crate::queue::{Submission, submit_many};
+
+impl Shared {
+    /// One batch: plan each message, record the jobs (retrying while the
+    /// ledger or the queue cannot be written), write the refusals' results,
+    /// then acknowledge the batch. Stopped while retrying, the batch goes
+    /// back to its queues instead.
+    pub(super) async fn round(&self, taken: Vec<Taken>, stop: &CancellationToken) {
+        let tags: Vec<&str> = taken.iter().filter_map(|t| t.tag.as_deref()).collect();
+        let unreadable = taken.len() - tags.len();
+        if unreadable > 0 {
+            let list = self.broker.keys.rejected();
+            tracing::error!(
+                messages = unreadable,
+                list,
+                "unreadable Celery messages set aside"
+            );
+        }
+        let mut backoff = broker_backoff();
+        loop {
+            match self.record(&taken).await {
+                Ok(()) => break,
+                Err(error) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%error, backoff = ?wait, messages = tags.len(), "could not record Celery messages; holding them");
+                    // Still ours: no restore sweep takes them meanwhile.
+                    let _ = self.broker.touch(&tags).await;
+                    if !pause(wait, stop).await {
+                        match self.broker.restore(&tags).await {
+                            Ok(n) => tracing::info!(messages = n, "held Celery messages put back"),
+                            Err(error) => {
+                                tracing::warn!(%error, "held Celery messages go back by restore")
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        if let Err(error) = self.broker.ack(&tags).await {
+            // Recorded already: taken again, they find their jobs.
+            tracing::warn!(%error, messages = tags.len(), "could not acknowledge Celery messages");
+        }
+    }
+
+    /// Plans and records one batch; an error leaves it all to do again.
+    async fn record(&self, taken: &[Taken]) -> anyhow::Result<()> {
+        let mut plans = Vec::with_capacity(taken.len());
+        for message in taken.iter().filter(|t| t.tag.is_some()) {
+            let plan = match message::decode(&message.raw) {
+                Ok(task) => self.plan(task).await?,
+                Err(refused) => refusal(refused),
+            };
+            plans.push(plan);
+        }
+        let mut submissions = Vec::new();
+        let mut answers = Vec::new();
+        for plan in plans {
+            match plan {
+                Plan::Record(submission) => submissions.push(*submission),
+                Plan::Answer(id, outcome) => answers.push((id, outcome)),
+                Plan::Drop => {}
+            }
+        }
+        self.submit(&mut submissions, &mut answers).await?;
+        if let Some(results) = &self.results {
+            results.store(&answers).await?;
+        }
+        count(&answers, submissions.len());
+        Ok(())
+    }
+
+    /// Records `submissions` in one ledger statement (a message taken
+    /// again finds its job by the dedup key and records nothing; a job
+    /// recorded by a process that died before queueing it is queued by the
+    /// worker's requeue pass). One that the submission path refuses (a
+    /// payload that breaks its kind's schema) moves to `answers` as a
+    /// FAILURE naming the field, and the rest are submitted again (the check
+    /// runs before anything is written).
+    async fn submit(
+        &self,
+        submissions: &mut Vec<Submission>,
+        answers: &mut Vec<(String, Outcome)>,
+    ) -> anyhow::Result<()> {
+        while !submissions.is_empty() {
+            match submit_many(&self.store, &self.queue, submissions.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(error) => match error.at {
+                    Some(i) if i < submissions.len() => {
+                        let refused = submissions.remove(i);
+                        let key = refused.dedup_key.unwrap_or_default();
+                        let id = task_id_of(&key).unwrap_or_default().to_string();
+                        answers.push((id, Outcome::builtin("ValueError", error.error.to_string())));
+                    }
+                    _ => return Err(anyhow::anyhow!(error)),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a round's messages by what became of them.
+fn count(answers: &[(String, Outcome)], recorded: usize) {
+    use crate::telemetry::metrics::CELERY_MESSAGES;
+    metrics::counter!(CELERY_MESSAGES, "outcome" => "recorded").increment(recorded as u64);
+    for (_, outcome) in answers {
+        let outcome = match outcome {
+            Outcome::Success(_) => "skipped",
+            Outcome::Failure { .. } => "refused",
+            Outcome::Revoked(_) => "revoked",
+        };
+        metrics::counter!(CELERY_MESSAGES, "outcome" => outcome).increment(1);
+    }
+}

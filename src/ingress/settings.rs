@@ -1,0 +1,113 @@
+//! `[celery]` as the ingress reads it: the check `startup` runs at load
+//! (Redis URLs, queues, sizes, intervals, priority steps, the task routes),
+//! and the result backend the settings name.
+
+use super::{ResultBackend, Routes};
+use crate::config::{CelerySettings, ConfigError};
+use crate::queue::MAX_BATCH;
+
+/// Checks `[celery]`: the check `startup` runs at load.
+pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
+    use secrecy::ExposeSecret;
+    for (key, url, enabled) in [
+        (
+            "celery.broker_url",
+            &settings.broker_url,
+            settings.enabled(),
+        ),
+        (
+            "celery.result_backend",
+            &settings.result_backend,
+            settings.results_enabled(),
+        ),
+    ] {
+        // The URL may hold a password: the reason never repeats it.
+        let url = url.expose_secret().trim();
+        let redis = ["redis://", "rediss://", "unix://", "redis+unix://"];
+        if enabled
+            && (!redis.iter().any(|s| url.starts_with(s)) || redis::Client::open(url).is_err())
+        {
+            return Err(ConfigError::new(
+                key,
+                "herald reads Celery's Redis transport only: expected a redis://, rediss:// or unix:// URL",
+            ));
+        }
+    }
+    if settings.queues.is_empty() || settings.queues.iter().any(|q| q.is_empty()) {
+        return Err(ConfigError::new(
+            "celery.queues",
+            "needs at least one queue name, none empty",
+        ));
+    }
+    if settings.batch_size == 0 || settings.batch_size > MAX_BATCH {
+        let reason = format!("must be 1 to {MAX_BATCH}");
+        return Err(ConfigError::new("celery.batch_size", reason));
+    }
+    if settings.concurrency == 0 {
+        return Err(ConfigError::new(
+            "celery.concurrency",
+            "must be greater than 0",
+        ));
+    }
+    for (key, value) in [
+        ("celery.poll_interval", settings.poll_interval),
+        ("celery.visibility_timeout", settings.visibility_timeout),
+        ("celery.restore_after", settings.restore_after),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::new(key, "must be greater than 0"));
+        }
+    }
+    if settings.priority_steps.is_empty() || settings.priority_steps.iter().any(|s| *s > 9) {
+        return Err(ConfigError::new(
+            "celery.priority_steps",
+            "needs steps from 0 to 9, at least one",
+        ));
+    }
+    Routes::new(settings).map(drop)
+}
+
+/// The result backend the worker writes to, when one is configured.
+pub fn result_backend(settings: &CelerySettings) -> Result<Option<ResultBackend>, ConfigError> {
+    if !settings.results_enabled() {
+        return Ok(None);
+    }
+    ResultBackend::new(&settings.result_backend, settings.result_expires)
+        .map(Some)
+        .map_err(|_| ConfigError::new("celery.result_backend", "not a Redis URL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_default_settings_are_valid_and_off() {
+        let settings = Settings::defaults().celery;
+        check_settings(&settings).unwrap();
+        assert!(!settings.enabled() && !settings.results_enabled());
+        assert_eq!(settings.queues, ["herald"]);
+        let routes = Routes::new(&settings).unwrap();
+        assert_eq!(
+            routes.get("apps.tasks.tasks.file_attached").unwrap().kind,
+            "file_attached"
+        );
+    }
+
+    #[test]
+    fn broker_urls_other_than_redis_are_refused_without_repeating_them() {
+        let mut settings = Settings::defaults().celery;
+        settings.broker_url = "amqp://guest:s3cret@rabbit//".to_string().into();
+        let error = check_settings(&settings).unwrap_err();
+        assert_eq!(error.key, "celery.broker_url");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        settings.broker_url = "redis://:s3cret@127.0.0.1:6379/3".to_string().into();
+        check_settings(&settings).unwrap();
+        settings.batch_size = 0;
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "celery.batch_size"
+        );
+    }
+}
