@@ -173,7 +173,8 @@ function render(stats) {
   const d = stats.delivery;
   const closes = (map) => Object.entries(map).map(([code, n]) => `${code}: ${n}`).join(", ") || "–";
   $("#delivery-totals").textContent = `${number(d.connections)} connections, ${number(d.users_online)} users online, ` +
-    `${number(d.deliveries_per_second)} deliveries/s, ${number(d.copies_dropped)} copies dropped; close codes ${closes(d.closes)}`;
+    `${number(d.deliveries_per_second)} deliveries/s, ${number(d.copies_dropped)} copies dropped, ` +
+    `${number(d.copies_held)} held for a full channel (${number(d.copies_undelivered)} undelivered); close codes ${closes(d.closes)}`;
   rows($("#delivery tbody"), d.processes, (p, tr) => {
     tr.append(cell(p.id, "id"), cell(number(p.connections), "n"), cell(number(p.users_online), "n"),
       cell(number(p.deliveries_per_second), "n"), cell(number(p.delivered), "n"),

@@ -20,8 +20,14 @@ pub struct Delivery {
     pub users_online: u64,
     pub deliveries_per_second: f64,
     /// Channel-layer copies dropped (full queues), every process, since
-    /// each started.
+    /// each started; held copies given up at the deadline among them.
     pub copies_dropped: u64,
+    /// Group copies herald's publishers held back for a full queue (and
+    /// placed later, or gave up), every process, since each started.
+    pub copies_held: u64,
+    /// Held copies given up at `layer.full_channel_deadline`: what a gone
+    /// or stuck consumer never got.
+    pub copies_undelivered: u64,
     /// Connections closed, by close code, since each process started.
     pub closes: BTreeMap<String, u64>,
     pub processes: Vec<DeliveryProcess>,
@@ -88,6 +94,8 @@ pub(super) fn delivery_and_processes(
     let mut processes = Vec::new();
     for (row, process) in figures {
         delivery.copies_dropped += process.dropped;
+        delivery.copies_held += process.held;
+        delivery.copies_undelivered += process.undelivered;
         if let Some(sidecar) = &process.delivery {
             delivery.connections += sidecar.connections;
             delivery.users_online += sidecar.users_online;
