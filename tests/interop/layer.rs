@@ -123,13 +123,19 @@ async fn stored(config: &LayerConfig, key: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Capacity 5 on both sides: group_send keeps the first five copies and
-/// drops the rest whoever sends; send is refused at the same count.
+/// Capacity 5 on both sides: group_send keeps the first five copies and,
+/// at `full_channel_deadline = 0s`, drops the rest whoever sends, as
+/// channels_redis does; send is refused at the same count. At the default
+/// deadline herald holds the copy instead (issue 23), and the queue still
+/// stops at five.
 #[tokio::test]
 async fn capacity_overflow_agrees_with_python() {
     let mut config = LayerConfig::fresh();
     config.capacity = 5;
-    let layer = RedisLayer::new(&config.settings()).unwrap();
+    let holding = RedisLayer::new(&config.settings()).unwrap();
+    let mut dropping = config.settings();
+    dropping.full_channel_deadline = std::time::Duration::ZERO;
+    let layer = RedisLayer::new(&dropping).unwrap();
     // A member nobody reads, so its queue fills.
     let idle = "specific.idle!member";
     layer.group_add("full_a", idle).await.unwrap();
@@ -142,6 +148,12 @@ async fn capacity_overflow_agrees_with_python() {
         .unwrap();
     assert_eq!((report.delivered, report.dropped), (0, 1));
     assert_eq!(stored(&config, &key).await.len(), 5);
+    let report = holding
+        .group_send("full_a", as_message(&json!({"type": "x", "n": 98})))
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.held, report.dropped), (0, 1, 0));
+    assert_eq!(stored(&config, &key).await, vec![0, 1, 2, 3, 4]);
 
     let idle_b = "specific.idleb!member";
     layer.group_add("full_b", idle_b).await.unwrap();
