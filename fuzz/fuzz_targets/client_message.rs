@@ -1,36 +1,8 @@
-//! A WebSocket client's text message (`herald::sidecar::protocol::decode`):
-//! never panics; an accepted message is the variant its `type` names; a
-//! refused one has a reason whose text can be built, with an unknown type
-//! shown in at most 40 characters.
-//!
-//! Input: the message text (invalid UTF-8 is replaced, as a text frame
-//! cannot carry it).
+//! The cargo-fuzz target of `fuzz/checks/client_message.rs`, which says what it
+//! checks and how it reads its input.
 #![no_main]
 
-use herald::sidecar::protocol::{ClientMessage, DecodeError, decode};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/client_message.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    match decode(&text) {
-        Ok(message) => {
-            let value: serde_json::Value =
-                serde_json::from_str(&text).expect("an accepted message is JSON");
-            let kind = value["type"].as_str().expect("with a string type");
-            let named = match message {
-                ClientMessage::Ping => "ping",
-                ClientMessage::Resume { .. } => "resume",
-                ClientMessage::Refresh { .. } => "refresh",
-                ClientMessage::MarkRead { .. } => "mark_read",
-                ClientMessage::MarkAllRead => "mark_all_read",
-            };
-            assert_eq!(kind, named);
-        }
-        Err(error) => {
-            if let DecodeError::UnknownType(shown) = &error {
-                assert!(shown.chars().count() <= 40, "{shown:?}");
-            }
-            let _ = error.to_string();
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));

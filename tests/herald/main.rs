@@ -10,6 +10,7 @@ mod cli;
 mod dashboard;
 mod demo;
 mod faults;
+mod fuzz_corpus;
 mod helpers;
 mod jobs;
 mod layer_held;
