@@ -57,7 +57,10 @@ fn replay(target: &str, at_least: usize, check: fn(&[u8])) {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(failed.is_empty(), "{target}: the check failed on {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "{target}: the check failed on {failed:?}"
+    );
 }
 
 #[test]
