@@ -79,6 +79,23 @@ enum Command {
         #[arg(long, conflicts_with_all = ["kind", "payload", "run_at", "dedup_key"])]
         file: Option<PathBuf>,
     },
+    /// Probe this configuration's listener: `/readyz` on `sidecar.listen`
+    /// (the database migrated, the channel layer reachable), or `/healthz`.
+    /// Exits 0 or 1 with one line saying why; for container health checks.
+    Health {
+        /// The worker's listener (`worker.listen`, `/healthz`) instead.
+        #[arg(long)]
+        worker: bool,
+        /// Only whether the process answers (`/healthz`), not whether it is ready.
+        #[arg(long)]
+        live: bool,
+        /// Probe this address instead of the configured one.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Inspect and retry jobs.
     Jobs {
         #[command(subcommand)]
@@ -139,6 +156,12 @@ fn main() -> ExitCode {
                 let (kind, payload) = (kind.unwrap_or_default(), payload.unwrap_or_default());
                 enqueue(&settings, kind, &payload, run_at, dedup_key).await
             }
+            Command::Health {
+                worker,
+                live,
+                listen,
+                timeout,
+            } => health(&settings, worker, live, listen, timeout).await,
             Command::Jobs { command } => match command {
                 JobsCommand::Failed { limit } => {
                     herald::commands::jobs_failed(&settings, limit).await
@@ -163,6 +186,43 @@ fn main() -> ExitCode {
             None => failure(&error),
         },
     }
+}
+
+/// `herald health`: a probe that fails is exit status 1 with its reason; a
+/// listen address that is not one is bad input (2).
+async fn health(
+    settings: &Settings,
+    worker: bool,
+    live: bool,
+    listen: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    use herald::http::probe::{ProbeError, probe, probe_address};
+    let (setting, configured, path) = if worker {
+        ("worker.listen", settings.worker.listen.clone(), "/healthz")
+    } else if live {
+        (
+            "sidecar.listen",
+            settings.sidecar.listen.clone(),
+            "/healthz",
+        )
+    } else {
+        ("sidecar.listen", settings.sidecar.listen.clone(), "/readyz")
+    };
+    let (setting, value) = match listen {
+        Some(listen) => ("--listen", listen),
+        None if configured.is_empty() => {
+            return Err(
+                BadInput(format!("{setting} is empty: this process serves no HTTP")).into(),
+            );
+        }
+        None => (setting, configured),
+    };
+    let addr = probe_address(setting, &value).map_err(|error| match error {
+        ProbeError::BadAddress { .. } => anyhow::Error::new(BadInput(error.to_string())),
+        other => other.into(),
+    })?;
+    Ok(probe(addr, path, timeout).await?)
 }
 
 /// Parses the payload argument, then submits.

@@ -7,6 +7,7 @@
 pub mod demo;
 mod health;
 pub mod openapi;
+pub mod probe;
 mod serve;
 
 use std::future::Future;

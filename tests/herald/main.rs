@@ -11,6 +11,7 @@ mod dashboard;
 mod demo;
 mod faults;
 mod fuzz_corpus;
+mod health;
 mod helpers;
 mod jobs;
 mod layer_held;

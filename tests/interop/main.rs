@@ -6,6 +6,7 @@
 
 mod bursts;
 mod celery;
+mod deploy;
 mod django;
 mod harness;
 mod layer;
