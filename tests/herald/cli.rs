@@ -8,7 +8,9 @@ use herald::store::Backend;
 use crate::helpers::http;
 use secrecy::SecretString;
 
-fn herald(data_dir: &std::path::Path) -> Command {
+/// The herald binary with none of the environment's database, secret or
+/// Redis, and its data in `data_dir`.
+pub(crate) fn herald(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .env_remove("DATABASE_URL")

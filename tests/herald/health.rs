@@ -2,20 +2,11 @@
 //! channel layer gone (1, naming the 503 and what is not ready), the
 //! process gone (1, nothing answers), and bad input (2).
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
+use crate::cli::herald;
 use crate::servers::{RedisServer, free_port};
-
-fn herald(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .env_remove("DATABASE_URL")
-        .env_remove("SECRET_KEY")
-        .env_remove("REDIS_URL")
-        .env("HERALD_DATA_DIR", data_dir);
-    command
-}
 
 /// `herald health ARGS` with the listen address `listen` configured.
 fn health(dir: &std::path::Path, listen: &str, args: &[&str]) -> Output {
