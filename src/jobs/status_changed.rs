@@ -2,7 +2,8 @@
 //! changed it. Type `worker.notification_types.status_changed` (default
 //! `status_changed`), title `Task Status Changed`, message
 //! `Task "<title>" moved from <old> to <new>.` (plus ` Reason: <reason>`),
-//! data `{task_id, old_status, new_status}`.
+//! data `{task_id, old_status, new_status}`, plus `reason` when one is
+//! given, as the application's own task writes it (its frontend shows it).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ impl StatusChanged {
         if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
             message.push_str(&format!(" Reason: {reason}"));
         }
+        let mut data = json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status});
+        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            data["reason"] = reason.into();
+        }
         recipients(task, self.changed_by)
             .into_iter()
             .map(|user_id| NewNotification {
@@ -45,7 +50,7 @@ impl StatusChanged {
                 title: "Task Status Changed".into(),
                 message: message.clone(),
                 notification_type: kind.into(),
-                data: json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status}),
+                data: data.clone(),
                 // One per job: the same change can happen again later.
                 dedup_key: Some(format!("status_changed:{job_id}")),
             })

@@ -173,6 +173,12 @@ async fn status_body(db: TestStore) {
         rows[0].message,
         "Task \"Report\" moved from open to review. Reason: ready"
     );
+    assert_eq!(
+        rows[0].data.as_ref().map(|data| &data.0),
+        Some(
+            &json!({"task_id": t.id, "old_status": "open", "new_status": "review", "reason": "ready"})
+        )
+    );
     assert_eq!(rows[0].notification_type, "status_changed");
     assert!(
         db.store

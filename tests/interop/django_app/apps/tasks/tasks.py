@@ -62,6 +62,8 @@ def status_changed(task_id, old_status, new_status, changed_by, reason=None):
     if reason:
         message += f" Reason: {reason}"
     data = {"task_id": task.id, "old_status": old_status, "new_status": new_status}
+    if reason:
+        data["reason"] = reason
     key = f"status_changed:{current_task.request.id}"
     return counted(
         deliver(user, "Task Status Changed", message, "status_changed", data, key)
