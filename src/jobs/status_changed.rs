@@ -36,11 +36,9 @@ impl StatusChanged {
             "Task \"{}\" moved from {} to {}.",
             task.title, self.old_status, self.new_status
         );
-        if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
-            message.push_str(&format!(" Reason: {reason}"));
-        }
         let mut data = json!({"task_id": task.id, "old_status": self.old_status, "new_status": self.new_status});
         if let Some(reason) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            message.push_str(&format!(" Reason: {reason}"));
             data["reason"] = reason.into();
         }
         recipients(task, self.changed_by)
