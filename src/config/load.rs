@@ -65,6 +65,16 @@ impl Settings {
                     .map(|_| "celery.result_backend".into()),
             )
             .merge(
+                Env::raw()
+                    .only(&["CELERY_TASK_QUEUE_MAX_PRIORITY"])
+                    .map(|_| "celery.queue_max_priority".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["CELERY_TASK_DEFAULT_QUEUE_TYPE"])
+                    .map(|_| "celery.queue_type".into()),
+            )
+            .merge(
                 Env::prefixed("HERALD_")
                     .filter(|key| is_setting(key.as_str()))
                     .split("__"),

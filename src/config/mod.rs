@@ -261,7 +261,8 @@ pub struct TokenSettings {
 }
 
 /// The Celery ingress (`crate::ingress`): Celery task messages taken from
-/// a Redis broker and run as herald jobs; off while `broker_url` is empty.
+/// a Redis or AMQP broker and run as herald jobs; off while `broker_url`
+/// is empty.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CelerySettings {
@@ -294,6 +295,11 @@ pub struct CelerySettings {
     pub global_keyprefix: String,
     /// kombu's `priority_steps`: one list per step, lowest served first.
     pub priority_steps: Vec<u8>,
+    /// On AMQP: Celery's `task_queue_max_priority`, the `x-max-priority`
+    /// of herald's queues; 0: none (Celery's default).
+    pub queue_max_priority: u8,
+    /// On AMQP: Celery's `task_default_queue_type`, `classic` or `quorum`.
+    pub queue_type: String,
     /// Task name -> the job kind it runs and how its arguments map.
     pub tasks: BTreeMap<String, CeleryTask>,
 }

@@ -1,37 +1,44 @@
 //! The Celery drop-in: task messages the application's unchanged `.delay()`
-//! and `apply_async()` calls put on Celery's Redis broker are taken off
+//! and `apply_async()` calls put on Celery's broker (Redis or RabbitMQ) are
+//! taken off
 //! herald's queues (`celery.queues`), recorded in herald's ledger as the job
 //! kinds their task names map to (`celery.tasks`), and only then
 //! acknowledged. The worker runs them like any job and writes each one's
 //! end to Celery's result backend, so `AsyncResult.get()` works unchanged.
 //!
-//! Nothing lost: a message stays in kombu's `unacked` bookkeeping until its
-//! job is in the ledger, and a restore sweep puts back what a dead process
-//! held. Nothing run twice: the Celery task id is the job's dedup key
+//! Nothing lost: a message stays unacknowledged (in kombu's `unacked`
+//! bookkeeping on Redis, on its channel on AMQP) until its job is in the
+//! ledger, and what a dead process held goes back to its queue (by the
+//! restore sweep on Redis, by the broker itself on AMQP). Nothing run twice: the Celery task id is the job's dedup key
 //! (`celery:<id>`), so a message taken again records nothing new.
 //!
 //! The core is broker-agnostic: decoding a task message (`message`),
 //! routing its task name to a job kind (`route`), planning it (`plan`),
 //! recording a batch in the ledger (`round`), and Celery's results
 //! (`result`). Each broker and each result backend has its own room:
-//! `broker::redis` (kombu's Redis transport), `result::redis`.
+//! `broker::redis` (kombu's Redis transport), `broker::amqp` (RabbitMQ),
+//! `result::redis`; `consume` holds each broker's loop.
 
 pub mod broker;
 pub mod message;
 pub mod result;
 pub mod route;
 
+mod consume;
 mod plan;
 mod round;
 mod settings;
 
 use std::sync::Arc;
+
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use broker::redis::{RedisBroker, Swept, Taken};
+pub use broker::{Broker, BrokerError};
 pub use message::{Refused, TaskMessage};
 pub use result::{Outcome, ResultBackend};
 pub use route::Routes;
@@ -46,7 +53,7 @@ use crate::store::Store;
 
 /// What the loops share.
 struct Shared {
-    broker: RedisBroker,
+    broker: Broker,
     store: Store,
     queue: JobQueue,
     routes: Routes,
@@ -75,9 +82,13 @@ impl Ingress {
         if !celery.enabled() {
             return Ok(None);
         }
-        let broker = RedisBroker::connect(celery).await.map_err(|e| {
-            anyhow::anyhow!("could not reach Celery's broker (celery.broker_url): {e}")
-        })?;
+        let broker = if broker::amqp::is_amqp(celery.broker_url.expose_secret()) {
+            Broker::Amqp(broker::amqp::AmqpBroker::new(celery)?)
+        } else {
+            Broker::Redis(RedisBroker::connect(celery).await.map_err(|e| {
+                anyhow::anyhow!("could not reach Celery's broker (celery.broker_url): {e}")
+            })?)
+        };
         let shared = Arc::new(Shared {
             broker,
             store,
@@ -88,11 +99,8 @@ impl Ingress {
             schedules: schedules(&settings.worker).map_err(anyhow::Error::msg)?,
         });
         let stop = CancellationToken::new();
-        let mut tasks: Vec<JoinHandle<()>> = (0..celery.concurrency)
-            .map(|i| tokio::spawn(consume(shared.clone(), i, stop.clone())))
-            .collect();
-        tasks.push(tokio::spawn(sweep(shared.clone(), stop.clone())));
-        tracing::info!(queues = ?celery.queues, loops = celery.concurrency, "Celery ingress started");
+        let tasks = consume::start(&shared, &stop);
+        tracing::info!(broker = shared.broker.kind(), queues = ?celery.queues, loops = celery.concurrency, "Celery ingress started");
         Ok(Some(Ingress { stop, tasks }))
     }
 
@@ -135,65 +143,10 @@ fn broker_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
 }
 
-/// One take-record-acknowledge loop, starting its round robin at queue
-/// `first`; until `stop`.
-async fn consume(shared: Arc<Shared>, first: usize, stop: CancellationToken) {
-    let settings = &shared.settings;
-    let mut turn = first;
-    let mut backoff = broker_backoff();
-    while !stop.is_cancelled() {
-        let taken = match shared.broker.take(settings.batch_size, turn).await {
-            Ok(taken) => taken,
-            Err(error) => {
-                let wait = backoff.next_delay();
-                tracing::warn!(%error, backoff = ?wait, "could not take Celery messages; trying again");
-                if !pause(wait, &stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        turn = turn.wrapping_add(1);
-        if taken.is_empty() {
-            if !pause(settings.poll_interval, &stop).await {
-                return;
-            }
-            continue;
-        }
-        shared.round(taken, &stop).await;
-    }
-}
-
 /// The timeouts of herald's connections to Celery's Redis (the broker and
 /// the result backend): 10 s for an answer, 5 s to connect.
 fn redis_timeouts() -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(10)))
         .set_connection_timeout(Some(Duration::from_secs(5)))
-}
-
-/// The restore sweep: at start, then every half `restore_after` (at most
-/// every 10 s), until `stop`.
-async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
-    let settings = &shared.settings;
-    let every =
-        (settings.restore_after / 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        match shared
-            .broker
-            .sweep(settings.restore_after, settings.visibility_timeout)
-            .await
-        {
-            Ok(Swept { restored: 0, .. }) => {}
-            Ok(swept) => tracing::info!(
-                restored = swept.restored,
-                "unacknowledged Celery messages put back"
-            ),
-            Err(error) => tracing::warn!(%error, "Celery restore sweep failed"),
-        }
-        if !pause(every, &stop).await {
-            return;
-        }
-    }
 }

@@ -5,8 +5,9 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::broker::Held;
 use super::plan::{Plan, refusal};
-use super::{Outcome, Shared, Taken, broker_backoff, message, pause, task_id_of};
+use super::{Outcome, Refused, Shared, TaskMessage, broker_backoff, pause, task_id_of};
 use crate::queue::{Submission, submit_many};
 
 impl Shared {
@@ -14,28 +15,23 @@ impl Shared {
     /// ledger or the queue cannot be written), write the refusals' results,
     /// then acknowledge the batch. Stopped while retrying, the batch goes
     /// back to its queues instead.
-    pub(super) async fn round(&self, taken: Vec<Taken>, stop: &CancellationToken) {
-        let tags: Vec<&str> = taken.iter().filter_map(|t| t.tag.as_deref()).collect();
-        let unreadable = taken.len() - tags.len();
-        if unreadable > 0 {
-            let list = self.broker.keys.rejected();
-            tracing::error!(
-                messages = unreadable,
-                list,
-                "unreadable Celery messages set aside"
-            );
-        }
+    pub(super) async fn round(
+        &self,
+        messages: Vec<Result<TaskMessage, Refused>>,
+        held: Held<'_>,
+        stop: &CancellationToken,
+    ) {
         let mut backoff = broker_backoff();
         loop {
-            match self.record(&taken).await {
+            match self.record(&messages).await {
                 Ok(()) => break,
                 Err(error) => {
                     let wait = backoff.next_delay();
-                    tracing::warn!(%error, backoff = ?wait, messages = tags.len(), "could not record Celery messages; holding them");
+                    tracing::warn!(%error, backoff = ?wait, messages = held.count(), "could not record Celery messages; holding them");
                     // Still ours: no restore sweep takes them meanwhile.
-                    let _ = self.broker.touch(&tags).await;
+                    let _ = held.keep().await;
                     if !pause(wait, stop).await {
-                        match self.broker.restore(&tags).await {
+                        match held.put_back().await {
                             Ok(n) => tracing::info!(messages = n, "held Celery messages put back"),
                             Err(error) => {
                                 tracing::warn!(%error, "held Celery messages go back by restore")
@@ -46,19 +42,19 @@ impl Shared {
                 }
             }
         }
-        if let Err(error) = self.broker.ack(&tags).await {
+        if let Err(error) = held.ack().await {
             // Recorded already: taken again, they find their jobs.
-            tracing::warn!(%error, messages = tags.len(), "could not acknowledge Celery messages");
+            tracing::warn!(%error, messages = held.count(), "could not acknowledge Celery messages");
         }
     }
 
     /// Plans and records one batch; an error leaves it all to do again.
-    async fn record(&self, taken: &[Taken]) -> anyhow::Result<()> {
-        let mut plans = Vec::with_capacity(taken.len());
-        for message in taken.iter().filter(|t| t.tag.is_some()) {
-            let plan = match message::decode(&message.raw) {
-                Ok(task) => self.plan(task).await?,
-                Err(refused) => refusal(refused),
+    async fn record(&self, messages: &[Result<TaskMessage, Refused>]) -> anyhow::Result<()> {
+        let mut plans = Vec::with_capacity(messages.len());
+        for message in messages {
+            let plan = match message {
+                Ok(task) => self.plan(task.clone()).await?,
+                Err(refused) => refusal(refused.clone()),
             };
             plans.push(plan);
         }

@@ -1,5 +1,5 @@
 //! `[celery]` as the ingress reads it: the check `startup` runs at load
-//! (Redis URLs, queues, sizes, intervals, priority steps, the task routes),
+//! (broker URLs, queues, sizes, intervals, priority steps, the task routes),
 //! and the result backend the settings name.
 
 use super::{ResultBackend, Routes};
@@ -9,29 +9,31 @@ use crate::queue::MAX_BATCH;
 /// Checks `[celery]`: the check `startup` runs at load.
 pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
     use secrecy::ExposeSecret;
-    for (key, url, enabled) in [
-        (
-            "celery.broker_url",
-            &settings.broker_url,
-            settings.enabled(),
-        ),
-        (
-            "celery.result_backend",
-            &settings.result_backend,
-            settings.results_enabled(),
-        ),
-    ] {
-        // The URL may hold a password: the reason never repeats it.
-        let url = url.expose_secret().trim();
-        let redis = ["redis://", "rediss://", "unix://", "redis+unix://"];
-        if enabled
-            && (!redis.iter().any(|s| url.starts_with(s)) || redis::Client::open(url).is_err())
-        {
+    // The URLs may hold a password: no reason repeats them.
+    let broker = settings.broker_url.expose_secret().trim();
+    if settings.enabled() {
+        if super::broker::amqp::is_amqp(broker) {
+            super::broker::amqp::url::parse(broker)
+                .map_err(|e| ConfigError::new("celery.broker_url", e.to_string()))?;
+        } else if !is_redis(broker) {
             return Err(ConfigError::new(
-                key,
-                "herald reads Celery's Redis transport only: expected a redis://, rediss:// or unix:// URL",
+                "celery.broker_url",
+                "expected Celery's Redis broker (redis://, rediss:// or unix://) \
+                 or its AMQP broker (amqp://, amqps:// or pyamqp://)",
             ));
         }
+    }
+    if settings.results_enabled() && !is_redis(settings.result_backend.expose_secret().trim()) {
+        return Err(ConfigError::new(
+            "celery.result_backend",
+            "herald writes Celery's Redis result backend: expected a redis://, rediss:// or unix:// URL",
+        ));
+    }
+    if !["classic", "quorum"].contains(&settings.queue_type.as_str()) {
+        return Err(ConfigError::new(
+            "celery.queue_type",
+            "must be \"classic\" or \"quorum\" (Celery's task_default_queue_type)",
+        ));
     }
     if settings.queues.is_empty() || settings.queues.iter().any(|q| q.is_empty()) {
         return Err(ConfigError::new(
@@ -67,6 +69,12 @@ pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
     Routes::new(settings).map(drop)
 }
 
+/// Whether `url` is a Redis URL the redis crate opens.
+fn is_redis(url: &str) -> bool {
+    let redis = ["redis://", "rediss://", "unix://", "redis+unix://"];
+    redis.iter().any(|s| url.starts_with(s)) && redis::Client::open(url).is_ok()
+}
+
 /// The result backend the worker writes to, when one is configured.
 pub fn result_backend(settings: &CelerySettings) -> Result<Option<ResultBackend>, ConfigError> {
     if !settings.results_enabled() {
@@ -96,12 +104,24 @@ mod tests {
     }
 
     #[test]
-    fn broker_urls_other_than_redis_are_refused_without_repeating_them() {
+    fn broker_urls_other_than_redis_and_amqp_are_refused_without_repeating_them() {
         let mut settings = Settings::defaults().celery;
-        settings.broker_url = "amqp://guest:s3cret@rabbit//".to_string().into();
+        settings.broker_url = "sqs://key:s3cret@queue".to_string().into();
         let error = check_settings(&settings).unwrap_err();
         assert_eq!(error.key, "celery.broker_url");
         assert!(!error.to_string().contains("s3cret"), "{error}");
+        settings.broker_url = "amqp://guest:s3cret@rabbit:notaport//".to_string().into();
+        let error = check_settings(&settings).unwrap_err();
+        assert_eq!(error.key, "celery.broker_url");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        settings.broker_url = "pyamqp://guest:s3cret@rabbit//".to_string().into();
+        check_settings(&settings).unwrap();
+        settings.queue_type = "stream".into();
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "celery.queue_type"
+        );
+        settings.queue_type = "quorum".into();
         settings.broker_url = "redis://:s3cret@127.0.0.1:6379/3".to_string().into();
         check_settings(&settings).unwrap();
         settings.batch_size = 0;

@@ -22,6 +22,10 @@ pub const SCANS_RUN: &str = "herald_scans_run_total";
 /// Label: outcome (`recorded` as a job; `refused`, `revoked` or `skipped`
 /// with only a Celery result written).
 pub const CELERY_MESSAGES: &str = "herald_celery_messages_total";
+/// The ingress's loops connected to Celery's AMQP broker now.
+pub const CELERY_BROKER_CONNECTED: &str = "herald_celery_broker_connected";
+/// Connections to Celery's AMQP broker made again after one was lost.
+pub const CELERY_BROKER_RECONNECTS: &str = "herald_celery_broker_reconnects_total";
 /// Label: layer (`memory`, `redis`).
 pub const LAYER_DROPPED: &str = "herald_layer_dropped_total";
 /// Group copies a Redis layer held back because their queue was full.
@@ -110,6 +114,14 @@ fn describe() {
         "Celery task messages taken from the broker, by what became of them"
     );
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs this process holds now, by kind");
+    metrics::describe_gauge!(
+        CELERY_BROKER_CONNECTED,
+        "Celery ingress loops connected to the AMQP broker now"
+    );
+    describe_counter!(
+        CELERY_BROKER_RECONNECTS,
+        "Connections to Celery's AMQP broker made again after one was lost"
+    );
 }
 
 /// One sample line of Prometheus text: `name{labels} value`.

@@ -10,6 +10,8 @@ mod deploy;
 mod django;
 mod harness;
 mod layer;
+#[path = "../support/rabbit.rs"]
+mod rabbit;
 #[path = "../support/servers.rs"]
 mod servers;
 mod sidecar;

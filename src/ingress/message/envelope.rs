@@ -4,10 +4,10 @@
 
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::protocol::{Headers, task_message, text};
-use super::{Refused, TaskMessage, body};
+use super::parts::{Parts, decode_parts};
+use super::{Refused, TaskMessage};
 
 /// The kombu envelope: what `LPUSH` put in the queue list.
 #[derive(Debug, Deserialize)]
@@ -17,7 +17,7 @@ struct Envelope {
     #[serde(rename = "content-type", default)]
     content_type: Option<String>,
     #[serde(default)]
-    headers: Headers,
+    headers: Value,
     #[serde(default)]
     properties: Properties,
 }
@@ -46,25 +46,23 @@ impl Properties {
 pub fn decode(raw: &[u8]) -> Result<TaskMessage, Refused> {
     let mut envelope: Envelope = serde_json::from_slice(raw)
         .map_err(|e| Refused::unreadable(format!("the message is not a kombu envelope: {e}")))?;
-    // Known before the body is read, so a body herald refuses still gets
-    // its FAILURE result.
-    let id = text(&envelope.headers.id).or_else(|| text(&envelope.properties.correlation_id));
-    let task = text(&envelope.headers.task);
-    let named = |error: Refused| Refused {
-        id: error.id.or_else(|| id.clone()),
-        task: error.task.or_else(|| task.clone()),
-        ..error
+    let headers = match std::mem::take(&mut envelope.headers) {
+        Value::Object(headers) => headers,
+        Value::Null => Map::new(),
+        _ => return Err(Refused::unreadable("the message headers are not a mapping")),
     };
-    let body = body_bytes(&envelope)
-        .and_then(|bytes| {
-            let content_type = envelope.content_type.as_deref();
-            body::value(&bytes, content_type, &envelope.headers.compression)
-        })
-        .map_err(named)?;
-    let headers = std::mem::take(&mut envelope.headers);
-    let mut message = task_message(body, headers).map_err(named)?;
-    message.redelivered = message.redelivered || envelope.properties.redelivered();
-    Ok(message)
+    let correlation_id = match &envelope.properties.correlation_id {
+        Some(Value::String(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let body = body_bytes(&envelope);
+    decode_parts(Parts {
+        body: body.as_deref().map_err(Clone::clone),
+        content_type: envelope.content_type.as_deref(),
+        headers,
+        correlation_id,
+        redelivered: envelope.properties.redelivered(),
+    })
 }
 
 /// The body's bytes, after kombu's body encoding.

@@ -7,6 +7,7 @@
 
 mod body;
 mod envelope;
+mod parts;
 mod protocol;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub use envelope::decode;
+pub use parts::{Parts, decode_parts};
 pub use protocol::parse_time;
 
 /// The task a message asks for, as the ingress needs it.
