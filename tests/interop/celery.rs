@@ -55,6 +55,8 @@ struct Celery {
     redis: RedisServer,
     /// The broker when it is RabbitMQ.
     amqp: Option<Vhost>,
+    /// A broker URL of the test's own (a private node) over both.
+    url: Option<String>,
     queue: String,
 }
 
@@ -67,11 +69,23 @@ impl Celery {
         Celery {
             redis: RedisServer::start(),
             amqp: (broker == On::RabbitMq).then(Vhost::new),
+            url: None,
             queue: format!("herald-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         }
     }
 
+    /// Celery on the broker at `url`, its results on a Redis of its own.
+    fn at(url: String) -> Celery {
+        Celery {
+            url: Some(url),
+            ..Celery::new()
+        }
+    }
+
     fn broker(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
         match &self.amqp {
             Some(vhost) => vhost.url(),
             None => format!("{}/0", self.redis.url()),
@@ -1089,4 +1103,81 @@ async fn celery_beat_runs_overdue_check_once_per_period(broker: On) {
     );
     let stored = rows(&project);
     assert_eq!(stored.len(), 1, "one overdue notice: {stored:?}");
+}
+
+/// RabbitMQ's `consumer_timeout` (celery#6760, #6954) on a private node
+/// with a 5 s timeout, checked every second: a countdown of 30 s sent to
+/// the Celery worker's queue is held unacknowledged in its memory until the
+/// node closes its channel with PRECONDITION_FAILED; the same countdown
+/// sent to herald's queue is in herald's ledger, acknowledged at once, and
+/// runs once at its time, herald's connection never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_countdown_past_rabbitmqs_consumer_timeout_runs_on_herald_and_breaks_celery() {
+    const COUNTDOWN: i64 = 30;
+    let node = crate::rabbit::RabbitNode::start(
+        "consumer_timeout = 5000",
+        "{channel_tick_interval, 1000}",
+    );
+    let (project, [ada, bob], task) = project_with_a_task().await;
+    let celery = Celery::at(node.url());
+    let daphne = project.daphne();
+    let herald = celery.herald(&project, &[]);
+    let _worker = celery.worker(&project, "timeout");
+    let mut to_bob = Clients::open(herald.port, daphne.port, bob).await;
+    let sent = chrono::Utc::now();
+    let ids = celery.send(
+        &project,
+        vec![
+            call(
+                STATUS_CHANGED,
+                "apply_async",
+                json!([task, "todo", "done", ada]),
+                json!({}),
+                json!({"countdown": COUNTDOWN}),
+            ),
+            call(
+                REINDEX,
+                "apply_async",
+                json!([WORK]),
+                json!({}),
+                json!({"countdown": COUNTDOWN}),
+            ),
+        ],
+    );
+    // Celery's worker loses its channel while it holds the countdown.
+    let started = Instant::now();
+    while !node.log().contains("timed out") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the node never timed out the Celery worker's delivery:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "the node closed the Celery worker's channel after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Herald's runs at its time, once.
+    let event = to_bob.receive(1).await;
+    let ran = chrono::Utc::now();
+    assert_eq!(event[0]["title"], "Task Status Changed");
+    assert!(
+        ran >= sent + chrono::TimeDelta::seconds(COUNTDOWN),
+        "ran at {ran}, before its countdown from {sent}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    to_bob.silent().await;
+    assert_eq!(rows(&project).len(), 1, "ran once");
+    let results = celery.results(&project, &ids[..1], 10);
+    assert_eq!(results[0]["status"], "SUCCESS", "{results:?}");
+    let reconnects =
+        crate::bursts::counter(herald.port, "herald_celery_broker_reconnects_total").await;
+    assert_eq!(reconnects, 0.0, "herald's connection was never closed");
+    let timeouts = node
+        .log()
+        .lines()
+        .filter(|line| line.contains("timed out"))
+        .count();
+    eprintln!("consumer timeouts in the node's log (the Celery worker's): {timeouts}");
 }

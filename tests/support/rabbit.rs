@@ -89,3 +89,118 @@ impl Drop for Vhost {
         let _ = command.args(["delete_vhost", &self.name]).output();
     }
 }
+
+/// A RabbitMQ node of the test's own (the real `rabbitmq-server`, its own
+/// node name, ports, cookie and data directory), for what must not touch
+/// the machine's: a short `consumer_timeout`, restarts. Killed on drop.
+pub(crate) struct RabbitNode {
+    pub(crate) port: u16,
+    dist_port: u16,
+    pub(crate) name: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl RabbitNode {
+    /// Starts a node with `conf` added to its rabbitmq.conf and `advanced`
+    /// (Erlang terms for the `rabbit` application, may be empty) in its
+    /// advanced.config; waits until it takes connections.
+    pub(crate) fn start(conf: &str, advanced: &str) -> RabbitNode {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::servers::free_port();
+        let dist_port = crate::servers::free_port();
+        let name = format!(
+            "herald-{}@localhost",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n{conf}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("advanced.config"),
+            format!("[{{rabbit, [{advanced}]}}].\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        let cookie = dir.path().join(".erlang.cookie");
+        std::fs::write(&cookie, uuid::Uuid::new_v4().simple().to_string()).unwrap();
+        std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let mut node = RabbitNode {
+            port,
+            dist_port,
+            name,
+            dir,
+            child: None,
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let dir = self.dir.path();
+        let log = std::fs::File::create(dir.join("server.out")).unwrap();
+        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("HOME", dir)
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .current_dir(dir)
+            .process_group(0)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rabbitmq-server starts");
+        self.child = Some(child);
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the private RabbitMQ node on {} did not come up", self.port);
+    }
+
+    /// kombu's URL of the node's `/` vhost.
+    pub(crate) fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}//", self.port)
+    }
+
+    /// What the node logged so far.
+    pub(crate) fn log(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("log"))
+            .into_iter()
+            .flatten()
+        {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+        text
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
