@@ -14,12 +14,28 @@ pub(crate) fn amqp_base() -> String {
         .to_string()
 }
 
-/// `rabbitmqctl` for the test RabbitMQ's node, with `args`; its stdout.
-pub(crate) fn rabbitmqctl(args: &[&str]) -> String {
-    let mut command = Command::new("rabbitmqctl");
+/// `rabbitmqctl` for the test RabbitMQ's node: Debian's (which runs as
+/// the rabbitmq user, with its cookie) for the machine's node, the plain
+/// one with the node's own cookie (`HERALD_TEST_RABBITMQ_HOME`) for a
+/// private node the test command started.
+fn ctl() -> Command {
+    let mut command = match std::env::var("HERALD_TEST_RABBITMQ_HOME") {
+        Ok(home) => {
+            let mut command = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+            command.env("HOME", home);
+            command
+        }
+        Err(_) => Command::new("rabbitmqctl"),
+    };
     if let Ok(node) = std::env::var("HERALD_TEST_RABBITMQ_NODE") {
         command.args(["-n", &node]);
     }
+    command
+}
+
+/// `rabbitmqctl` for the test RabbitMQ's node, with `args`; its stdout.
+pub(crate) fn rabbitmqctl(args: &[&str]) -> String {
+    let mut command = ctl();
     let output = command.args(args).output().expect("rabbitmqctl runs");
     assert!(
         output.status.success(),
@@ -82,11 +98,7 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let mut command = Command::new("rabbitmqctl");
-        if let Ok(node) = std::env::var("HERALD_TEST_RABBITMQ_NODE") {
-            command.args(["-n", &node]);
-        }
-        let _ = command.args(["delete_vhost", &self.name]).output();
+        let _ = ctl().args(["delete_vhost", &self.name]).output();
     }
 }
 
