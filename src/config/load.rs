@@ -71,7 +71,7 @@ impl Settings {
             )
             .merge(
                 Env::raw()
-                    .only(&["CELERY_TASK_DEFAULT_QUEUE_TYPE"])
+                    .only(&["CELERY_TASK_CREATE_MISSING_QUEUE_TYPE"])
                     .map(|_| "celery.queue_type".into()),
             )
             .merge(

@@ -298,7 +298,7 @@ pub struct CelerySettings {
     /// On AMQP: Celery's `task_queue_max_priority`, the `x-max-priority`
     /// of herald's queues; 0: none (Celery's default).
     pub queue_max_priority: u8,
-    /// On AMQP: Celery's `task_default_queue_type`, `classic` or `quorum`.
+    /// On AMQP: Celery's `task_create_missing_queue_type`, `classic` or `quorum`.
     pub queue_type: String,
     /// Task name -> the job kind it runs and how its arguments map.
     pub tasks: BTreeMap<String, CeleryTask>,

@@ -32,7 +32,7 @@ pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
     if !["classic", "quorum"].contains(&settings.queue_type.as_str()) {
         return Err(ConfigError::new(
             "celery.queue_type",
-            "must be \"classic\" or \"quorum\" (Celery's task_default_queue_type)",
+            "must be \"classic\" or \"quorum\" (Celery's task_create_missing_queue_type)",
         ));
     }
     if settings.queues.is_empty() || settings.queues.iter().any(|q| q.is_empty()) {

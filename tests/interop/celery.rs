@@ -1181,3 +1181,90 @@ async fn a_countdown_past_rabbitmqs_consumer_timeout_runs_on_herald_and_breaks_c
         .count();
     eprintln!("consumer timeouts in the node's log (the Celery worker's): {timeouts}");
 }
+
+/// Faults of the AMQP broker in the middle of 3,000 messages taken one at
+/// a time (so the faults find most of them still to take), on a private
+/// node: every connection cut (`rabbitmqctl close_all_connections`), then
+/// the node restarted (`rabbitmqctl stop` and a start on the same data).
+/// Herald connects again each time (its reconnect counter says so), and
+/// every message runs once (one job, one row, no title twice) with its
+/// result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_and_a_rabbitmq_restart_lose_nothing_and_repeat_nothing() {
+    const MESSAGES: usize = 3000;
+    let mut node = crate::rabbit::RabbitNode::start("", "");
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let celery = Celery::at(node.url());
+    let calls = (0..MESSAGES)
+        .map(|i| delay(NOTIFY, json!([ada, format!("r{i}"), "once"])))
+        .collect();
+    let ids = celery.send(&project, calls);
+    let knobs = [
+        ("HERALD_CELERY__BATCH_SIZE", "1"),
+        ("HERALD_CELERY__CONCURRENCY", "1"),
+    ];
+    let pool = ledger(&project).await;
+    let herald = celery.herald(&project, &knobs);
+    let jobs_reach = |n: i64| {
+        let pool = pool.clone();
+        async move {
+            let started = Instant::now();
+            while scalar(&pool, "SELECT count(*) FROM herald_jobs").await < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "fewer than {n} jobs"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    jobs_reach(300).await;
+    node.ctl(&["close_all_connections", "herald test: connection cut"]);
+    let cut_at = scalar(&pool, "SELECT count(*) FROM herald_jobs").await;
+    jobs_reach(cut_at + 300).await;
+    node.restart();
+    let restarted_at = scalar(&pool, "SELECT count(*) FROM herald_jobs").await;
+    eprintln!("cut at {cut_at} jobs, restarted at {restarted_at} of {MESSAGES}");
+    assert!(
+        restarted_at < MESSAGES as i64,
+        "the restart came in the middle of the messages"
+    );
+    let started = Instant::now();
+    loop {
+        let done = scalar(
+            &pool,
+            "SELECT count(*) FROM herald_jobs WHERE state = 'done'",
+        )
+        .await;
+        if done == MESSAGES as i64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{done} of {MESSAGES} done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reconnects =
+        crate::bursts::counter(herald.port, "herald_celery_broker_reconnects_total").await;
+    assert!(
+        reconnects >= 2.0,
+        "herald connected again after each fault: {reconnects}"
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM herald_jobs").await,
+        MESSAGES as i64
+    );
+    let stored = rows(&project);
+    assert_eq!(stored.len(), MESSAGES, "one row per message");
+    let mut titles: Vec<&str> = stored
+        .values()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    titles.dedup();
+    assert_eq!(titles.len(), MESSAGES, "no message ran twice");
+    let results = celery.results(&project, &ids, 30);
+    let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
+    assert_eq!(succeeded, MESSAGES, "every result written");
+}

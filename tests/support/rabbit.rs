@@ -202,6 +202,33 @@ impl RabbitNode {
         text
     }
 
+    /// The node's own `rabbitmqctl` with `args` (its cookie); its stdout.
+    pub(crate) fn ctl(&self, args: &[&str]) -> String {
+        let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .env("HOME", self.dir.path())
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Stops the node as an operator would (`rabbitmqctl stop`: durable
+    /// queues and persistent messages kept) and starts it again on the same
+    /// ports and data.
+    pub(crate) fn restart(&mut self) {
+        self.ctl(&["stop"]);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let group = format!("-{}", child.id());

@@ -4,8 +4,9 @@
 //! a durable direct exchange named after the queue, the durable queue with
 //! the application's arguments (`x-max-priority` from
 //! `task_queue_max_priority`, `x-queue-type: quorum` from
-//! `task_default_queue_type`), and the binding by the queue's name. Also
-//! herald's own durable queue for messages it cannot read.
+//! `task_create_missing_queue_type`, as for a queue a route names), and
+//! the binding by the queue's name. Also herald's own durable queue for
+//! messages it cannot read.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
