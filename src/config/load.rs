@@ -14,6 +14,20 @@ use super::{ConfigError, DEFAULT_TOML, Settings};
 /// (optional ones, commented out there).
 const OPTIONAL_KEYS: [&str; 2] = ["secret_key", "sidecar.demo"];
 
+/// Variables of the application's that herald reads, and the setting each
+/// fills; `HERALD_*` variables override them.
+const FOREIGN_VARIABLES: [(&str, &str); 6] = [
+    ("DATABASE_URL", "database.url"),
+    ("SECRET_KEY", "secret_key"),
+    ("CELERY_BROKER_URL", "celery.broker_url"),
+    ("CELERY_RESULT_BACKEND", "celery.result_backend"),
+    (
+        "CELERY_TASK_QUEUE_MAX_PRIORITY",
+        "celery.queue_max_priority",
+    ),
+    ("CELERY_TASK_CREATE_MISSING_QUEUE_TYPE", "celery.queue_type"),
+];
+
 /// `HERALD_*` variables that are not settings but are herald's own: the log
 /// format (read by telemetry) and those of its test and bench scripts.
 const OWN_VARIABLES: [&str; 6] = [
@@ -42,43 +56,16 @@ impl Settings {
         if let Ok(url) = std::env::var("REDIS_URL") {
             figment = figment.merge(Serialized::default("layer.hosts", vec![url]));
         }
-        let figment = figment
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["SECRET_KEY"])
-                    .map(|_| "secret_key".into()),
-            )
-            // Celery's own names, so one environment serves both.
-            .merge(
-                Env::raw()
-                    .only(&["CELERY_BROKER_URL"])
-                    .map(|_| "celery.broker_url".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["CELERY_RESULT_BACKEND"])
-                    .map(|_| "celery.result_backend".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["CELERY_TASK_QUEUE_MAX_PRIORITY"])
-                    .map(|_| "celery.queue_max_priority".into()),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["CELERY_TASK_CREATE_MISSING_QUEUE_TYPE"])
-                    .map(|_| "celery.queue_type".into()),
-            )
-            .merge(
-                Env::prefixed("HERALD_")
-                    .filter(|key| is_setting(key.as_str()))
-                    .split("__"),
-            );
+        // The application's own variable names (Django's, and Celery's so
+        // one environment serves both), each for one setting.
+        for (variable, key) in FOREIGN_VARIABLES {
+            figment = figment.merge(Env::raw().only(&[variable]).map(move |_| key.into()));
+        }
+        let figment = figment.merge(
+            Env::prefixed("HERALD_")
+                .filter(|key| is_setting(key.as_str()))
+                .split("__"),
+        );
         let unknown = unknown_variables(std::env::vars().map(|(name, _)| name));
         if !unknown.is_empty() {
             tracing::warn!(

@@ -343,6 +343,26 @@ impl Celery {
         (kept, ours)
     }
 
+    /// Each of `ids` (`notify` calls of distinct titles) ran once: one job
+    /// each and no other, one row each and no title twice, and a SUCCESS
+    /// result each.
+    async fn each_ran_once(&self, project: &DjangoProject, pool: &sqlx::PgPool, ids: &[String]) {
+        let jobs = scalar(pool, "SELECT count(*) FROM herald_jobs").await;
+        assert_eq!(jobs, ids.len() as i64, "one job per message");
+        let stored = rows(project);
+        assert_eq!(stored.len(), ids.len(), "one row per message");
+        let mut titles: Vec<&str> = stored
+            .values()
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        titles.sort_unstable();
+        titles.dedup();
+        assert_eq!(titles.len(), ids.len(), "no message ran twice");
+        let results = self.results(project, ids, 30);
+        let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
+        assert_eq!(succeeded, ids.len(), "every result written");
+    }
+
     /// Messages waiting in herald's queue, and held unacknowledged.
     async fn broker_counts(&self) -> (usize, usize) {
         if let Some(vhost) = &self.amqp {
@@ -845,20 +865,7 @@ async fn kill_9_in_the_middle_of_5000_messages_loses_none_and_repeats_none(broke
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let jobs = scalar(&pool, "SELECT count(*) FROM herald_jobs").await;
-    assert_eq!(jobs, MESSAGES as i64, "one job per message");
-    let stored = rows(&project);
-    assert_eq!(stored.len(), MESSAGES, "one row per message");
-    let mut titles: Vec<&str> = stored
-        .values()
-        .map(|r| r["title"].as_str().unwrap())
-        .collect();
-    titles.sort_unstable();
-    titles.dedup();
-    assert_eq!(titles.len(), MESSAGES, "no message ran twice");
-    let results = celery.results(&project, &ids, 30);
-    let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
-    assert_eq!(succeeded, MESSAGES, "every result written");
+    celery.each_ran_once(&project, &pool, &ids).await;
 }
 
 /// A Celery worker sharing herald's broker (the same Redis DB, the same
@@ -1251,20 +1258,5 @@ async fn a_cut_connection_and_a_rabbitmq_restart_lose_nothing_and_repeat_nothing
         reconnects >= 2.0,
         "herald connected again after each fault: {reconnects}"
     );
-    assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM herald_jobs").await,
-        MESSAGES as i64
-    );
-    let stored = rows(&project);
-    assert_eq!(stored.len(), MESSAGES, "one row per message");
-    let mut titles: Vec<&str> = stored
-        .values()
-        .map(|r| r["title"].as_str().unwrap())
-        .collect();
-    titles.sort_unstable();
-    titles.dedup();
-    assert_eq!(titles.len(), MESSAGES, "no message ran twice");
-    let results = celery.results(&project, &ids, 30);
-    let succeeded = results.iter().filter(|r| r["status"] == "SUCCESS").count();
-    assert_eq!(succeeded, MESSAGES, "every result written");
+    celery.each_ran_once(&project, &pool, &ids).await;
 }
