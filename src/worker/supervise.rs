@@ -23,6 +23,7 @@ use tokio_cron_scheduler::JobScheduler;
 use tokio_util::sync::CancellationToken;
 
 use super::pause::Paused;
+use super::upkeep::{depth_gauge, promote_loop, prune_done, requeue_loop};
 use super::{AttemptError, Attempted, Runner, attempt, attempt_many};
 use crate::batch::Batcher;
 use crate::config::Settings;
@@ -32,7 +33,7 @@ use crate::publish::outbox::Publisher;
 use crate::queue::redis::promote_due;
 use crate::queue::{JobQueue, QueueError, Queued, Storage, storage_config};
 use crate::retry::Backoff;
-use crate::store::{JobState, Store};
+use crate::store::Store;
 use crate::telemetry::metrics as m;
 
 /// Jobs running now in this process, for a shutdown that waits for them.
@@ -103,7 +104,7 @@ impl Worker {
         let runner = Runner {
             ctx: ctx.clone(),
             queue,
-            results: crate::ingress::result_backend(&settings.celery)?,
+            results: crate::ingress::result_backend(&settings.celery, &store)?,
         };
         let batch_runner = Arc::new(runner.clone());
         let size = settings.queue.batch_size;
@@ -187,18 +188,17 @@ impl Worker {
             }
         })
         .await;
+        let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
+            .iter()
+            .map(|(kind, name)| (*kind, name.clone()))
+            .collect();
         if drained.is_ok() {
-            tracing::info!(worker = %self.name, "worker stopped");
-            return Stopped::Drained;
+            return self.stopped_drained(&workers).await;
         }
         let running = in_flight.count.load(Ordering::SeqCst);
         // The apalis workers still poll while they wait for their jobs:
         // stop them first, or they fetch what is put back.
         stop_tasks(tasks).await;
-        let workers: Vec<(&str, String)> = crate::layer::lock(&self.shared.workers)
-            .iter()
-            .map(|(kind, name)| (*kind, name.clone()))
-            .collect();
         match put_back_twice(&self.shared.runner.queue, &workers).await {
             Ok(put_back) => {
                 tracing::warn!(
@@ -221,6 +221,39 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Every running job ended in time. A fetch can still have taken
+    /// entries that never started: apalis moves them to the worker's
+    /// in-flight set, then stops before running them. Nothing of this
+    /// worker acknowledges them any more, so they go back now rather than
+    /// when the heartbeat expires.
+    async fn stopped_drained(&self, workers: &[(&str, String)]) -> Stopped {
+        match self.shared.runner.queue.put_back(workers).await {
+            Ok(0) => {
+                tracing::info!(worker = %self.name, "worker stopped");
+                Stopped::Drained
+            }
+            Ok(put_back) => {
+                tracing::info!(
+                    worker = %self.name,
+                    put_back,
+                    "worker stopped; the entries it had fetched and not started are back in the queue"
+                );
+                Stopped::PutBack(put_back)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    worker = %self.name,
+                    %error,
+                    "worker stopped; entries it fetched and never started go back when its \
+                     heartbeat expires"
+                );
+                Stopped::HeldUntilHeartbeat
+            }
+        }
+    }
+}
+
 /// Puts back what `workers` hold, and again a moment later: a fetch the
 /// aborted workers had already sent to an SQL queue may still commit after
 /// the first pass, and would otherwise wait for their heartbeat.
@@ -235,9 +268,11 @@ async fn put_back_twice(queue: &JobQueue, workers: &[(&str, String)]) -> Result<
 pub enum Stopped {
     /// Every running job finished within the timeout.
     Drained,
-    /// Past the timeout: this many entries the worker held went back.
+    /// This many entries the worker held went back: still running at the
+    /// timeout, or fetched and never started.
     PutBack(u64),
-    /// Past the timeout, and the put-back failed: the entries go back when
+    /// Entries were held (past the timeout, or fetched and never started)
+    /// and the put-back failed: the entries go back when
     /// the worker's heartbeat expires.
     HeldUntilHeartbeat,
 }
@@ -409,91 +444,4 @@ async fn run_kind(
             result
         }
     }
-}
-
-/// Runs `pass` now and then every `period` until `stop`; a pass under way
-/// when `stop` comes is dropped, so none holds up shutdown.
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut pass: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    loop {
-        tokio::select! {
-            () = pass() => {}
-            () = stop.cancelled() => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Moves due entries of a Redis queue to its active list every `period`
-/// (see [`promote_due`]).
-async fn promote_loop(
-    conn: redis::aio::ConnectionManager,
-    config: apalis_redis::Config,
-    period: Duration,
-    stop: CancellationToken,
-) {
-    every(period, stop, || {
-        let (mut conn, config) = (conn.clone(), config.clone());
-        async move {
-            if let Err(error) = promote_due(&mut conn, &config).await {
-                tracing::debug!(%error, "could not promote due queue entries");
-            }
-        }
-    })
-    .await
-}
-
-/// Every minute, deletes the done jobs older than `keep` from the ledger
-/// and the queue, and queues again the jobs whose entries apalis gave up on
-/// (several processes may do both: deleting twice is harmless, and the
-/// effects of a job queued twice happen once).
-async fn prune_done(store: Store, queue: JobQueue, keep: Duration, stop: CancellationToken) {
-    every(Duration::from_secs(60), stop, || async {
-        let before = crate::queue::maintenance::ended_before(keep);
-        match store.prune_done_jobs(before).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "done jobs deleted from the ledger"),
-            Err(error) => tracing::warn!(%error, "could not prune the job ledger"),
-        }
-        match queue.prune_finished(keep).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "finished entries deleted from the queue"),
-            Err(error) => tracing::warn!(%error, "could not prune the queue"),
-        }
-        if let Err(error) = super::revive_given_up(&store, &queue).await {
-            tracing::warn!(%error, "could not queue again the entries apalis gave up on");
-        }
-    })
-    .await
-}
-
-/// Every few seconds, queues the jobs the ledger holds but no queue took
-/// (see [`crate::queue::requeue_unqueued`]).
-async fn requeue_loop(store: Store, queue: JobQueue, stop: CancellationToken) {
-    every(Duration::from_secs(2), stop, || async {
-        match crate::queue::requeue_unqueued(&store, &queue).await {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(count, "recorded jobs queued again"),
-            Err(error) => tracing::debug!(%error, "could not queue the unqueued jobs yet"),
-        }
-    })
-    .await
-}
-
-/// Keeps `herald_queue_depth` current from the ledger.
-async fn depth_gauge(store: Store, stop: CancellationToken) {
-    every(Duration::from_secs(5), stop, || async {
-        for state in [JobState::Queued, JobState::Retrying] {
-            if let Ok(count) = store.count_jobs(state).await {
-                metrics::gauge!(m::QUEUE_DEPTH, "state" => state.as_str()).set(count as f64);
-            }
-        }
-    })
-    .await
 }
