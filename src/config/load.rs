@@ -16,16 +16,25 @@ const OPTIONAL_KEYS: [&str; 2] = ["secret_key", "sidecar.demo"];
 
 /// Variables of the application's that herald reads, and the setting each
 /// fills; `HERALD_*` variables override them.
-const FOREIGN_VARIABLES: [(&str, &str); 6] = [
+const FOREIGN_VARIABLES: [(&str, &str); 9] = [
     ("DATABASE_URL", "database.url"),
     ("SECRET_KEY", "secret_key"),
     ("CELERY_BROKER_URL", "celery.broker_url"),
     ("CELERY_RESULT_BACKEND", "celery.result_backend"),
+    ("CELERY_RESULT_PERSISTENT", "celery.result_persistent"),
     (
         "CELERY_TASK_QUEUE_MAX_PRIORITY",
         "celery.queue_max_priority",
     ),
     ("CELERY_TASK_CREATE_MISSING_QUEUE_TYPE", "celery.queue_type"),
+    (
+        "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE",
+        "celery.queue_exchange_type",
+    ),
+    (
+        "CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE",
+        "celery.delayed_delivery_queue_type",
+    ),
 ];
 
 /// `HERALD_*` variables that are not settings but are herald's own: the log

@@ -288,6 +288,9 @@ pub struct CelerySettings {
     /// process died while recording it) goes back to its queue.
     #[serde(with = "humantime_serde")]
     pub restore_after: Duration,
+    /// On the rpc:// result backend: results survive a broker restart
+    /// (Celery's `result_persistent`: delivery mode 2 instead of 1).
+    pub result_persistent: bool,
     /// Lifetime of a result (Celery's `result_expires`); 0: no expiry.
     #[serde(with = "humantime_serde")]
     pub result_expires: Duration,
@@ -300,6 +303,18 @@ pub struct CelerySettings {
     pub queue_max_priority: u8,
     /// On AMQP: Celery's `task_create_missing_queue_type`, `classic` or `quorum`.
     pub queue_type: String,
+    /// On AMQP: Celery's `task_create_missing_queue_exchange_type`, the type
+    /// of each queue's exchange: `direct` (Celery's default) or `topic`
+    /// (then kombu's native delayed delivery is set up too).
+    pub queue_exchange_type: String,
+    /// On AMQP with a topic exchange: Celery's
+    /// `broker_native_delayed_delivery_queue_type` (`quorum` or `classic`),
+    /// the type of the delayed-delivery queues.
+    pub delayed_delivery_queue_type: String,
+    /// On AMQP: the `x-dead-letter-exchange` the application gives herald's
+    /// queues (in `CELERY_TASK_QUEUES`' `queue_arguments`); empty: none.
+    /// With one, a message no result can answer is rejected to it.
+    pub queue_dead_letter_exchange: String,
     /// Task name -> the job kind it runs and how its arguments map.
     pub tasks: BTreeMap<String, CeleryTask>,
 }

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 pub use broker::redis::{RedisBroker, Swept, Taken};
 pub use broker::{Broker, BrokerError};
 pub use message::{Refused, TaskMessage};
-pub use result::{Outcome, ResultBackend};
+pub use result::{Outcome, ResultBackend, ResultError};
 pub use route::Routes;
 pub use settings::{check_settings, result_backend};
 
@@ -89,12 +89,13 @@ impl Ingress {
                 anyhow::anyhow!("could not reach Celery's broker (celery.broker_url): {e}")
             })?)
         };
+        let results = result_backend(celery, &store)?;
         let shared = Arc::new(Shared {
             broker,
             store,
             queue,
             routes: Routes::new(celery)?,
-            results: result_backend(celery)?,
+            results,
             settings: celery.clone(),
             schedules: schedules(&settings.worker).map_err(anyhow::Error::msg)?,
         });

@@ -50,6 +50,9 @@ impl Shared {
 
     /// Plans and records one batch; an error leaves it all to do again.
     async fn record(&self, messages: &[Result<TaskMessage, Refused>]) -> anyhow::Result<()> {
+        if let Some(results) = &self.results {
+            results.remember(messages).await?;
+        }
         let mut plans = Vec::with_capacity(messages.len());
         for message in messages {
             let plan = match message {

@@ -2,13 +2,16 @@
 //! (broker URLs, queues, sizes, intervals, priority steps, the task routes),
 //! and the result backend the settings name.
 
+use secrecy::ExposeSecret;
+
+use super::result::{RedisResults, RpcResults};
 use super::{ResultBackend, Routes};
 use crate::config::{CelerySettings, ConfigError};
 use crate::queue::MAX_BATCH;
+use crate::store::Store;
 
 /// Checks `[celery]`: the check `startup` runs at load.
 pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
-    use secrecy::ExposeSecret;
     // The URLs may hold a password: no reason repeats them.
     let broker = settings.broker_url.expose_secret().trim();
     if settings.enabled() {
@@ -23,16 +26,40 @@ pub fn check_settings(settings: &CelerySettings) -> Result<(), ConfigError> {
             ));
         }
     }
-    if settings.results_enabled() && !is_redis(settings.result_backend.expose_secret().trim()) {
-        return Err(ConfigError::new(
-            "celery.result_backend",
-            "herald writes Celery's Redis result backend: expected a redis://, rediss:// or unix:// URL",
-        ));
+    let backend = settings.result_backend.expose_secret().trim();
+    if settings.results_enabled() {
+        if is_rpc(backend) {
+            if !super::broker::amqp::is_amqp(broker) {
+                return Err(ConfigError::new(
+                    "celery.result_backend",
+                    "rpc:// sends results over the broker: herald does so on an AMQP \
+                     broker_url (amqp://, amqps:// or pyamqp://) only",
+                ));
+            }
+        } else if !is_redis(backend) {
+            return Err(ConfigError::new(
+                "celery.result_backend",
+                "herald writes Celery's Redis result backend (a redis://, rediss:// or \
+                 unix:// URL) or its rpc:// backend",
+            ));
+        }
     }
     if !["classic", "quorum"].contains(&settings.queue_type.as_str()) {
         return Err(ConfigError::new(
             "celery.queue_type",
             "must be \"classic\" or \"quorum\" (Celery's task_create_missing_queue_type)",
+        ));
+    }
+    if !["direct", "topic"].contains(&settings.queue_exchange_type.as_str()) {
+        return Err(ConfigError::new(
+            "celery.queue_exchange_type",
+            "must be \"direct\" or \"topic\" (Celery's task_create_missing_queue_exchange_type)",
+        ));
+    }
+    if !["classic", "quorum"].contains(&settings.delayed_delivery_queue_type.as_str()) {
+        return Err(ConfigError::new(
+            "celery.delayed_delivery_queue_type",
+            "must be \"classic\" or \"quorum\" (Celery's broker_native_delayed_delivery_queue_type)",
         ));
     }
     if settings.queues.is_empty() || settings.queues.iter().any(|q| q.is_empty()) {
@@ -75,13 +102,30 @@ fn is_redis(url: &str) -> bool {
     redis.iter().any(|s| url.starts_with(s)) && redis::Client::open(url).is_ok()
 }
 
-/// The result backend the worker writes to, when one is configured.
-pub fn result_backend(settings: &CelerySettings) -> Result<Option<ResultBackend>, ConfigError> {
+/// Whether `url` names Celery's rpc:// backend (`rpc://`, with or without
+/// anything after it, as Celery reads it).
+fn is_rpc(url: &str) -> bool {
+    url.starts_with("rpc://")
+}
+
+/// The result backend the worker writes to, when one is configured; rpc://
+/// keeps its callers' reply queues in `store`.
+pub fn result_backend(
+    settings: &CelerySettings,
+    store: &Store,
+) -> Result<Option<ResultBackend>, ConfigError> {
     if !settings.results_enabled() {
         return Ok(None);
     }
-    ResultBackend::new(&settings.result_backend, settings.result_expires)
-        .map(Some)
+    let backend = settings.result_backend.expose_secret().trim();
+    if is_rpc(backend) {
+        let uri = super::broker::amqp::url::parse(settings.broker_url.expose_secret())
+            .map_err(|e| ConfigError::new("celery.broker_url", e.to_string()))?;
+        let rpc = RpcResults::new(uri, store.clone(), settings.result_persistent);
+        return Ok(Some(ResultBackend::Rpc(rpc)));
+    }
+    RedisResults::new(&settings.result_backend, settings.result_expires)
+        .map(|redis| Some(ResultBackend::Redis(redis)))
         .map_err(|_| ConfigError::new("celery.result_backend", "not a Redis URL"))
 }
 
@@ -122,6 +166,12 @@ mod tests {
             "celery.queue_type"
         );
         settings.queue_type = "quorum".into();
+        settings.queue_exchange_type = "fanout".into();
+        assert_eq!(
+            check_settings(&settings).unwrap_err().key,
+            "celery.queue_exchange_type"
+        );
+        settings.queue_exchange_type = "topic".into();
         settings.broker_url = "redis://:s3cret@127.0.0.1:6379/3".to_string().into();
         check_settings(&settings).unwrap();
         settings.batch_size = 0;
@@ -129,5 +179,20 @@ mod tests {
             check_settings(&settings).unwrap_err().key,
             "celery.batch_size"
         );
+    }
+
+    #[test]
+    fn rpc_results_need_an_amqp_broker() {
+        let mut settings = Settings::defaults().celery;
+        settings.result_backend = "rpc://".to_string().into();
+        settings.broker_url = "redis://127.0.0.1:6379/0".to_string().into();
+        let error = check_settings(&settings).unwrap_err();
+        assert_eq!(error.key, "celery.result_backend");
+        assert!(error.to_string().contains("AMQP"), "{error}");
+        settings.broker_url = "amqp://guest:guest@127.0.0.1:5672//".to_string().into();
+        check_settings(&settings).unwrap();
+        settings.result_backend = "django-db".to_string().into();
+        let error = check_settings(&settings).unwrap_err();
+        assert_eq!(error.key, "celery.result_backend");
     }
 }

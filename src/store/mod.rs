@@ -12,6 +12,7 @@ mod limits;
 mod missed;
 mod notifications;
 mod outbox;
+mod replies;
 mod scans;
 mod schedule;
 mod stale;

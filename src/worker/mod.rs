@@ -7,6 +7,7 @@
 pub mod pause;
 pub mod scheduler;
 mod supervise;
+mod upkeep;
 
 use std::collections::HashSet;
 

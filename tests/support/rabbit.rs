@@ -89,6 +89,12 @@ impl Vhost {
             .collect()
     }
 
+    /// The names of this vhost's exchanges.
+    pub(crate) fn exchanges(&self) -> Vec<String> {
+        let out = rabbitmqctl(&["list_exchanges", "-q", "-p", &self.name, "name"]);
+        out.lines().map(|line| line.trim().to_string()).collect()
+    }
+
     /// `queue`'s messages ready and unacknowledged; (0, 0) when it does
     /// not exist.
     pub(crate) fn counts(&self, queue: &str) -> (u64, u64) {

@@ -31,6 +31,8 @@ struct Properties {
     correlation_id: Option<Value>,
     #[serde(default)]
     delivery_info: Option<Value>,
+    #[serde(default)]
+    reply_to: Option<Value>,
 }
 
 impl Properties {
@@ -62,6 +64,10 @@ pub fn decode(raw: &[u8]) -> Result<TaskMessage, Refused> {
         headers,
         correlation_id,
         redelivered: envelope.properties.redelivered(),
+        reply_to: match &envelope.properties.reply_to {
+            Some(Value::String(queue)) => Some(queue.clone()),
+            _ => None,
+        },
     })
 }
 

@@ -39,6 +39,9 @@ pub struct TaskMessage {
     /// Put back by a restore (kombu marks `redelivered`): it may have
     /// been taken, and recorded, before.
     pub redelivered: bool,
+    /// The caller's reply queue (the `reply_to` property), where the rpc://
+    /// result backend sends the task's end.
+    pub reply_to: Option<String>,
 }
 
 /// Why a message cannot run. `id` is the task id when the message got far
@@ -52,6 +55,8 @@ pub struct Refused {
     /// for a message herald cannot read, `TypeError` for bad arguments.
     pub exc_type: &'static str,
     pub reason: String,
+    /// The caller's reply queue, when the message got far enough to name one.
+    pub reply_to: Option<String>,
 }
 
 impl Refused {
@@ -61,6 +66,7 @@ impl Refused {
             task: None,
             exc_type: "ValueError",
             reason: reason.into(),
+            reply_to: None,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Parts<'a> {
     pub correlation_id: Option<String>,
     /// The broker says it delivered this message before.
     pub redelivered: bool,
+    /// The `reply_to` property: the caller's reply queue (rpc:// results).
+    pub reply_to: Option<String>,
 }
 
 /// Reads a task message from its parts.
@@ -32,9 +34,11 @@ pub fn decode_parts(parts: Parts<'_>) -> Result<TaskMessage, Refused> {
     // its FAILURE result.
     let id = text(&headers.id).or_else(|| parts.correlation_id.filter(|id| !id.is_empty()));
     let task = text(&headers.task);
+    let reply_to = parts.reply_to.filter(|queue| !queue.is_empty());
     let named = |error: Refused| Refused {
         id: error.id.or_else(|| id.clone()),
         task: error.task.or_else(|| task.clone()),
+        reply_to: reply_to.clone(),
         ..error
     };
     let body = parts
@@ -43,5 +47,6 @@ pub fn decode_parts(parts: Parts<'_>) -> Result<TaskMessage, Refused> {
         .map_err(named)?;
     let mut message = task_message(body, headers).map_err(named)?;
     message.redelivered = message.redelivered || parts.redelivered;
+    message.reply_to = reply_to;
     Ok(message)
 }

@@ -84,6 +84,7 @@ pub(super) fn task_message(body: Value, mut headers: Headers) -> Result<TaskMess
         task: task.clone(),
         exc_type,
         reason,
+        reply_to: None,
     };
     let Some(task) = task.clone() else {
         return Err(refuse("ValueError", "the message names no task".into()));
@@ -123,6 +124,7 @@ pub(super) fn task_message(body: Value, mut headers: Headers) -> Result<TaskMess
         beat: flag(&headers.celery_beat_task),
         linked: linked(&embed),
         redelivered: flag(&headers.redelivered),
+        reply_to: None,
         id,
         task,
         args,

@@ -1,16 +1,78 @@
 //! Celery's results, whatever backend keeps them: how a task ended in
 //! Celery's terms ([`Outcome`]) and the meta a Celery worker stores for it
 //! (`{status, result, traceback, children, date_done, task_id}`). One room
-//! per backend: Redis (`redis`).
+//! per backend: Redis (`redis`: a key and a channel per task) and rpc://
+//! (`rpc`: a message to the caller's reply queue on the AMQP broker).
 
 mod redis;
+mod rpc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-pub use self::redis::{ResultBackend, key};
+pub use self::redis::{RedisResults, key};
+pub use self::rpc::RpcResults;
 
+use super::{Refused, TaskMessage};
 use crate::jobs::JobOutcome;
+use crate::store::StoreError;
+
+/// Why results could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("Redis result backend: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("rpc result backend: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("rpc result backend: the broker did not confirm a result")]
+    NotConfirmed,
+    #[error("rpc result backend: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The backend `celery.result_backend` names.
+#[derive(Clone)]
+pub enum ResultBackend {
+    Redis(RedisResults),
+    Rpc(RpcResults),
+}
+
+impl ResultBackend {
+    /// Notes, before `messages` are recorded, what answering them later
+    /// needs: on rpc://, each caller's reply queue.
+    pub async fn remember(
+        &self,
+        messages: &[Result<TaskMessage, Refused>],
+    ) -> Result<(), ResultError> {
+        let ResultBackend::Rpc(rpc) = self else {
+            return Ok(());
+        };
+        let replies: Vec<(String, String)> = messages
+            .iter()
+            .filter_map(|message| match message {
+                Ok(task) => Some((task.id.clone(), task.reply_to.clone()?)),
+                Err(refused) => Some((refused.id.clone()?, refused.reply_to.clone()?)),
+            })
+            .collect();
+        rpc.remember(&replies).await
+    }
+
+    /// Writes the results of `ended` (task id, outcome).
+    pub async fn store(&self, ended: &[(String, Outcome)]) -> Result<(), ResultError> {
+        match self {
+            ResultBackend::Redis(redis) => Ok(redis.store(ended).await?),
+            ResultBackend::Rpc(rpc) => rpc.store(ended).await,
+        }
+    }
+
+    /// [`ResultBackend::store`], logging a failure instead of returning it:
+    /// the job's end is in the ledger whatever becomes of its result.
+    pub async fn store_logged(&self, ended: &[(String, Outcome)]) {
+        if let Err(error) = self.store(ended).await {
+            tracing::warn!(%error, results = ended.len(), "could not write Celery results");
+        }
+    }
+}
 
 /// How a task ended, in Celery's terms.
 #[derive(Debug, Clone, PartialEq)]

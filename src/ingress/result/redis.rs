@@ -43,17 +43,17 @@ const CHUNK: usize = 500;
 
 /// The result backend: a Redis connection opened on first use.
 #[derive(Clone)]
-pub struct ResultBackend {
+pub struct RedisResults {
     client: redis::Client,
     conn: std::sync::Arc<OnceCell<ConnectionManager>>,
     expires: Duration,
     script: std::sync::Arc<redis::Script>,
 }
 
-impl ResultBackend {
+impl RedisResults {
     /// For `url` (`celery.result_backend`), results living `expires`.
-    pub fn new(url: &SecretString, expires: Duration) -> Result<ResultBackend, redis::RedisError> {
-        Ok(ResultBackend {
+    pub fn new(url: &SecretString, expires: Duration) -> Result<RedisResults, redis::RedisError> {
+        Ok(RedisResults {
             client: redis::Client::open(url.expose_secret().trim())?,
             conn: Default::default(),
             expires,
@@ -85,14 +85,6 @@ impl ResultBackend {
             let () = call.invoke_async(&mut conn).await?;
         }
         Ok(())
-    }
-
-    /// [`ResultBackend::store`], logging a failure instead of returning it:
-    /// the job's end is in the ledger whatever becomes of its result.
-    pub async fn store_logged(&self, ended: &[(String, Outcome)]) {
-        if let Err(error) = self.store(ended).await {
-            tracing::warn!(%error, results = ended.len(), "could not write Celery results");
-        }
     }
 }
 

@@ -91,6 +91,32 @@ CELERY_TASK_ROUTES = {
     "apps.tasks.tasks.*": {"queue": HERALD_QUEUE},
     "apps.notifications.tasks.*": {"queue": HERALD_QUEUE},
 }
+# The queue shapes a RabbitMQ deployment chooses (Celery's defaults when
+# unset): quorum queues, and topic exchanges so that countdowns go by
+# kombu's native delayed delivery (celery_delayed_*).
+CELERY_TASK_DEFAULT_QUEUE_TYPE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE_TYPE", "classic")
+CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = os.environ.get(
+    "CELERY_TASK_CREATE_MISSING_QUEUE_TYPE", "classic"
+)
+CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = (
+    os.environ.get("CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE") or None
+)
+# INTEROP_CELERY_DEAD_LETTER_EXCHANGE: herald's queue listed in
+# CELERY_TASK_QUEUES with that x-dead-letter-exchange, as an application
+# that keeps dead letters declares it.
+if os.environ.get("INTEROP_CELERY_DEAD_LETTER_EXCHANGE"):
+    from kombu import Exchange, Queue
+
+    CELERY_TASK_QUEUES = [
+        Queue(
+            HERALD_QUEUE,
+            Exchange(HERALD_QUEUE),
+            routing_key=HERALD_QUEUE,
+            queue_arguments={
+                "x-dead-letter-exchange": os.environ["INTEROP_CELERY_DEAD_LETTER_EXCHANGE"]
+            },
+        )
+    ]
 INTEROP_RUNS_URL = os.environ.get("INTEROP_RUNS_URL", "")
 if os.environ.get("INTEROP_BEAT_SECONDS"):
     CELERY_BEAT_SCHEDULE = {

@@ -22,6 +22,7 @@ pub(super) fn parts(delivery: &Delivery) -> Parts<'_> {
             task: None,
             exc_type: "ValueError",
             reason: format!("content encoding {other:?} is not supported"),
+            reply_to: None,
         }),
     };
     Parts {
@@ -33,6 +34,10 @@ pub(super) fn parts(delivery: &Delivery) -> Parts<'_> {
             .as_ref()
             .map(|id| id.to_string()),
         redelivered: delivery.redelivered,
+        reply_to: properties
+            .reply_to()
+            .as_ref()
+            .map(|queue| queue.to_string()),
     }
 }
 

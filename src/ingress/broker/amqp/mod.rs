@@ -9,10 +9,12 @@
 //! back to their queues (redelivered, found again by their dedup key), and
 //! the loop connects again with backoff.
 //!
-//! Parts: `url` (kombu's URLs), `topology` (declarations), `headers`
+//! Parts: `url` (kombu's URLs), `topology` (declarations), `delayed`
+//! (kombu's native delayed delivery for quorum queues), `headers`
 //! (a delivery as the core's message parts); the connection, taking and
 //! settling here.
 
+mod delayed;
 mod headers;
 pub mod topology;
 pub mod url;
@@ -63,6 +65,10 @@ pub struct Taking {
     connection: Connection,
     channel: Channel,
     deliveries: SelectAll<Consumer>,
+    /// The queues' dead-letter exchange, when they have one and it exists:
+    /// unreadable messages are rejected to it rather than copied to
+    /// [`topology::REJECTED`].
+    dead_letter: Option<String>,
 }
 
 /// What a batch's settling needs: the highest delivery tag taken (the
@@ -87,10 +93,18 @@ impl AmqpBroker {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect_uri((*self.uri).clone(), properties).await?;
         let channel = connection.create_channel().await?;
-        for queue in &self.settings.queues {
-            topology::declare(&channel, queue, &self.settings).await?;
+        topology::declare_all(&channel, &self.settings).await?;
+        let exchange = &self.settings.queue_dead_letter_exchange;
+        let exists = topology::dead_letter_exchange_exists(&connection, &self.settings).await?;
+        let dead_letter = exists.then(|| exchange.clone());
+        if !exists && !exchange.is_empty() {
+            tracing::error!(
+                exchange = %self.settings.queue_dead_letter_exchange,
+                instead = topology::REJECTED,
+                "celery.queue_dead_letter_exchange does not exist on the broker: messages \
+                 herald cannot read are kept in its own queue instead"
+            );
         }
-        topology::declare_rejected(&channel).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -114,6 +128,7 @@ impl AmqpBroker {
             connection,
             channel,
             deliveries,
+            dead_letter,
         })
     }
 }
@@ -123,15 +138,19 @@ impl AmqpBroker {
 pub struct Taken {
     pub messages: Vec<Result<TaskMessage, Refused>>,
     pub tags: Tags,
-    /// Messages without a task id, copied to [`topology::REJECTED`].
+    /// Messages without a task id: rejected to the queues' dead-letter
+    /// exchange, or copied to [`topology::REJECTED`].
     pub set_aside: usize,
 }
 
 impl Taking {
     /// Waits for a delivery (until `stop`: an empty batch), then takes what
     /// follows it within `linger` of the last one, `max` in all. Messages
-    /// no result can answer (no task id) are copied to herald's rejected
-    /// queue, confirmed, before the batch is handed on.
+    /// no result can answer (no task id) are set aside before the batch is
+    /// handed on: rejected without requeue to the queues' dead-letter
+    /// exchange when they have one, else copied to herald's rejected queue,
+    /// confirmed. A rejected message leaves the batch's tags (a `multiple`
+    /// ack ending on a tag no longer outstanding would close the channel).
     pub async fn take(
         &mut self,
         max: usize,
@@ -151,6 +170,7 @@ impl Taking {
             }
         }
         let mut messages = Vec::with_capacity(deliveries.len());
+        let mut tags = Tags::default();
         let mut set_aside = 0;
         for delivery in &deliveries {
             let message = decode_parts(headers::parts(delivery));
@@ -158,26 +178,30 @@ impl Taking {
                 id: None, reason, ..
             }) = &message
             {
-                self.set_aside(delivery, reason).await?;
                 set_aside += 1;
-                continue;
+                if self.dead_letter.is_some() {
+                    self.reject(delivery).await?;
+                    continue;
+                }
+                self.set_aside(delivery, reason).await?;
             }
-            messages.push(message);
+            if !matches!(message, Err(Refused { id: None, .. })) {
+                messages.push(message);
+            }
+            tags.last = tags.last.max(delivery.delivery_tag);
+            tags.count += 1;
         }
-        let last = deliveries.iter().map(|d| d.delivery_tag).max().unwrap_or(0);
         if set_aside > 0 {
+            let to = self.dead_letter.as_deref().unwrap_or(topology::REJECTED);
             tracing::error!(
                 messages = set_aside,
-                queue = topology::REJECTED,
-                "unreadable Celery messages set aside"
+                to,
+                "unreadable Celery messages without a task id set aside"
             );
         }
         Ok(Taken {
             messages,
-            tags: Tags {
-                last,
-                count: deliveries.len(),
-            },
+            tags,
             set_aside,
         })
     }
@@ -215,6 +239,17 @@ impl Taking {
             return Err(AmqpError::NotConfirmed);
         }
         Ok(())
+    }
+
+    /// Rejects an unreadable delivery without requeue: RabbitMQ
+    /// dead-letters it to the queue's dead-letter exchange.
+    async fn reject(&self, delivery: &lapin::message::Delivery) -> Result<(), lapin::Error> {
+        self.channel
+            .basic_reject(
+                delivery.delivery_tag,
+                lapin::options::BasicRejectOptions { requeue: false },
+            )
+            .await
     }
 
     /// Acknowledges the batch: its messages leave the broker for good.

@@ -5,8 +5,11 @@
 //! the application's arguments (`x-max-priority` from
 //! `task_queue_max_priority`, `x-queue-type: quorum` from
 //! `task_create_missing_queue_type`, as for a queue a route names), and
-//! the binding by the queue's name. Also herald's own durable queue for
-//! messages it cannot read.
+//! the binding by the queue's name. The exchange is a topic instead when
+//! the application names one (`task_create_missing_queue_exchange_type`):
+//! then a countdown can come by kombu's native delayed delivery, and the
+//! queue is bound to it as Celery's worker binds it (`delayed`). Also
+//! herald's own durable queue for messages it cannot read.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -33,7 +36,37 @@ pub fn queue_arguments(settings: &CelerySettings) -> FieldTable {
             AMQPValue::LongString(LongString::from("quorum")),
         );
     }
+    if !settings.queue_dead_letter_exchange.is_empty() {
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(
+                settings.queue_dead_letter_exchange.as_str(),
+            )),
+        );
+    }
     arguments
+}
+
+/// Whether the settings give herald's queues a topic exchange, which is
+/// what native delayed delivery routes through.
+pub fn topic(settings: &CelerySettings) -> bool {
+    settings.queue_exchange_type == "topic"
+}
+
+/// Declares herald's queues (exchange, queue, binding) as kombu does, and
+/// on a topic exchange the delayed-delivery ladder and each queue's binding
+/// to it, as Celery's `DelayedDelivery` bootstep does.
+pub async fn declare_all(channel: &Channel, settings: &CelerySettings) -> Result<(), lapin::Error> {
+    for queue in &settings.queues {
+        declare(channel, queue, settings).await?;
+    }
+    if topic(settings) {
+        super::delayed::declare_ladder(channel, &settings.delayed_delivery_queue_type).await?;
+        for queue in &settings.queues {
+            super::delayed::bind_queue(channel, queue).await?;
+        }
+    }
+    declare_rejected(channel).await
 }
 
 /// Declares `queue` (exchange, queue, binding) as kombu does.
@@ -46,13 +79,13 @@ pub async fn declare(
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
+    let kind = if topic(settings) {
+        ExchangeKind::Topic
+    } else {
+        ExchangeKind::Direct
+    };
     channel
-        .exchange_declare(
-            queue.into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
+        .exchange_declare(queue.into(), kind, durable, FieldTable::default())
         .await?;
     let options = QueueDeclareOptions {
         durable: true,
@@ -70,6 +103,41 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await
+}
+
+/// Whether the queues' dead-letter exchange exists: a message rejected to
+/// one that does not is dropped by RabbitMQ without a word. Asked on a
+/// channel of its own, which a missing exchange closes (404).
+pub async fn dead_letter_exchange_exists(
+    connection: &lapin::Connection,
+    settings: &CelerySettings,
+) -> Result<bool, lapin::Error> {
+    let name = settings.queue_dead_letter_exchange.as_str();
+    if name.is_empty() {
+        return Ok(false);
+    }
+    let channel = connection.create_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    match channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(()) => {
+            let _ = channel.close(200, "asked".into()).await;
+            Ok(true)
+        }
+        // NOT_FOUND closes the channel only: a soft error.
+        Err(error) if error.is_amqp_soft_error() => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// Declares herald's [`REJECTED`] queue.

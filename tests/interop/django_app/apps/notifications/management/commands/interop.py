@@ -19,6 +19,9 @@ standard input, for long ones), one JSON line out.
   `expires` that many seconds from now); answers {"ids": [task ids]}. With
   "protocol": 1 the messages are written in Celery's task protocol 1
   (`task_protocol = 1`, the body a dict naming the task) instead of 2.
+  With "get": S the same process then waits up to S seconds for each
+  result, as `celery_results` does, and answers {"ids", "results"}: Celery's
+  rpc:// backend answers only the process that sent the task.
 - {"op": "celery_results", "ids": [...], "timeout": S}: `AsyncResult(id).get()`
   for each: {"status", "result"} or {"status", "error": {"type", "module",
   "args"}} with the exception it raised.
@@ -144,7 +147,7 @@ def celery_send(op):
 
     if "protocol" in op:
         app.conf.task_protocol = op["protocol"]
-    ids = []
+    ids, sent = [], []
     for call in op["calls"]:
         args, kwargs = call.get("args", []), call.get("kwargs", {})
         options = dict(call.get("options", {}))
@@ -161,6 +164,9 @@ def celery_send(op):
             else:
                 result = task.apply_async(args, kwargs, **options)
         ids.append(result.id)
+        sent.append(result)
+    if "get" in op:
+        return {"ids": ids, "results": [outcome(result, op["get"]) for result in sent]}
     return {"ids": ids}
 
 
@@ -168,24 +174,25 @@ def celery_results(op):
     from celery.result import AsyncResult
     from celery_app import app
 
-    answers = []
-    for task_id in op["ids"]:
-        result = AsyncResult(task_id, app=app)
-        try:
-            value = result.get(timeout=op.get("timeout", 30))
-            answers.append({"status": result.status, "result": value})
-        except Exception as error:  # the task's exception, or get()'s timeout
-            answers.append(
-                {
-                    "status": result.status,
-                    "error": {
-                        "type": type(error).__name__,
-                        "module": type(error).__module__,
-                        "args": [str(arg) for arg in error.args],
-                    },
-                }
-            )
-    return answers
+    timeout = op.get("timeout", 30)
+    return [outcome(AsyncResult(task_id, app=app), timeout) for task_id in op["ids"]]
+
+
+def outcome(result, timeout):
+    """`result.get()`: {"status", "result"}, or {"status", "error"} with the
+    exception it raised (the task's, or get()'s timeout)."""
+    try:
+        value = result.get(timeout=timeout)
+        return {"status": result.status, "result": value}
+    except Exception as error:
+        return {
+            "status": result.status,
+            "error": {
+                "type": type(error).__name__,
+                "module": type(error).__module__,
+                "args": [str(arg) for arg in error.args],
+            },
+        }
 
 
 class Command(BaseCommand):
