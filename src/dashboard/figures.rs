@@ -63,7 +63,7 @@ pub(super) async fn events(
         (status = 200, description = "The whole fleet's figures, read from the database and \
             Redis (at most once per `dashboard.refresh_interval`): jobs per kind, throughput \
             and run time over 15 minutes, dead jobs, scans, delivery, the channel layer, \
-            processes.", body = stats::Stats),
+            Celery's broker (when the ingress is on), processes.", body = stats::Stats),
         (status = 401, description = "Neither `Authorization: Bearer <api.key>` nor a \
             dashboard session cookie (or no key configured, outside development mode).",
             body = crate::api::ErrorBody),

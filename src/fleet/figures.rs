@@ -43,6 +43,42 @@ pub struct ProcessFigures {
     /// A process serving WebSockets: its delivery figures.
     #[serde(default)]
     pub delivery: Option<DeliveryFigures>,
+    /// A process running the Celery ingress: its broker connections.
+    #[serde(default)]
+    pub ingress: Option<IngressFigures>,
+}
+
+/// One process's Celery ingress at a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngressFigures {
+    /// `redis` or `amqp`.
+    pub broker: String,
+    /// Loops taking messages (`celery.concurrency`).
+    pub loops: u64,
+    /// On AMQP (a connection per loop): the loops connected now.
+    #[serde(default)]
+    pub connected: Option<u64>,
+    /// On AMQP: connections made again after one was lost, since start.
+    #[serde(default)]
+    pub reconnects: u64,
+}
+
+impl IngressFigures {
+    /// Reads the ingress's gauges and counter; none when it does not run.
+    pub fn read(samples: &Samples) -> Option<IngressFigures> {
+        let loops = samples
+            .named(m::CELERY_BROKER_LOOPS)
+            .find(|sample| sample.value > 0.0)?;
+        Some(IngressFigures {
+            broker: loops.label("broker").unwrap_or_default().to_string(),
+            loops: loops.value as u64,
+            connected: samples
+                .named(m::CELERY_BROKER_CONNECTED)
+                .next()
+                .map(|sample| sample.value.max(0.0) as u64),
+            reconnects: samples.value(m::CELERY_BROKER_RECONNECTS, &[]) as u64,
+        })
+    }
 }
 
 /// One sidecar's delivery figures.

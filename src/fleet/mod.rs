@@ -204,6 +204,7 @@ impl Beating {
             dropped: counted.dropped,
             held: counted.held,
             undelivered: counted.undelivered,
+            ingress: figures::IngressFigures::read(&samples),
         };
         let figures = serde_json::to_string(&process).unwrap_or_default();
         let window_json = serde_json::to_string(&window).unwrap_or_default();

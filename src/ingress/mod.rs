@@ -50,6 +50,7 @@ use crate::queue::JobQueue;
 pub use crate::queue::celery::{DEDUP_PREFIX, dedup_key, task_id_of};
 use crate::retry::Backoff;
 use crate::store::Store;
+use crate::telemetry::metrics::{CELERY_BROKER_CONNECTED, CELERY_BROKER_LOOPS};
 
 /// What the loops share.
 struct Shared {
@@ -68,6 +69,8 @@ struct Shared {
 pub struct Ingress {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The broker's kind, as the loops gauge names it.
+    kind: &'static str,
 }
 
 impl Ingress {
@@ -101,8 +104,14 @@ impl Ingress {
         });
         let stop = CancellationToken::new();
         let tasks = consume::start(&shared, &stop);
+        let kind = shared.broker.kind();
+        metrics::gauge!(CELERY_BROKER_LOOPS, "broker" => kind).set(celery.concurrency as f64);
+        if kind == "amqp" {
+            // Rendered from the start, so a broker never reached shows 0.
+            metrics::gauge!(CELERY_BROKER_CONNECTED).increment(0.0);
+        }
         tracing::info!(broker = shared.broker.kind(), queues = ?celery.queues, loops = celery.concurrency, "Celery ingress started");
-        Ok(Some(Ingress { stop, tasks }))
+        Ok(Some(Ingress { stop, tasks, kind }))
     }
 
     /// Stops taking messages; a round under way finishes (its messages are
@@ -110,6 +119,7 @@ impl Ingress {
     /// what the loops still hold goes back by the next restore sweep.
     pub async fn shutdown(self, timeout: Duration) {
         self.stop.cancel();
+        metrics::gauge!(CELERY_BROKER_LOOPS, "broker" => self.kind).set(0.0);
         let mut tasks = self.tasks;
         let ended = tokio::time::timeout(timeout, async {
             for task in tasks.iter_mut() {

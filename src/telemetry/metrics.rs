@@ -26,6 +26,9 @@ pub const CELERY_MESSAGES: &str = "herald_celery_messages_total";
 pub const CELERY_BROKER_CONNECTED: &str = "herald_celery_broker_connected";
 /// Connections to Celery's AMQP broker made again after one was lost.
 pub const CELERY_BROKER_RECONNECTS: &str = "herald_celery_broker_reconnects_total";
+/// Label: broker (`redis`, `amqp`). The ingress's loops (`celery.concurrency`)
+/// while it runs; 0 once stopped.
+pub const CELERY_BROKER_LOOPS: &str = "herald_celery_broker_loops";
 /// Label: layer (`memory`, `redis`).
 pub const LAYER_DROPPED: &str = "herald_layer_dropped_total";
 /// Group copies a Redis layer held back because their queue was full.
@@ -117,6 +120,10 @@ fn describe() {
     metrics::describe_gauge!(
         CELERY_BROKER_CONNECTED,
         "Celery ingress loops connected to the AMQP broker now"
+    );
+    metrics::describe_gauge!(
+        CELERY_BROKER_LOOPS,
+        "Celery ingress loops this process runs, by broker kind"
     );
     describe_counter!(
         CELERY_BROKER_RECONNECTS,

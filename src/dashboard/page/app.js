@@ -170,6 +170,23 @@ function render(stats) {
     `${number(layer.outbox.notifications)} notifications waiting to be published` +
     (layer.outbox.oldest_overdue_seconds > 0 ? `, oldest overdue ${number(layer.outbox.oldest_overdue_seconds)} s` : "");
 
+  const broker = stats.broker;
+  $("#broker").hidden = !broker;
+  if (broker) {
+    const loops = broker.connected == null
+      ? `${number(broker.loops)} ingress loops`
+      : `${number(broker.connected)} of ${number(broker.loops)} ingress loops connected`;
+    const state = $("#broker-state");
+    state.textContent = `${broker.kind}: ${broker.reachable ? "reachable" : "unreachable"}; ${loops}` +
+      (broker.reconnects ? `; ${number(broker.reconnects)} reconnects` : "");
+    state.className = broker.reachable ? "up" : "down";
+    rows($("#broker-queues tbody"), broker.queues, (q, tr) => {
+      tr.dataset.queue = q.name;
+      tr.append(cell(q.name, "id"), cell(q.waiting == null ? "missing" : number(q.waiting), "n", { field: "waiting" }),
+        cell(q.consumers == null ? "–" : number(q.consumers), "n", { field: "consumers" }));
+    });
+  }
+
   const d = stats.delivery;
   const closes = (map) => Object.entries(map).map(([code, n]) => `${code}: ${n}`).join(", ") || "–";
   $("#delivery-totals").textContent = `${number(d.connections)} connections, ${number(d.users_online)} users online, ` +

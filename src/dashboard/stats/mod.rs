@@ -3,12 +3,15 @@
 //! counters: the job ledger (open jobs per kind, dead jobs), the heartbeat
 //! rows every process writes (processes, jobs running, delivery) and their
 //! 10-second sample windows (throughput, run times, done in the last
-//! minute), the scan claims, the outbox, and a `PING` to each Redis shard.
+//! minute), the scan claims, the outbox, a `PING` to each Redis shard, and
+//! Celery's broker when the ingress is on (its queues read by a probe).
 //!
 //! A [`Collector`] reads at most once per `dashboard.refresh_interval`,
 //! whatever number of pages and API callers ask. Each source of figures
-//! has its file: `ledger`, `processes`, `samples`, `scans`, `layer`.
+//! has its file: `ledger`, `processes`, `samples`, `scans`, `layer`,
+//! `broker`.
 
+mod broker;
 mod layer;
 mod ledger;
 mod processes;
@@ -24,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use utoipa::ToSchema;
 
+pub use broker::BrokerStats;
 pub use layer::{Layer, Outbox, Shard, redact};
 pub use ledger::{DEAD_LIMIT, DeadJob, KindStats, Totals};
 pub use processes::{Delivery, DeliveryProcess, Process};
@@ -32,6 +36,7 @@ pub use scans::ScanStats;
 
 use crate::config::Settings;
 use crate::fleet::figures::WindowFigures;
+use crate::ingress::broker::probe::BrokerProbe;
 use crate::jobs::schedule::{Schedule, schedules};
 use crate::store::{JobState, OpenCount, Store, StoreError};
 use layer::ShardProbe;
@@ -58,6 +63,8 @@ pub struct Stats {
     pub scans: Vec<ScanStats>,
     pub delivery: Delivery,
     pub layer: Layer,
+    /// Celery's broker, when the ingress is on (`celery.queues`).
+    pub broker: Option<BrokerStats>,
     /// Live processes (heartbeat within `dashboard.process_timeout`).
     pub processes: Vec<Process>,
     /// What could not be read this time (for example `database: unavailable`).
@@ -82,6 +89,7 @@ pub struct Collector {
     settings: Arc<Settings>,
     schedules: Vec<Schedule>,
     shards: Vec<ShardProbe>,
+    broker: Option<broker::Probe>,
     state: Mutex<Cached>,
 }
 
@@ -103,6 +111,7 @@ impl Collector {
             cost: std::sync::Mutex::default(),
             schedules: schedules(&settings.worker).unwrap_or_default(),
             shards: ShardProbe::of_layer(&settings),
+            broker: BrokerProbe::new(&settings.celery).map(broker::Probe::new),
             store,
             settings,
             state: Mutex::new(Cached::default()),
@@ -138,7 +147,7 @@ impl Collector {
             .unwrap_or(TimeDelta::seconds(10));
         let store = &self.store;
         let due = self.count_due(cached);
-        let (counts, paused, processes, dead, backlog, shards, windows, scan_runs) = tokio::join!(
+        let (counts, paused, processes, dead, backlog, shards, windows, scan_runs, broker) = tokio::join!(
             self.count_if(due, now),
             store.paused_kinds(),
             store.live_processes(now - timeout),
@@ -147,6 +156,7 @@ impl Collector {
             self.ping_shards(),
             self.windows(cached, now),
             self.scan_runs(),
+            self.read_broker(),
         );
         let (counted_at, counts) = self.counts(cached, counts, now, &mut problems);
         let paused: BTreeSet<String> = problems
@@ -162,6 +172,11 @@ impl Collector {
         let (minute, by_window) = samples::last_minute(&windows, now);
         let running = processes::running_by_kind(&figures);
         let (kinds, totals) = ledger::kind_stats(&counts, &running, &paused, &minute);
+        let broker = broker.map(|read| {
+            let (stats, problem) = read.stats(&figures);
+            problems.0.extend(problem);
+            stats
+        });
         let (delivery, processes) = processes::delivery_and_processes(&figures);
         Stats {
             at: now,
@@ -173,8 +188,17 @@ impl Collector {
             scans,
             delivery,
             layer: self.layer(shards, &backlog, now),
+            broker,
             processes,
             problems: problems.0.into_iter().collect(),
+        }
+    }
+
+    /// Celery's broker, when the ingress is on.
+    async fn read_broker(&self) -> Option<broker::Read> {
+        match &self.broker {
+            Some(probe) => Some(probe.read().await),
+            None => None,
         }
     }
 

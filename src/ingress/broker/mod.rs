@@ -6,6 +6,7 @@
 //! that keeps, puts back or acknowledges them.
 
 pub mod amqp;
+pub mod probe;
 pub mod redis;
 
 use self::amqp::{AmqpError, Tags, Taking};

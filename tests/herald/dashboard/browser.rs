@@ -10,90 +10,22 @@
 //! to docs/).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 use crate::browser::Browser;
 use crate::helpers::http;
+
+#[path = "fleet.rs"]
+mod fleet;
+use fleet::{Fleet, free_port, run, signal};
 
 const KEY: &str = "browser-dashboard-key";
 /// How long one browser step may take.
 const WAIT: Duration = Duration::from_secs(40);
 /// The task the failing job names; created before its retry.
 const MISSING_TASK: i64 = 990_001;
-
-/// Where the processes share their state.
-struct Fleet {
-    database: String,
-    data: tempfile::TempDir,
-    prefix: String,
-    port: u16,
-}
-
-impl Fleet {
-    fn herald(&self, role: &str) -> Command {
-        let redis = std::env::var("HERALD_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        command
-            .arg(role)
-            .env("DATABASE_URL", &self.database)
-            .env("SECRET_KEY", "browser-dashboard-secret")
-            .env("REDIS_URL", redis)
-            .env("HERALD_DATA_DIR", self.data.path())
-            .env("HERALD_API__KEY", KEY)
-            .env("HERALD_LAYER__BACKEND", "redis")
-            .env("HERALD_LAYER__PREFIX", &self.prefix)
-            .env("HERALD_QUEUE__PREFIX", &self.prefix)
-            .env("HERALD_QUEUE__POLL_INTERVAL", "20ms")
-            .env("HERALD_QUEUE__RETRY_BASE", "100ms")
-            .env("HERALD_QUEUE__RETRY_MAX", "200ms")
-            .env("HERALD_QUEUE__ATTEMPTS__FILE_ATTACHED", "2")
-            .env("HERALD_SIDECAR__LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-}
-
-/// A free port now (it may be taken again before herald binds it).
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
-/// `herald run` once it answers on the fleet's port; `None` if it exited
-/// first (another test took the port).
-async fn run(fleet: &Fleet) -> Option<Child> {
-    let mut child = fleet.herald("run").spawn().unwrap();
-    for _ in 0..600 {
-        if child.try_wait().unwrap().is_some() {
-            return None;
-        }
-        if tokio::net::TcpStream::connect(fleet.addr()).await.is_ok() {
-            return Some(child);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("herald run never answered on port {}", fleet.port);
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("still running").to_string();
-    let sent = std::process::Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
 
 /// The dashboard's steps on the shared driver.
 impl Browser {
@@ -356,6 +288,16 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
         .await;
     browser
         .wait_js("document.querySelector('#delivery-totals').textContent.startsWith('1 connections, 1 users online')")
+        .await;
+    // Celery's broker: reachable, the ingress's two loops, herald's queue
+    // read off it (empty).
+    browser
+        .wait_js(&format!(
+            "!document.querySelector('#broker').hidden && \
+             document.querySelector('#broker-state').textContent.startsWith('redis: reachable; 2 ingress loops') && \
+             document.querySelector('#broker-queues tr[data-queue=\"{}-celery\"] td[data-field=waiting]')?.textContent === '0'",
+            fleet.prefix
+        ))
         .await;
     browser.screenshot("dashboard.png", false).await;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::On;
 use super::harness::*;
@@ -19,9 +19,9 @@ on_both_brokers!(celery_calls_run_on_herald_and_get_returns_or_raises);
 /// break the kind's schema, a task name it does not know, an expiry in the
 /// past, a pickled body) raises what Celery would raise, and writes
 /// nothing. A msgpack body runs like a JSON one.
-async fn celery_calls_run_on_herald_and_get_returns_or_raises(broker: On) {
+async fn celery_calls_run_on_herald_and_get_returns_or_raises(broker_kind: On) {
     let (project, [ada, bob], task) = project_with_a_task().await;
-    let celery = Celery::on(broker);
+    let celery = Celery::on(broker_kind);
     let daphne = project.daphne();
     let herald = celery.herald(&project, &[]);
     let mut to_ada = Clients::open(herald.port, daphne.port, ada).await;
@@ -185,6 +185,21 @@ async fn celery_calls_run_on_herald_and_get_returns_or_raises(broker: On) {
         (0, 0),
         "every message acknowledged"
     );
+
+    // The dashboard's figures name the broker and read herald's queue:
+    // empty, and on RabbitMQ consumed by each of the two loops.
+    let broker = broker_stats(herald.port, |b| b["loops"] == 2).await;
+    let (kind, consumers) = match broker_kind {
+        On::Redis => ("redis", Value::Null),
+        On::RabbitMq => ("amqp", json!(2)),
+    };
+    assert_eq!(broker["kind"], kind, "{broker}");
+    assert_eq!(broker["reachable"], true, "{broker}");
+    let queue = json!([{"name": celery.queue, "waiting": 0, "consumers": consumers}]);
+    assert_eq!(broker["queues"], queue, "{broker}");
+    if broker_kind == On::RabbitMq {
+        assert_eq!(broker["connected"], 2, "both loops connected: {broker}");
+    }
 }
 
 on_both_brokers!(a_countdown_waits_in_the_ledger_and_runs_once_on_time);

@@ -211,6 +211,25 @@ impl Celery {
     }
 }
 
+/// `/api/stats`'s `broker` once `ready(broker)` holds (the heartbeats and
+/// the dashboard's read come every second); fails after 20 s.
+pub(super) async fn broker_stats(port: u16, ready: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, stats) = crate::django::http(port, "GET", "/api/stats", "").await;
+        assert_eq!(status, 200, "{stats}");
+        if ready(&stats["broker"]) {
+            return stats["broker"].clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the broker's stats never settled: {}",
+            stats["broker"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// A project on a fresh PostgreSQL database, migrated by Django and herald,
 /// with users `ada` and `bob` and one task (assigned to ada, created by bob).
 pub(crate) async fn project_with_a_task() -> (DjangoProject, [i64; 2], i64) {

@@ -156,6 +156,17 @@ async fn a_cut_connection_and_a_rabbitmq_restart_lose_nothing_and_repeat_nothing
         reconnects >= 2.0,
         "herald connected again after each fault: {reconnects}"
     );
+    // The dashboard says so too: connected again, and how often.
+    let broker = broker_stats(herald.port, |b| b["connected"] == 1).await;
+    assert_eq!(
+        (broker["kind"].as_str(), broker["loops"].as_u64()),
+        (Some("amqp"), Some(1))
+    );
+    assert!(
+        broker["reconnects"].as_u64() >= Some(2),
+        "reconnects on the dashboard: {broker}"
+    );
+    assert_eq!(broker["queues"][0]["waiting"], 0, "{broker}");
     celery.each_ran_once(&project, &pool, &ids).await;
 }
 

@@ -87,11 +87,16 @@ impl AmqpBroker {
         })
     }
 
+    /// A connection named `name`, nothing declared.
+    pub async fn connect(&self, name: &str) -> Result<Connection, lapin::Error> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        Connection::connect_uri((*self.uri).clone(), properties).await
+    }
+
     /// Connects, declares the queues as kombu does and starts consuming
     /// them, `prefetch` messages unacknowledged at most.
     pub async fn open(&self, name: &str) -> Result<Taking, lapin::Error> {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect_uri((*self.uri).clone(), properties).await?;
+        let connection = self.connect(name).await?;
         let channel = connection.create_channel().await?;
         topology::declare_all(&channel, &self.settings).await?;
         let exchange = &self.settings.queue_dead_letter_exchange;
@@ -277,11 +282,6 @@ impl Taking {
             )
             .await?;
         Ok(tags.count)
-    }
-
-    /// Messages waiting in `queue` and its consumers.
-    pub async fn depth(&self, queue: &str) -> Result<(u32, u32), lapin::Error> {
-        topology::depth(&self.channel, queue).await
     }
 
     /// Closes the channel and the connection; what is unacknowledged goes

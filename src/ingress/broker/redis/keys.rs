@@ -69,6 +69,13 @@ impl Keys {
         }
     }
 
+    /// Every list of `queue`, one per priority step.
+    pub fn lists_of(&self, queue: &str) -> Vec<String> {
+        let mut lists: Vec<String> = (0..=9).map(|priority| self.list(queue, priority)).collect();
+        lists.dedup();
+        lists
+    }
+
     /// Every list to take from, in kombu's order: each priority step in
     /// turn, within it the queues from `first` on (round robin).
     pub fn take_order(&self, first: usize) -> Vec<String> {

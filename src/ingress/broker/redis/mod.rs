@@ -82,6 +82,16 @@ impl RedisBroker {
         })
     }
 
+    /// Messages waiting in `queue`: the lengths of its lists.
+    pub async fn waiting(&self, queue: &str) -> Result<u64, redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for list in self.keys.lists_of(queue) {
+            pipe.llen(list);
+        }
+        let lengths: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(lengths.into_iter().sum())
+    }
+
     /// Takes up to `max` messages, lists in [`Keys::take_order`] from queue
     /// `first`; every readable one is then held in `unacked`.
     pub async fn take(&self, max: usize, first: usize) -> Result<Vec<Taken>, redis::RedisError> {
