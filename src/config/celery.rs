@@ -37,6 +37,14 @@ pub struct CelerySettings {
     /// process died while recording it) goes back to its queue.
     #[serde(with = "humantime_serde")]
     pub restore_after: Duration,
+    /// How long a revoke is honoured (Celery's worker keeps its revoked ids
+    /// 3 hours, `REVOKE_EXPIRES`, and only in memory).
+    #[serde(with = "humantime_serde")]
+    pub revoke_expires: Duration,
+    /// The node name herald answers Celery's remote control as
+    /// (`celery inspect`, Flower); empty: `herald-<pid>@<hostname>`, so
+    /// that two herald processes on one host are distinct nodes.
+    pub hostname: String,
     /// On the rpc:// result backend: results survive a broker restart
     /// (Celery's `result_persistent`: delivery mode 2 instead of 1).
     pub result_persistent: bool,

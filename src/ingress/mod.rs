@@ -20,8 +20,10 @@
 //! `result::redis`; `consume` holds each broker's loop.
 
 pub mod broker;
+pub mod control;
 pub mod message;
 pub mod result;
+pub mod revoke;
 pub mod route;
 
 mod consume;
@@ -103,14 +105,29 @@ impl Ingress {
             schedules: schedules(&settings.worker).map_err(anyhow::Error::msg)?,
         });
         let stop = CancellationToken::new();
-        let tasks = consume::start(&shared, &stop);
+        let mut tasks = consume::start(&shared, &stop);
+        let revoker = revoke::Revoker::new(
+            shared.store.clone(),
+            shared.results.clone(),
+            celery.revoke_expires,
+        );
+        let node = Arc::new(control::Node::new(celery, revoker));
+        let node_name = node.name.clone();
+        tasks.push(match &shared.broker {
+            Broker::Redis(_) => {
+                tokio::spawn(control::redis::listen(node, celery.clone(), stop.clone()))
+            }
+            Broker::Amqp(broker) => {
+                tokio::spawn(control::amqp::listen(node, broker.clone(), stop.clone()))
+            }
+        });
         let kind = shared.broker.kind();
         metrics::gauge!(CELERY_BROKER_LOOPS, "broker" => kind).set(celery.concurrency as f64);
         if kind == "amqp" {
             // Rendered from the start, so a broker never reached shows 0.
             metrics::gauge!(CELERY_BROKER_CONNECTED).increment(0.0);
         }
-        tracing::info!(broker = shared.broker.kind(), queues = ?celery.queues, loops = celery.concurrency, "Celery ingress started");
+        tracing::info!(broker = shared.broker.kind(), queues = ?celery.queues, loops = celery.concurrency, node = node_name, "Celery ingress started");
         Ok(Some(Ingress { stop, tasks, kind }))
     }
 

@@ -53,9 +53,18 @@ impl Shared {
         if let Some(results) = &self.results {
             results.remember(messages).await?;
         }
+        // A revoke may have come before its message: one look for the batch.
+        let ids: Vec<String> = messages
+            .iter()
+            .filter_map(|message| message.as_ref().ok().map(|task| task.id.clone()))
+            .collect();
+        let revoked = self.store.revoked_among(&ids).await?;
         let mut plans = Vec::with_capacity(messages.len());
         for message in messages {
             let plan = match message {
+                Ok(task) if revoked.contains(&task.id) => {
+                    Plan::Answer(task.id.clone(), Outcome::Revoked("revoked".into()))
+                }
                 Ok(task) => self.plan(task.clone()).await?,
                 Err(refused) => refusal(refused.clone()),
             };

@@ -13,6 +13,7 @@
 //!
 //! Parts: `harness` (Celery's side of a test: broker, results, the real
 //! worker and CLI), `calls` (what the application's calls get back),
+//! `control` (Celery's remote control: revoke, ping and inspect),
 //! `watch` (the Celery worker beside herald, what waits and is held on
 //! the broker), `workers` (herald killed, a Celery worker beside it, beat) and `rabbitmq`
 //! (what only RabbitMQ has: consumer_timeout, its faults, rpc:// results,
@@ -44,6 +45,7 @@ macro_rules! on_both_brokers {
 }
 
 mod calls;
+mod control;
 mod harness;
 mod rabbitmq;
 mod watch;

@@ -16,6 +16,27 @@ use crate::harness::redis_conn;
 use super::harness::*;
 
 impl Celery {
+    /// The real `celery -A celery_app ARGS` CLI of the application, as an
+    /// operator runs it: its exit status and what it printed.
+    pub(super) fn cli(&self, project: &DjangoProject, args: &[&str]) -> (ExitStatus, String) {
+        let mut command = project.python(&["-m", "celery", "-A", "celery_app"]);
+        self.env(&mut command);
+        let output = command.args(args).output().expect("celery runs");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, printed)
+    }
+
+    /// `AsyncResult(id).revoke()` for each of `ids`, as the application
+    /// revokes what it scheduled.
+    pub(super) fn revoke(&self, project: &DjangoProject, ids: &[String]) {
+        let answer = self.interop(project, json!({"op": "celery_revoke", "ids": ids}));
+        assert_eq!(answer["revoked"], ids.len(), "{answer}");
+    }
+
     pub(super) async fn redis(&self, db: u8) -> redis::aio::MultiplexedConnection {
         redis_conn(&format!("{}/{db}", self.redis.url())).await
     }

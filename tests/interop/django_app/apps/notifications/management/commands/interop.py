@@ -25,6 +25,10 @@ standard input, for long ones), one JSON line out.
 - {"op": "celery_results", "ids": [...], "timeout": S}: `AsyncResult(id).get()`
   for each: {"status", "result"} or {"status", "error": {"type", "module",
   "args"}} with the exception it raised.
+- {"op": "celery_revoke", "ids": [...], "terminate": false}:
+  `AsyncResult(id).revoke()` for each, as the application's code revokes a
+  task it scheduled (a broadcast on the broker, no reply awaited); answers
+  {"revoked": n}.
 - {"op": "users", "first": N, "count": C}: C active users with ids N.., in
   bulk (the sidecar benchmark's audience); answers {"created": C}.
 """
@@ -170,6 +174,15 @@ def celery_send(op):
     return {"ids": ids}
 
 
+def celery_revoke(op):
+    from celery.result import AsyncResult
+    from celery_app import app
+
+    for task_id in op["ids"]:
+        AsyncResult(task_id, app=app).revoke(terminate=op.get("terminate", False))
+    return {"revoked": len(op["ids"])}
+
+
 def celery_results(op):
     from celery.result import AsyncResult
     from celery_app import app
@@ -211,6 +224,7 @@ class Command(BaseCommand):
             "columns": columns,
             "celery_send": celery_send,
             "celery_results": celery_results,
+            "celery_revoke": celery_revoke,
             "users": users,
         }[op["op"]](op)
         self.stdout.write(json.dumps(answer))

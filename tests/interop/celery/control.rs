@@ -1,0 +1,174 @@
+//! Celery's remote control against herald, from the real celery package:
+//! `AsyncResult.revoke()` and `celery control revoke` on countdowns that
+//! herald holds in its ledger, honoured by every herald process and across
+//! their restart (Celery's worker forgets its revokes on restart), and
+//! `celery inspect` answered as a worker node, on both brokers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::On;
+use super::harness::*;
+use crate::django::*;
+
+on_both_brokers!(a_revoked_countdown_never_runs_across_a_restart_of_two_heralds);
+
+/// Two herald processes hold three countdowns of 10 s. One is revoked by
+/// `AsyncResult.revoke()` once in the ledger; one was revoked by the CLI
+/// (`celery control revoke <id>`) before its message was even sent. Both
+/// are REVOKED at once, and both herald processes are then killed and
+/// started again before the countdowns' time. Past it, only the third has
+/// run: no row of the revoked ones, and `celery inspect revoked` lists
+/// them.
+async fn a_revoked_countdown_never_runs_across_a_restart_of_two_heralds(broker: On) {
+    const COUNTDOWN: i64 = 10;
+    let (project, [ada, _], _) = project_with_a_task().await;
+    let celery = Celery::on(broker);
+    let first = celery.herald(&project, &[]);
+    let second = celery.herald(&project, &[]);
+    let pool = ledger(&project).await;
+    nodes_answer(&celery, &project, 2).await;
+    let early = uuid::Uuid::new_v4().to_string();
+    let (status, printed) = celery.cli(&project, &["control", "revoke", &early]);
+    assert!(status.success(), "{printed}");
+    let countdown = |title: &str, id: Option<&str>| {
+        call(
+            NOTIFY,
+            "apply_async",
+            json!([ada, title, "a countdown"]),
+            json!({}),
+            json!({"countdown": COUNTDOWN, "task_id": id}),
+        )
+    };
+    let sent = chrono::Utc::now();
+    let ids = celery.send(
+        &project,
+        vec![
+            countdown("Kept", None),
+            countdown("Revoked", None),
+            countdown("Revoked before it was sent", Some(&early)),
+        ],
+    );
+    let started = Instant::now();
+    while scalar(&pool, "SELECT count(*) FROM herald_jobs").await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    celery.revoke(&project, &ids[1..2]);
+    let revoked = celery.results(&project, &ids[1..], 10);
+    for result in &revoked {
+        assert_eq!(result["status"], "REVOKED", "{result}");
+        assert_eq!(result["error"]["type"], "TaskRevokedError", "{result}");
+    }
+    let state: String = sqlx::query_scalar("SELECT state FROM herald_jobs WHERE dedup_key = $1")
+        .bind(format!("celery:{}", ids[1]))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "cancelled", "the revoked countdown's job");
+    // Every herald process killed and started again before the time.
+    drop((first, second));
+    let _first = celery.herald(&project, &[]);
+    let _second = celery.herald(&project, &[]);
+    let due = sent + chrono::TimeDelta::seconds(COUNTDOWN + 3);
+    let started = Instant::now();
+    while chrono::Utc::now() < due || rows(&project).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the kept one never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let titles: Vec<String> = rows(&project)
+        .values()
+        .map(|row| row["title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(titles, ["Kept"], "the revoked countdowns never ran");
+    let kept = celery.results(&project, &ids[..1], 10);
+    assert_eq!(kept[0]["status"], "SUCCESS", "{}", kept[0]);
+    let (status, printed) = celery.cli(&project, &["inspect", "revoked", "--timeout", "3"]);
+    assert!(status.success(), "{printed}");
+    assert!(
+        printed.contains(&ids[1]) && printed.contains(&early),
+        "inspect revoked lists both, from the database: {printed}"
+    );
+}
+
+on_both_brokers!(celery_inspect_and_control_answer_as_a_worker_node);
+
+/// `celery inspect` and `celery control` from the real CLI: herald's node
+/// (named by `celery.hostname`) answers ping, registered (the tasks of
+/// `[celery.tasks]`), active_queues (herald's queue) and stats; `control
+/// shutdown` is answered "not supported by herald" and herald runs on; a
+/// destination that is not herald gets nothing from it.
+async fn celery_inspect_and_control_answer_as_a_worker_node(broker: On) {
+    let (project, _, _) = project_with_a_task().await;
+    let celery = Celery::on(broker);
+    let mut herald = celery.herald(&project, &[("HERALD_CELERY__HOSTNAME", "herald@web1")]);
+    nodes_answer(&celery, &project, 1).await;
+    let inspect = |args: &[&str]| {
+        let mut all = vec!["inspect"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--timeout", "3", "-d", "herald@web1"]);
+        let (status, printed) = celery.cli(&project, &all);
+        assert!(status.success(), "inspect {args:?}: {printed}");
+        printed
+    };
+    assert!(inspect(&["ping"]).contains("herald@web1: OK"));
+    let registered = inspect(&["registered"]);
+    assert!(registered.contains(NOTIFY), "{registered}");
+    assert!(registered.contains(FILE_ATTACHED), "{registered}");
+    let queues = inspect(&["active_queues"]);
+    assert!(queues.contains(&celery.queue), "{queues}");
+    let stats = inspect(&["stats"]);
+    assert!(
+        stats.contains("\"pid\"") && stats.contains("max-concurrency"),
+        "{stats}"
+    );
+    let (status, printed) = celery.cli(
+        &project,
+        &["control", "shutdown", "--timeout", "3", "-d", "herald@web1"],
+    );
+    assert!(status.success(), "{printed}");
+    assert!(printed.contains("not supported by herald"), "{printed}");
+    let (status, printed) = celery.cli(
+        &project,
+        &[
+            "inspect",
+            "ping",
+            "--timeout",
+            "1",
+            "-d",
+            "celery@elsewhere",
+        ],
+    );
+    assert!(
+        !status.success(),
+        "no node but herald, which is not asked: {printed}"
+    );
+    assert!(
+        herald.child.try_wait().unwrap().is_none(),
+        "herald did not obey shutdown"
+    );
+}
+
+/// Waits until `celery inspect ping` hears `n` herald nodes.
+async fn nodes_answer(celery: &Celery, project: &DjangoProject, n: usize) {
+    let started = Instant::now();
+    loop {
+        let (_, printed) = celery.cli(project, &["inspect", "ping", "--timeout", "2"]);
+        let pongs = printed.matches(": OK").count();
+        if pongs >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{pongs} of {n} herald nodes answer ping: {printed}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
