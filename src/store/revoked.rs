@@ -5,7 +5,8 @@
 //! later, until it expires. A revoke cancels the task's job when it is
 //! still waiting (a countdown in the ledger); the ingress checks each
 //! message it takes against the set, so a revoke that comes before its
-//! message is honoured too.
+//! message is honoured too. Also the countdowns waiting in the ledger, as
+//! Celery's `inspect scheduled` lists them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -110,6 +111,27 @@ impl Store {
             sqlx::query_scalar(SQL).bind(db_time(now())).bind(limit).fetch_all(pool).await?
         });
         Ok(ids)
+    }
+
+    /// Celery's countdowns waiting in the ledger (queued, due later), the
+    /// soonest first, `limit` at most: (task id, kind, payload, run at).
+    pub async fn celery_countdowns(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, DateTime<Utc>)>, StoreError> {
+        const SQL: &str = "SELECT dedup_key, kind, payload, run_at FROM herald_jobs \
+             WHERE state = 'queued' AND run_at > $1 AND dedup_key LIKE 'celery:%' \
+             ORDER BY run_at LIMIT $2";
+        let rows: Vec<(String, String, String, DateTime<Utc>)> = with_pool!(self, pool => {
+            sqlx::query_as(SQL).bind(db_time(now())).bind(limit).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(key, kind, payload, run_at)| {
+                let id = key.strip_prefix("celery:").unwrap_or(&key).to_string();
+                (id, kind, payload, run_at)
+            })
+            .collect())
     }
 
     /// Forgets the revokes that expired before `before`; how many.

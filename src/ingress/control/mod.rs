@@ -142,13 +142,20 @@ impl Node {
                 Ok(ids) => json!(ids),
                 Err(error) => json!({"error": format!("revoked ids unavailable: {error}")}),
             },
-            "active" | "dump_active" | "reserved" | "dump_reserved" => json!([]),
+            "scheduled" | "dump_schedule" => self.scheduled().await,
+            // A job is held only while it runs, and runs at once: nothing
+            // waits reserved in a herald process's memory.
+            "reserved" | "dump_reserved" => json!([]),
+            "active" | "dump_active" => json!([]),
             "report" => json!({"ok": format!(
                 "herald {} (a Celery worker node; Celery's remote control answered for \
                  ping, revoke, registered, active_queues, stats, revoked)",
                 env!("CARGO_PKG_VERSION")
             )}),
             "clock" => json!({"clock": 0}),
+            // What a Celery worker without an event dispatcher answers:
+            // herald does not send Celery's events yet.
+            "enable_events" | "disable_events" => json!({"error": "event dispatcher unavailable"}),
             "shutdown" | "pool_restart" | "pool_grow" | "pool_shrink" | "autoscale"
             | "rate_limit" | "time_limit" | "add_consumer" | "cancel_consumer" => {
                 json!({"error": format!("{method}: {NOT_SUPPORTED}")})
@@ -194,6 +201,38 @@ impl Node {
             }
             Ok(_) => json!({"ok": format!("tasks {} flagged as revoked", python_set(&ids))}),
         }
+    }
+
+    /// Celery's `scheduled`: the countdowns waiting in the ledger (the
+    /// fleet's: every herald process shares them), in the shape of a
+    /// worker's timer entries.
+    async fn scheduled(&self) -> Value {
+        let rows = match self.revoker.store().celery_countdowns(1000).await {
+            Ok(rows) => rows,
+            Err(error) => return json!({"error": format!("the ledger is unavailable: {error}")}),
+        };
+        let entries: Vec<Value> = rows
+            .into_iter()
+            .map(|(id, kind, payload, run_at)| {
+                let name = self
+                    .settings
+                    .tasks
+                    .iter()
+                    .find(|(_, task)| task.kind == kind)
+                    .map_or(kind.clone(), |(name, _)| name.clone());
+                let kwargs: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                json!({
+                    "eta": run_at.to_rfc3339(),
+                    "priority": 6,
+                    "request": {
+                        "id": id, "name": name, "args": [], "kwargs": kwargs,
+                        "type": name, "hostname": self.name, "time_start": null,
+                        "acknowledged": true, "delivery_info": {}, "worker_pid": null,
+                    },
+                })
+            })
+            .collect();
+        json!(entries)
     }
 
     /// The parts of a Celery worker's `stats` that Flower and `celery

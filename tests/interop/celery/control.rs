@@ -58,6 +58,12 @@ async fn a_revoked_countdown_never_runs_across_a_restart_of_two_heralds(broker: 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (status, printed) = celery.cli(&project, &["inspect", "scheduled", "--timeout", "3"]);
+    assert!(status.success(), "{printed}");
+    assert!(
+        printed.contains(&ids[0]) && printed.contains(&ids[1]) && printed.contains(NOTIFY),
+        "inspect scheduled lists the countdowns in the ledger: {printed}"
+    );
     celery.revoke(&project, &ids[1..2]);
     let revoked = celery.results(&project, &ids[1..], 10);
     for result in &revoked {
