@@ -1,4 +1,4 @@
-"""Celery side of benches/celery.rs, on the interop Django project
+"""Celery side of benches/celery/ (the celery bench), on the interop Django project
 (tests/interop/django_app: its models, its Celery app and its
 `apps.tasks.tasks.file_attached` task, the one the application's views
 `.delay()`). Configured from the environment as that project is (INTEROP_*,
@@ -12,11 +12,15 @@ CELERY_BROKER_URL, CELERY_RESULT_BACKEND, INTEROP_CELERY_QUEUE).
 
     python benches/celery_peer.py drain --queue Q --from QF --jobs M
         Starts `celery worker -Q Q -P prefork -c 2`, waits until it has run a
-        warm-up call, then moves the M messages filled into QF to Q in one
-        RENAME and times the worker until every one's two notification rows
-        exist. Prints {"jobs", "seconds", "jobs_per_second",
-        "worker_cpu_seconds"} (the worker and its pool processes' CPU time
-        over the timed part).
+        warm-up call, then hands it the M messages filled into QF and times
+        the worker until every one's two notification rows exist. On Redis
+        QF is moved to Q in one RENAME; on RabbitMQ (AMQP has no rename) the
+        worker is told to consume QF too, by Celery's remote control
+        (`add_consumer`, its reply awaited). Prints {"jobs", "seconds",
+        "jobs_per_second", "worker_cpu_seconds" (the worker and its pool
+        processes' CPU time over the timed part), "handed_over_seconds" and
+        "first_row_seconds" (when the hand-over returned, when the first
+        row of the sample appeared)}.
 """
 
 import argparse
@@ -85,14 +89,25 @@ def cpu_seconds(root):
     return total
 
 
+def hand_over(app, source, queue):
+    """Gives the running worker the messages filled into `source`."""
+    url = os.environ["CELERY_BROKER_URL"]
+    if url.startswith(("amqp", "pyamqp")):
+        replies = app.control.add_consumer(source, reply=True, limit=1, timeout=30)
+        if not replies:
+            raise SystemExit("celery peer: the worker did not answer add_consumer")
+    else:
+        import redis
+
+        redis.Redis.from_url(url).rename(source, queue)
+
+
 def drain(args):
     import psycopg
-    import redis
 
     setup()
     from apps.tasks.tasks import file_attached
 
-    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
     database = os.environ["INTEROP_DATABASE"]
     env = dict(os.environ, INTEROP_CELERY_QUEUE=args.queue, PYTHONPATH=APP)
     worker = subprocess.Popen(
@@ -109,7 +124,10 @@ def drain(args):
             wait_rows(conn, before + 2, 120, time.monotonic())
             started = time.monotonic()
             cpu = cpu_seconds(worker.pid)
-            broker.rename(args.source, args.queue)
+            hand_over(file_attached.app, args.source, args.queue)
+            handed = time.monotonic() - started
+            wait_rows(conn, before + 3, args.timeout, started)
+            first = time.monotonic() - started
             wait_rows(conn, before + 2 + 2 * args.jobs, args.timeout, started)
             seconds = time.monotonic() - started
             cpu = cpu_seconds(worker.pid) - cpu
@@ -117,7 +135,8 @@ def drain(args):
         worker.terminate()
         worker.wait(timeout=60)
     print(json.dumps({"jobs": args.jobs, "seconds": seconds, "jobs_per_second": args.jobs / seconds,
-                      "worker_cpu_seconds": cpu}))
+                      "worker_cpu_seconds": cpu, "handed_over_seconds": handed,
+                      "first_row_seconds": first}))
 
 
 def main():
