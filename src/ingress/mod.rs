@@ -113,6 +113,12 @@ impl Ingress {
         );
         let node = Arc::new(control::Node::new(celery, revoker));
         let node_name = node.name.clone();
+        tasks.push(tokio::spawn(control::events::heartbeat(
+            node.clone(),
+            shared.broker.clone(),
+            celery.clone(),
+            stop.clone(),
+        )));
         tasks.push(match &shared.broker {
             Broker::Redis(_) => {
                 tokio::spawn(control::redis::listen(node, celery.clone(), stop.clone()))

@@ -12,6 +12,7 @@
 //! process, its waiting job cancelled, its result REVOKED.
 
 pub mod amqp;
+pub mod events;
 pub mod redis;
 
 use std::time::Instant;

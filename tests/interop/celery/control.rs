@@ -162,6 +162,57 @@ async fn celery_inspect_and_control_answer_as_a_worker_node(broker: On) {
     );
 }
 
+on_both_brokers!(flower_shows_herald_online_with_its_queues_and_then_gone);
+
+/// The real Flower on the application's broker: herald's worker events put
+/// its node in Flower's list, online; Flower's inspector (its `/api/workers`
+/// refresh, as its worker page asks) gets herald's queues, tasks and stats;
+/// herald killed, Flower counts the node offline once heartbeats stop.
+async fn flower_shows_herald_online_with_its_queues_and_then_gone(broker: On) {
+    let (project, _, _) = project_with_a_task().await;
+    let celery = Celery::on(broker);
+    let herald = celery.herald(&project, &[("HERALD_CELERY__HOSTNAME", "herald@web1")]);
+    let flower = celery.flower(&project, free_port());
+    let online = |want: bool| {
+        let port = flower.port;
+        async move {
+            let started = Instant::now();
+            loop {
+                let (status, workers) = http(port, "GET", "/api/workers?status=1", "").await;
+                if status == 200 && workers["herald@web1"] == want {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(40),
+                    "Flower never counted herald {}: {status} {workers}",
+                    if want { "online" } else { "offline" }
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    online(true).await;
+    let (status, workers) = http(
+        flower.port,
+        "GET",
+        "/api/workers?refresh=1&workername=herald@web1",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{workers}");
+    let node = &workers["herald@web1"];
+    assert_eq!(
+        node["active_queues"][0]["name"],
+        celery.queue.as_str(),
+        "{node}"
+    );
+    let registered = node["registered"].as_array().expect("registered");
+    assert!(registered.iter().any(|t| t == NOTIFY), "{node}");
+    assert!(node["stats"]["pid"].as_u64().is_some(), "{node}");
+    drop(herald);
+    online(false).await;
+}
+
 /// Waits until `celery inspect ping` hears `n` herald nodes.
 async fn nodes_answer(celery: &Celery, project: &DjangoProject, n: usize) {
     let started = Instant::now();

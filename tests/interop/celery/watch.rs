@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::django::{DjangoProject, rows};
+use crate::django::{DjangoProject, Server, rows};
 use crate::harness::redis_conn;
 
 use super::harness::*;
@@ -28,6 +28,21 @@ impl Celery {
             String::from_utf8_lossy(&output.stderr)
         );
         (output.status, printed)
+    }
+
+    /// The real Flower (`celery -A celery_app flower`) on `port`, its API
+    /// open without a login, on the application's broker; in a process
+    /// group of its own, killed on drop.
+    pub(super) fn flower(&self, project: &DjangoProject, port: u16) -> Server {
+        let mut command = project.python(&["-m", "celery", "-A", "celery_app", "flower"]);
+        self.env(&mut command);
+        command
+            .args([format!("--port={port}"), "--address=127.0.0.1".into()])
+            .env("FLOWER_UNAUTHENTICATED_API", "true")
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Server::wait(command.spawn().expect("flower starts"), port, "flower")
     }
 
     /// `AsyncResult(id).revoke()` for each of `ids`, as the application
