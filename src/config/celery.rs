@@ -45,6 +45,11 @@ pub struct CelerySettings {
     /// (`celery inspect`, Flower); empty: `herald-<pid>@<hostname>`, so
     /// that two herald processes on one host are distinct nodes.
     pub hostname: String,
+    /// Send Celery's task events from the start (Celery's
+    /// `worker_send_task_events`, `-E`); else only after `enable_events`.
+    pub send_task_events: bool,
+    /// Write STARTED when a job starts (Celery's `task_track_started`).
+    pub track_started: bool,
     /// On the rpc:// result backend: results survive a broker restart
     /// (Celery's `result_persistent`: delivery mode 2 instead of 1).
     pub result_persistent: bool,

@@ -16,7 +16,7 @@ const OPTIONAL_KEYS: [&str; 2] = ["secret_key", "sidecar.demo"];
 
 /// Variables of the application's that herald reads, and the setting each
 /// fills; `HERALD_*` variables override them.
-const FOREIGN_VARIABLES: [(&str, &str); 9] = [
+const FOREIGN_VARIABLES: [(&str, &str); 11] = [
     ("DATABASE_URL", "database.url"),
     ("SECRET_KEY", "secret_key"),
     ("CELERY_BROKER_URL", "celery.broker_url"),
@@ -35,6 +35,8 @@ const FOREIGN_VARIABLES: [(&str, &str); 9] = [
         "CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE",
         "celery.delayed_delivery_queue_type",
     ),
+    ("CELERY_WORKER_SEND_TASK_EVENTS", "celery.send_task_events"),
+    ("CELERY_TASK_TRACK_STARTED", "celery.track_started"),
 ];
 
 /// `HERALD_*` variables that are not settings but are herald's own: the log

@@ -56,6 +56,9 @@ impl Revoker {
                 .collect();
             results.store_logged(&ended).await;
         }
+        for id in &revoked.cancelled {
+            super::control::events::ended(id, &Outcome::Revoked("revoked".into()), None);
+        }
         if !revoked.cancelled.is_empty() {
             tracing::info!(
                 cancelled = revoked.cancelled.len(),

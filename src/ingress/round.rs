@@ -72,9 +72,13 @@ impl Shared {
         }
         let mut submissions = Vec::new();
         let mut answers = Vec::new();
-        for plan in plans {
+        let mut received = Vec::new();
+        for (plan, message) in plans.into_iter().zip(messages) {
             match plan {
-                Plan::Record(submission) => submissions.push(*submission),
+                Plan::Record(submission) => {
+                    submissions.push(*submission);
+                    received.extend(message.as_ref().ok());
+                }
                 Plan::Answer(id, outcome) => answers.push((id, outcome)),
                 Plan::Drop => {}
             }
@@ -82,6 +86,13 @@ impl Shared {
         self.submit(&mut submissions, &mut answers).await?;
         if let Some(results) = &self.results {
             results.store(&answers).await?;
+        }
+        // Celery's events for Flower, once it is all recorded.
+        for task in received {
+            super::control::events::received(task);
+        }
+        for (id, outcome) in &answers {
+            super::control::events::ended(id, outcome, None);
         }
         count(&answers, submissions.len());
         Ok(())
@@ -126,6 +137,7 @@ fn count(answers: &[(String, Outcome)], recorded: usize) {
             Outcome::Success(_) => "skipped",
             Outcome::Failure { .. } => "refused",
             Outcome::Revoked(_) => "revoked",
+            Outcome::Started(_) => "started",
         };
         metrics::counter!(CELERY_MESSAGES, "outcome" => outcome).increment(1);
     }

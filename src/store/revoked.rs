@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::{ID_CHUNK, Store, StoreError, now, push_id_list, with_pool};
-use crate::queue::celery::dedup_key;
 
 /// What became of each task a revoke named.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,7 +54,8 @@ impl Store {
                 );
                 sql.build().persistent(false).execute(pool).await?;
             });
-            let keys: Vec<String> = chunk.iter().map(|id| dedup_key(id)).collect();
+            // The ingress's dedup key of a Celery task (`queue::celery`).
+            let keys: Vec<String> = chunk.iter().map(|id| format!("celery:{id}")).collect();
             let cancelled: Vec<String> = with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new("UPDATE herald_jobs SET state = 'cancelled', updated_at = ");
                 sql.push_bind(db_time(at));

@@ -29,6 +29,9 @@ pub struct Runner {
     /// Celery's result backend, where the end of each job that came from
     /// Celery (`Queued::celery_id`) is written; `None`: no results.
     pub results: Option<ResultBackend>,
+    /// With `celery.track_started`: the node name a STARTED result names
+    /// when a job of Celery's starts.
+    pub track_started: Option<String>,
 }
 
 /// The ledger or the queue could not be written.
@@ -109,7 +112,16 @@ async fn attempt_together(
         .filter(|(_, attempt)| attempt.is_some())
         .map(|(item, _)| (item.id.clone(), item.job.clone()))
         .collect();
+    let celery_ids: Vec<&str> = items
+        .iter()
+        .zip(&attempts)
+        .filter(|(_, attempt)| attempt.is_some())
+        .filter_map(|(item, _)| item.celery_id.as_deref())
+        .collect();
+    celery_started(runner, &celery_ids).await;
+    let started = std::time::Instant::now();
     let mut outcomes = run_many(&runner.ctx, &runnable).await.into_iter();
+    let runtime = started.elapsed().as_secs_f64();
     let results: Vec<Option<Result<JobOutcome, JobError>>> = attempts
         .iter()
         .map(|attempt| attempt.map(|_| outcomes.next().expect("one outcome per runnable job")))
@@ -129,7 +141,11 @@ async fn attempt_together(
             Some(Ok(outcome)) => Some((item.celery_id.clone()?, Outcome::done(outcome))),
             _ => None,
         });
-    store_results(runner, succeeded.collect()).await;
+    let succeeded: Vec<(String, Outcome)> = succeeded.collect();
+    for (task_id, outcome) in &succeeded {
+        crate::ingress::control::events::ended(task_id, outcome, Some(runtime));
+    }
+    store_results(runner, succeeded).await;
     store.finish_jobs_done(&done).await?;
     let mut answers = Vec::with_capacity(items.len());
     let mut dead = Vec::new();
@@ -141,16 +157,42 @@ async fn attempt_together(
             (_, Some(Ok(_))) => Ok(Attempted::Done),
             _ => Ok(Attempted::Skipped),
         };
-        if let (Some(task_id), Ok(Attempted::Dead { error, .. })) = (&item.celery_id, &answer) {
-            dead.push((
-                task_id.clone(),
-                Outcome::builtin("RuntimeError", error.clone()),
-            ));
+        match (&item.celery_id, &answer) {
+            (Some(task_id), Ok(Attempted::Dead { error, .. })) => {
+                let outcome = Outcome::builtin("RuntimeError", error.clone());
+                crate::ingress::control::events::ended(task_id, &outcome, Some(runtime));
+                dead.push((task_id.clone(), outcome));
+            }
+            (Some(task_id), Ok(Attempted::Retrying { error, .. })) => {
+                crate::ingress::control::events::retried(task_id, error);
+            }
+            _ => {}
         }
         answers.push(answer);
     }
     store_results(runner, dead).await;
     Ok(answers)
+}
+
+/// Celery's jobs about to run: their `task-started` events, and with
+/// `celery.track_started` their STARTED results.
+async fn celery_started(runner: &Runner, task_ids: &[&str]) {
+    if task_ids.is_empty() {
+        return;
+    }
+    for task_id in task_ids {
+        crate::ingress::control::events::task_event(
+            "task-started",
+            serde_json::json!({"uuid": task_id}),
+        );
+    }
+    if let Some(node) = &runner.track_started {
+        let started: Vec<(String, Outcome)> = task_ids
+            .iter()
+            .map(|id| (id.to_string(), Outcome::Started(node.clone())))
+            .collect();
+        store_results(runner, started).await;
+    }
 }
 
 /// Writes the results of Celery's jobs that ended, when results are on.

@@ -105,6 +105,10 @@ impl Worker {
             ctx: ctx.clone(),
             queue,
             results: crate::ingress::result_backend(&settings.celery, &store)?,
+            track_started: settings
+                .celery
+                .track_started
+                .then(|| crate::ingress::control::node_name(&settings.celery)),
         };
         let batch_runner = Arc::new(runner.clone());
         let size = settings.queue.batch_size;

@@ -592,6 +592,7 @@ async fn batch_body(case: Case) {
         },
         queue: queue.clone(),
         results: None,
+        track_started: None,
     };
     let task = open_task(store, "Batch", Some(8)).await;
     // 20 jobs on the task, one on a task that does not exist, and the first

@@ -154,9 +154,16 @@ impl Node {
                 env!("CARGO_PKG_VERSION")
             )}),
             "clock" => json!({"clock": 0}),
-            // What a Celery worker without an event dispatcher answers:
-            // herald does not send Celery's events yet.
-            "enable_events" | "disable_events" => json!({"error": "event dispatcher unavailable"}),
+            "enable_events" => json!({"ok": if events::set_task_events(true) {
+                "task events already enabled"
+            } else {
+                "task events enabled"
+            }}),
+            "disable_events" => json!({"ok": if events::set_task_events(false) {
+                "task events disabled"
+            } else {
+                "task events already disabled"
+            }}),
             "shutdown" | "pool_restart" | "pool_grow" | "pool_shrink" | "autoscale"
             | "rate_limit" | "time_limit" | "add_consumer" | "cancel_consumer" => {
                 json!({"error": format!("{method}: {NOT_SUPPORTED}")})

@@ -89,6 +89,9 @@ pub enum Outcome {
     },
     /// Revoked (`expired`): `get()` raises `TaskRevokedError`.
     Revoked(String),
+    /// Started on the node named (`task_track_started`): not an end, so
+    /// `get()` waits on.
+    Started(String),
 }
 
 impl Outcome {
@@ -121,7 +124,13 @@ impl Outcome {
             Outcome::Success(_) => "SUCCESS",
             Outcome::Failure { .. } => "FAILURE",
             Outcome::Revoked(_) => "REVOKED",
+            Outcome::Started(_) => "STARTED",
         }
+    }
+
+    /// Whether this is the task's end (Celery's `READY_STATES`).
+    pub fn is_ready(&self) -> bool {
+        !matches!(self, Outcome::Started(_))
     }
 }
 
@@ -145,13 +154,23 @@ pub fn meta(task_id: &str, outcome: &Outcome, now: DateTime<Utc>) -> Value {
                    "exc_module": "celery.exceptions"}),
             Value::Null,
         ),
+        Outcome::Started(hostname) => (
+            json!({"pid": std::process::id(), "hostname": hostname}),
+            Value::Null,
+        ),
+    };
+    // Celery dates only a ready state.
+    let date_done = if outcome.is_ready() {
+        json!(isoformat(now))
+    } else {
+        Value::Null
     };
     json!({
         "status": outcome.status(),
         "result": result,
         "traceback": traceback,
         "children": [],
-        "date_done": isoformat(now),
+        "date_done": date_done,
         "task_id": task_id,
     })
 }
@@ -214,6 +233,18 @@ mod tests {
                 .unwrap()
                 .contains("ValueError: user_id: invalid")
         );
+    }
+
+    #[test]
+    fn started_is_not_an_end_and_has_no_date() {
+        let at = chrono::Utc::now();
+        let started = meta("id", &Outcome::Started("herald@web1".into()), at);
+        assert_eq!(started["status"], "STARTED");
+        assert_eq!(started["result"]["hostname"], "herald@web1");
+        assert_eq!(started["result"]["pid"], std::process::id());
+        assert_eq!(started["date_done"], Value::Null);
+        assert!(!Outcome::Started("n".into()).is_ready());
+        assert!(Outcome::Revoked("revoked".into()).is_ready());
     }
 
     #[test]

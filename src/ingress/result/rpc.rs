@@ -115,7 +115,10 @@ impl RpcResults {
                 )
                 .await?;
             confirms.push(confirm);
-            sent.push(id.clone());
+            // The reply queue is kept until the task's end has gone out.
+            if outcome.is_ready() {
+                sent.push(id.clone());
+            }
         }
         for confirm in confirms {
             if !confirm.await?.is_ack() {

@@ -213,6 +213,77 @@ async fn flower_shows_herald_online_with_its_queues_and_then_gone(broker: On) {
     online(false).await;
 }
 
+on_both_brokers!(flower_shows_the_tasks_herald_ran_with_their_states);
+
+/// Task events, turned on by `celery control enable_events` (what Flower
+/// sends): the real Flower's task list shows what herald did with each
+/// call: SUCCESS for a run (with its result and runtime), FAILURE for
+/// arguments that break the kind's schema, REVOKED for a revoked countdown.
+async fn flower_shows_the_tasks_herald_ran_with_their_states(broker: On) {
+    let (project, [ada, bob], _) = project_with_a_task().await;
+    let celery = Celery::on(broker);
+    let _herald = celery.herald(&project, &[("HERALD_CELERY__HOSTNAME", "herald@web1")]);
+    let flower = celery.flower(&project, free_port());
+    nodes_answer(&celery, &project, 1).await;
+    let (status, printed) = celery.cli(
+        &project,
+        &[
+            "control",
+            "enable_events",
+            "--timeout",
+            "3",
+            "-d",
+            "herald@web1",
+        ],
+    );
+    assert!(status.success(), "{printed}");
+    assert!(printed.contains("task events"), "{printed}");
+    let ids = celery.send(
+        &project,
+        vec![
+            delay(NOTIFY, json!([ada, "Seen by Flower", "a run"])),
+            delay(FILE_ATTACHED, json!(["not-a-task", 502, "x.pdf", bob])),
+            call(
+                NOTIFY,
+                "apply_async",
+                json!([ada, "Never", "revoked"]),
+                json!({}),
+                json!({"countdown": 60}),
+            ),
+        ],
+    );
+    let results = celery.results(&project, &ids[..2], 20);
+    assert_eq!(results[0]["status"], "SUCCESS", "{}", results[0]);
+    celery.revoke(&project, &ids[2..]);
+    let want = [(0, "SUCCESS"), (1, "FAILURE"), (2, "REVOKED")];
+    let started = Instant::now();
+    loop {
+        let (status, tasks) = http(flower.port, "GET", "/api/tasks", "").await;
+        let states: Vec<String> = want
+            .iter()
+            .map(|(i, _)| tasks[&ids[*i]]["state"].as_str().unwrap_or("-").to_string())
+            .collect();
+        if status == 200 && want.iter().zip(&states).all(|((_, w), s)| w == s) {
+            let run = &tasks[&ids[0]];
+            assert_eq!(run["name"], NOTIFY, "{run}");
+            assert_eq!(run["worker"], "herald@web1", "{run}");
+            assert!(
+                run["result"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("'created': 1"),
+                "{run}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Flower's task states {states:?}, wanted {want:?}: {status} {tasks}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Waits until `celery inspect ping` hears `n` herald nodes.
 async fn nodes_answer(celery: &Celery, project: &DjangoProject, n: usize) {
     let started = Instant::now();
