@@ -11,7 +11,9 @@
 //!   job, `jobs[i]`), answered in order;
 //! - `GET /api/jobs/{id}`: state, attempts, last error;
 //! - `GET /api/jobs?state=dead`: jobs in a state (newest first, at most 100);
-//! - `POST /api/jobs/{id}/retry`: queues a dead job again.
+//! - `POST /api/jobs/{id}/retry`: queues a dead job again;
+//! - `POST /api/celery/revoke` `{task_ids: [...]}`: revokes Celery tasks
+//!   (`revoke`).
 //!
 //! Their OpenAPI document is `crate::http::openapi`'s.
 //!
@@ -19,6 +21,7 @@
 
 mod auth;
 mod body;
+pub mod revoke;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -57,13 +60,25 @@ pub struct ApiState {
     pub auth: ApiAuth,
     /// Single submissions of concurrent requests, recorded together.
     pub submitter: Submitter,
+    /// Revokes Celery tasks (`POST /api/celery/revoke`).
+    pub revoker: crate::ingress::revoke::Revoker,
 }
 
 impl ApiState {
     /// The API as `settings` configure it (key, development mode).
     pub fn new(settings: &crate::config::Settings, store: Store, queue: JobQueue) -> Self {
+        // The settings were checked at start: a backend that does not
+        // build here is none (revokes are still recorded and honoured).
+        let results = crate::ingress::result_backend(&settings.celery, &store)
+            .ok()
+            .flatten();
         ApiState {
             submitter: Submitter::new(store.clone(), queue.clone()),
+            revoker: crate::ingress::revoke::Revoker::new(
+                store.clone(),
+                results,
+                settings.celery.revoke_expires,
+            ),
             store,
             queue,
             auth: ApiAuth::new(&settings.api.key, settings.development),
@@ -78,6 +93,7 @@ pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
         .route("/api/jobs", post(create).get(list))
         .route("/api/jobs/{id}", get(show))
         .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/celery/revoke", post(revoke::revoke))
         .layer(DefaultBodyLimit::max(limits.max_body_size))
         .route("/api/jobs/batch", batch)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))

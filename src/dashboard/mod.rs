@@ -19,6 +19,7 @@ mod assets;
 mod figures;
 mod history;
 mod sign_in;
+mod throttle;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ struct Shared {
     reads: Store,
     queue: JobQueue,
     access: Access,
+    /// Refused sign-ins per client address.
+    throttle: throttle::Throttle,
     collector: Collector,
     refresh: std::time::Duration,
     /// Ends every event stream (on shutdown).
@@ -74,6 +77,7 @@ impl DashboardState {
         let reads = reading_pool(&settings).unwrap_or_else(|| store.clone());
         DashboardState(Arc::new(Shared {
             access: Access::new(&settings, secret),
+            throttle: throttle::Throttle::default(),
             collector: Collector::new(reads.clone(), settings.clone()),
             reads,
             refresh: settings.dashboard.refresh_interval,

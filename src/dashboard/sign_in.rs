@@ -66,6 +66,20 @@ pub(super) async fn sign_in(
     let Ok(SignIn { key }) = serde_json::from_slice(&body) else {
         return error(StatusCode::BAD_REQUEST, "expected {\"key\": \"<api key>\"}");
     };
+    if let Some(wait) = state.0.throttle.wait(peer) {
+        let seconds = wait.as_secs().max(1);
+        let mut answer = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many refused sign-ins from this address ({} a minute); try again in {seconds} s",
+                super::throttle::TRIES
+            ),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return answer;
+    }
     let access = &state.0.access;
     match access.sign_in(&key, &headers, peer) {
         Ok((session, cookie)) => {
@@ -74,6 +88,7 @@ pub(super) async fn sign_in(
         }
         Err(denied) => {
             tracing::info!("dashboard: sign-in refused");
+            state.0.throttle.refused(peer);
             denied.into_response()
         }
     }

@@ -31,6 +31,7 @@ const SCHEME: &str = "api_key";
         crate::api::list,
         crate::api::show,
         crate::api::retry,
+        crate::api::revoke::revoke,
         crate::dashboard::api_stats,
         serve
     ),
@@ -38,6 +39,7 @@ const SCHEME: &str = "api_key";
     modifiers(&ApiKey),
     tags(
         (name = "jobs", description = "The job API; every route needs the API key."),
+        (name = "celery", description = "Celery's tasks, by their ids; the API key."),
         (name = "dashboard", description = "The operations dashboard's figures (docs/dashboard.md); \
             the API key, or the dashboard's session cookie."),
         (name = "meta", description = "This description; no key needed."),

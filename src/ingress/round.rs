@@ -83,9 +83,25 @@ impl Shared {
                 Plan::Drop => {}
             }
         }
+        // Marked before the jobs exist: a job never ends before its mark.
+        let ignored: Vec<String> = messages
+            .iter()
+            .filter_map(|message| message.as_ref().ok())
+            .filter(|task| task.ignore_result)
+            .map(|task| task.id.clone())
+            .collect();
+        if self.results.is_some() && !ignored.is_empty() {
+            self.store.ignore_results(&ignored).await?;
+        }
         self.submit(&mut submissions, &mut answers).await?;
         if let Some(results) = &self.results {
-            results.store(&answers).await?;
+            // Celery stores no error of a task that ignores its result.
+            let answered: Vec<(String, Outcome)> = answers
+                .iter()
+                .filter(|(id, _)| !ignored.contains(id))
+                .cloned()
+                .collect();
+            results.store(&answered).await?;
         }
         // Celery's events for Flower, once it is all recorded.
         for task in received {

@@ -7,6 +7,7 @@
 
 mod fleet;
 mod history;
+mod ignored;
 mod jobs;
 mod limits;
 mod missed;

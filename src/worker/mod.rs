@@ -195,11 +195,29 @@ async fn celery_started(runner: &Runner, task_ids: &[&str]) {
     }
 }
 
-/// Writes the results of Celery's jobs that ended, when results are on.
+/// Writes the results of Celery's jobs that ended, when results are on,
+/// but for tasks sent with `ignore_result`.
 async fn store_results(runner: &Runner, ended: Vec<(String, Outcome)>) {
-    if let Some(results) = &runner.results {
-        results.store_logged(&ended).await;
+    let Some(results) = &runner.results else {
+        return;
+    };
+    if ended.is_empty() {
+        return;
     }
+    let ids: Vec<String> = ended.iter().map(|(id, _)| id.clone()).collect();
+    let ignored = match runner.ctx.store.ignoring_results(&ids).await {
+        Ok(ignored) => ignored,
+        Err(error) => {
+            // Writing one too many is better than losing one.
+            tracing::warn!(%error, "could not read the ignore_result marks; writing every result");
+            Default::default()
+        }
+    };
+    let ended: Vec<(String, Outcome)> = ended
+        .into_iter()
+        .filter(|(id, _)| !ignored.contains(id))
+        .collect();
+    results.store_logged(&ended).await;
 }
 
 /// A failed attempt: queued again after its backoff, or dead after the

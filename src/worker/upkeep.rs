@@ -82,6 +82,9 @@ pub(super) async fn prune_done(
             Ok(forgotten) => tracing::info!(forgotten, "rpc reply queues of ended tasks forgotten"),
             Err(error) => tracing::warn!(%error, "could not prune the rpc reply queues"),
         }
+        if let Err(error) = store.forget_ignored_before(before).await {
+            tracing::warn!(%error, "could not prune the ignore_result marks");
+        }
         if let Err(error) = store.forget_revoked_before(crate::store::now()).await {
             tracing::warn!(%error, "could not prune the expired Celery revokes");
         }

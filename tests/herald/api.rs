@@ -24,6 +24,11 @@ async fn serve(auth: impl FnOnce(&QueueEnv) -> ApiAuth) -> Api {
     let queue = JobQueue::connect(&env.settings).await.unwrap();
     let state = ApiState {
         submitter: herald::queue::Submitter::new(env.db.store.clone(), queue.clone()),
+        revoker: herald::ingress::revoke::Revoker::new(
+            env.db.store.clone(),
+            None,
+            env.settings.celery.revoke_expires,
+        ),
         store: env.db.store.clone(),
         queue,
         auth: auth(&env),

@@ -316,6 +316,30 @@ async fn reads_need_a_session_or_the_key_and_buttons_the_csrf_token() {
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
 }
 
+/// Five refused keys from one address within a minute, and the sixth
+/// sign-in from it, the right key too, gets 429 with `Retry-After` and a
+/// reason, never a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_is_rate_limited_per_address() {
+    let dash = serve(Case::Sqlite, KEY, false).await;
+    for _ in 0..5 {
+        let (_, _, wrong) = sign_in(dash.addr, "not-the-key").await;
+        assert_eq!(wrong.status, 401, "{wrong:?}");
+    }
+    let (_, _, limited) = sign_in(dash.addr, KEY).await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert!(limited.header("set-cookie").is_none(), "no session");
+    let wait: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert!(
+        limited.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many refused sign-ins"),
+        "{limited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_key_only_development_mode_serves_local_pages() {
     let closed = serve(Case::Sqlite, "", false).await;

@@ -42,6 +42,8 @@ pub struct TaskMessage {
     /// The caller's reply queue (the `reply_to` property), where the rpc://
     /// result backend sends the task's end.
     pub reply_to: Option<String>,
+    /// Sent with `ignore_result` (header): no result is written.
+    pub ignore_result: bool,
 }
 
 /// Why a message cannot run. `id` is the task id when the message got far

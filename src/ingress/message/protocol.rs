@@ -26,6 +26,8 @@ pub(super) struct Headers {
     pub(super) redelivered: Option<Value>,
     #[serde(default)]
     pub(super) compression: Option<Value>,
+    #[serde(default)]
+    pub(super) ignore_result: Option<Value>,
 }
 
 /// A header's text, when it is a non-empty string.
@@ -124,6 +126,7 @@ pub(super) fn task_message(body: Value, mut headers: Headers) -> Result<TaskMess
         beat: flag(&headers.celery_beat_task),
         linked: linked(&embed),
         redelivered: flag(&headers.redelivered),
+        ignore_result: flag(&headers.ignore_result),
         reply_to: None,
         id,
         task,

@@ -345,3 +345,51 @@ async fn protocol_1_calls_run_on_herald_worker_and_reach_the_sidecar(broker: On)
     to_ada.silent().await;
     assert_eq!(rows(&project).len(), 2, "one row per call");
 }
+
+on_both_brokers!(a_call_that_ignores_its_result_runs_and_writes_none);
+
+/// `apply_async(ignore_result=True)` (the header Celery sends for it, as for
+/// `@shared_task(ignore_result=True)`): the job runs, and no result is
+/// written, nor the failure of such a call herald refuses; the same call
+/// without it gets its result.
+async fn a_call_that_ignores_its_result_runs_and_writes_none(broker: On) {
+    let (project, [ada, bob], _) = project_with_a_task().await;
+    let celery = Celery::on(broker);
+    let _herald = celery.herald(&project, &[]);
+    let ignoring = json!({"ignore_result": true});
+    let ids = celery.send(
+        &project,
+        vec![
+            delay(NOTIFY, json!([ada, "Answered", "a result"])),
+            call(
+                NOTIFY,
+                "apply_async",
+                json!([ada, "Unanswered", "none"]),
+                json!({}),
+                ignoring.clone(),
+            ),
+            call(
+                FILE_ATTACHED,
+                "apply_async",
+                json!(["not-a-task", 502, "x.pdf", bob]),
+                json!({}),
+                ignoring,
+            ),
+        ],
+    );
+    let answered = celery.results(&project, &ids[..1], 20);
+    assert_eq!(answered[0]["status"], "SUCCESS", "{}", answered[0]);
+    let started = std::time::Instant::now();
+    while rows(&project).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ignoring call never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let unanswered = celery.results(&project, &ids[1..], 2);
+    for result in &unanswered {
+        assert_eq!(result["status"], "PENDING", "no result written: {result}");
+        assert_eq!(result["error"]["type"], "TimeoutError", "{result}");
+    }
+}

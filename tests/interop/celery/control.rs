@@ -14,10 +14,11 @@ use crate::django::*;
 
 on_both_brokers!(a_revoked_countdown_never_runs_across_a_restart_of_two_heralds);
 
-/// Two herald processes hold three countdowns of 10 s. One is revoked by
-/// `AsyncResult.revoke()` once in the ledger; one was revoked by the CLI
-/// (`celery control revoke <id>`) before its message was even sent. Both
-/// are REVOKED at once, and both herald processes are then killed and
+/// Two herald processes hold four countdowns of 10 s. One is revoked by
+/// `AsyncResult.revoke()` once in the ledger, one through herald's own
+/// `POST /api/celery/revoke`; one was revoked by the CLI (`celery control
+/// revoke <id>`) before its message was even sent. All three are REVOKED
+/// at once, and both herald processes are then killed and
 /// started again before the countdowns' time. Past it, only the third has
 /// run: no row of the revoked ones, and `celery inspect revoked` lists
 /// them.
@@ -48,10 +49,11 @@ async fn a_revoked_countdown_never_runs_across_a_restart_of_two_heralds(broker: 
             countdown("Kept", None),
             countdown("Revoked", None),
             countdown("Revoked before it was sent", Some(&early)),
+            countdown("Revoked through herald's API", None),
         ],
     );
     let started = Instant::now();
-    while scalar(&pool, "SELECT count(*) FROM herald_jobs").await < 2 {
+    while scalar(&pool, "SELECT count(*) FROM herald_jobs").await < 3 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "never recorded"
@@ -65,6 +67,22 @@ async fn a_revoked_countdown_never_runs_across_a_restart_of_two_heralds(broker: 
         "inspect scheduled lists the countdowns in the ledger: {printed}"
     );
     celery.revoke(&project, &ids[1..2]);
+    let body = json!({"task_ids": [ids[3]]}).to_string();
+    let (status, answer) = http(first.port, "POST", "/api/celery/revoke", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cancelled"], json!([ids[3]]), "{answer}");
+    let (status, answer) = http(
+        first.port,
+        "POST",
+        "/api/celery/revoke",
+        "{\"task_ids\": []}",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("task_ids"),
+        "{answer}"
+    );
     let revoked = celery.results(&project, &ids[1..], 10);
     for result in &revoked {
         assert_eq!(result["status"], "REVOKED", "{result}");
