@@ -93,9 +93,12 @@ pub fn router(state: ApiState, limits: &ApiSettings) -> Router {
         .route("/api/jobs", post(create).get(list))
         .route("/api/jobs/{id}", get(show))
         .route("/api/jobs/{id}/retry", post(retry))
-        .route("/api/celery/revoke", post(revoke::revoke))
         .layer(DefaultBodyLimit::max(limits.max_body_size))
         .route("/api/jobs/batch", batch)
+        .route(
+            "/api/celery/revoke",
+            post(revoke::revoke).layer(DefaultBodyLimit::max(limits.max_batch_body_size)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

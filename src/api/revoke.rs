@@ -23,6 +23,7 @@ const MAX_IDS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     /// Celery task ids (1 to 1,000).
+    #[schema(min_items = 1, max_items = 1000)]
     pub task_ids: Vec<String>,
 }
 
@@ -31,7 +32,8 @@ pub struct RevokeBody {
 pub struct RevokeAnswer {
     /// Countdowns waiting in the ledger, cancelled: they never run.
     pub cancelled: Vec<String>,
-    /// No job yet: the message, when it comes, records nothing.
+    /// No job yet: the message, when it comes, records nothing (ids over
+    /// 255 characters, which herald never records, are here too).
     pub unseen: Vec<String>,
     /// Already running or ended: too late (a running job is not stopped).
     pub too_late: Vec<TooLate>,
@@ -55,11 +57,15 @@ pub struct TooLate {
     responses(
         (status = 200, description = "Recorded for every herald process until \
             `celery.revoke_expires`; what became of each task.", body = RevokeAnswer),
-        (status = 400, description = "The body is not JSON, or `task_ids` is missing, empty, \
-            over 1,000 ids, or holds an empty id.", body = ErrorBody),
+        (status = 400, description = "The body is not JSON, or `task_ids` is missing, empty \
+            or over 1,000 ids.", body = ErrorBody),
         (status = 401, response = auth::Refused),
+        (status = 413, description = "The body is over `api.max_batch_body_size`.",
+            body = ErrorBody),
         (status = 415, description = "Not sent as `Content-Type: application/json`.",
             body = ErrorBody),
+        (status = 422, description = "`task_ids` holds something that is not a string \
+            (`field` names it).", body = ErrorBody),
         (status = 503, description = "The database could not be written.", body = ErrorBody),
     ),
     security(("api_key" = [])),
@@ -77,12 +83,6 @@ pub(crate) async fn revoke(
         return error(
             StatusCode::BAD_REQUEST,
             format!("task_ids: give 1 to {MAX_IDS} Celery task ids"),
-        );
-    }
-    if let Some(i) = body.task_ids.iter().position(|id| id.trim().is_empty()) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("task_ids[{i}]: an empty id"),
         );
     }
     match state.revoker.revoke(&body.task_ids, false).await {

@@ -1,4 +1,5 @@
-//! The dashboard's buttons: retry, discard or cancel a job, pause or resume
+//! The dashboard's buttons: retry, discard, cancel or revoke (a Celery
+//! task's) a job, pause or resume
 //! a job kind. Each needs a session's CSRF token or the API key.
 
 use axum::extract::{Path, State};
@@ -10,7 +11,7 @@ use super::{DashboardState, Peer, unavailable};
 use crate::api::error;
 use crate::jobs::KINDS;
 use crate::queue::{SubmitError, retry_dead};
-use crate::store::{JobState, Refusal};
+use crate::store::{JobState, Refusal, StoreError};
 
 /// What a button did.
 #[derive(Debug, Serialize)]
@@ -19,7 +20,7 @@ struct Done {
     state: String,
 }
 
-/// `POST /dashboard/jobs/{id}/retry|discard|cancel`.
+/// `POST /dashboard/jobs/{id}/retry|discard|cancel|revoke`.
 pub(super) async fn job_action(
     State(state): State<DashboardState>,
     Peer(peer): Peer,
@@ -51,6 +52,7 @@ pub(super) async fn job_action(
         }
         "discard" => (store.discard_job(&id).await, JobState::Discarded),
         "cancel" => (store.cancel_job(&id).await, JobState::Cancelled),
+        "revoke" => (revoke(&state, &id).await, JobState::Cancelled),
         other => return error(StatusCode::NOT_FOUND, format!("no action {other:?}")),
     };
     match outcome {
@@ -66,6 +68,7 @@ pub(super) async fn job_action(
         Ok(Err(Refusal::InState(current))) => {
             let needs = match action.as_str() {
                 "cancel" => "queued or retrying",
+                "revoke" => "waiting Celery",
                 _ => "dead",
             };
             error(
@@ -78,6 +81,32 @@ pub(super) async fn job_action(
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// The Revoke button of a Celery task's job: the lasting revoke of
+/// `AsyncResult.revoke()` (every herald process honours it, REVOKED is
+/// written), which cancels the job while it waits.
+async fn revoke(state: &DashboardState, id: &str) -> Result<Result<(), Refusal>, StoreError> {
+    let Some(job) = state.0.store.get_job(id).await? else {
+        return Ok(Err(Refusal::NotFound));
+    };
+    let Some(task_id) = job
+        .dedup_key
+        .as_deref()
+        .and_then(crate::ingress::task_id_of)
+    else {
+        return Ok(Err(Refusal::InState(job.state)));
+    };
+    let revoked = state
+        .0
+        .revoker
+        .revoke(&[task_id.to_string()], false)
+        .await?;
+    if revoked.cancelled.is_empty() {
+        return Ok(Err(Refusal::InState(job.state)));
+    }
+    tracing::info!(job_id = %id, task_id, "dashboard: Celery task revoked");
+    Ok(Ok(()))
 }
 
 /// `POST /dashboard/kinds/{kind}/pause|resume`.

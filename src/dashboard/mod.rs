@@ -58,6 +58,8 @@ struct Shared {
     access: Access,
     /// Refused sign-ins per client address.
     throttle: throttle::Throttle,
+    /// Revokes a Celery task's job (its Revoke button).
+    revoker: crate::ingress::revoke::Revoker,
     collector: Collector,
     refresh: std::time::Duration,
     /// Ends every event stream (on shutdown).
@@ -75,9 +77,19 @@ impl DashboardState {
     ) -> DashboardState {
         let settings = Arc::new(settings.clone());
         let reads = reading_pool(&settings).unwrap_or_else(|| store.clone());
+        // The settings were checked at start: a result backend that does
+        // not build here is none (revokes are still recorded and honoured).
+        let results = crate::ingress::result_backend(&settings.celery, &store)
+            .ok()
+            .flatten();
         DashboardState(Arc::new(Shared {
             access: Access::new(&settings, secret),
             throttle: throttle::Throttle::default(),
+            revoker: crate::ingress::revoke::Revoker::new(
+                store.clone(),
+                results,
+                settings.celery.revoke_expires,
+            ),
             collector: Collector::new(reads.clone(), settings.clone()),
             reads,
             refresh: settings.dashboard.refresh_interval,

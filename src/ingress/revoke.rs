@@ -11,6 +11,9 @@ use std::time::Duration;
 use super::{Outcome, ResultBackend};
 use crate::store::{Revoked, Store, StoreError};
 
+/// The longest task id a revoke keeps.
+const MAX_ID: usize = 255;
+
 /// Revokes tasks for one herald process.
 #[derive(Clone)]
 pub struct Revoker {
@@ -43,10 +46,17 @@ impl Revoker {
     ) -> Result<Revoked, StoreError> {
         let keep = chrono::TimeDelta::from_std(self.keep).unwrap_or(chrono::TimeDelta::hours(3));
         let expires_at = crate::store::now() + keep;
-        let revoked = self
+        // An id longer than herald records (`herald_celery_revoked`, and the
+        // dedup key's limit) names no job and no message herald would take.
+        let (kept, too_long): (Vec<String>, Vec<String>) = task_ids
+            .iter()
+            .cloned()
+            .partition(|id| id.chars().count() <= MAX_ID);
+        let mut revoked = self
             .store
-            .revoke_tasks(task_ids, expires_at, terminate)
+            .revoke_tasks(&kept, expires_at, terminate)
             .await?;
+        revoked.unseen.extend(too_long);
         if let Some(results) = &self.results {
             let ended: Vec<(String, Outcome)> = revoked
                 .cancelled

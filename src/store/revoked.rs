@@ -37,6 +37,13 @@ impl Store {
     ) -> Result<Revoked, StoreError> {
         let at = now();
         let mut revoked = Revoked::default();
+        // Once each: PostgreSQL refuses an upsert that names a row twice.
+        let mut seen = HashSet::new();
+        let task_ids: Vec<String> = task_ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect();
         for chunk in task_ids.chunks(ID_CHUNK / 4) {
             with_pool!(self, pool => {
                 let mut sql = sqlx::QueryBuilder::new(
@@ -101,6 +108,20 @@ impl Store {
             found.extend(rows);
         }
         Ok(found)
+    }
+
+    /// The revokes in force, the most recent first, `limit` at most:
+    /// (task id, revoked at, expires at).
+    pub async fn recent_revokes(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        const SQL: &str = "SELECT task_id, revoked_at, expires_at FROM herald_celery_revoked \
+             WHERE expires_at > $1 ORDER BY revoked_at DESC LIMIT $2";
+        let rows = with_pool!(self, pool => {
+            sqlx::query_as(SQL).bind(db_time(now())).bind(limit).fetch_all(pool).await?
+        });
+        Ok(rows)
     }
 
     /// The task ids revoked now, the most recent first, `limit` at most.

@@ -180,6 +180,10 @@ function render(stats) {
     state.textContent = `${broker.kind}: ${broker.reachable ? "reachable" : "unreachable"}; ${loops}` +
       (broker.reconnects ? `; ${number(broker.reconnects)} reconnects` : "");
     state.className = broker.reachable ? "up" : "down";
+    rows($("#revoked tbody"), broker.revoked, (r, tr) => {
+      tr.dataset.taskId = r.task_id;
+      tr.append(cell(r.task_id, "id"), cell(dateTime(r.revoked_at)), cell(dateTime(r.expires_at)));
+    });
     rows($("#broker-queues tbody"), broker.queues, (q, tr) => {
       tr.dataset.queue = q.name;
       tr.append(cell(q.name, "id"), cell(q.waiting == null ? "missing" : number(q.waiting), "n", { field: "waiting" }),
@@ -253,7 +257,10 @@ async function search(event) {
       cell(job.dedup_key || "", "id"), cell(dateTime(job.run_at)), cell(dateTime(job.updated_at)),
       cell(job.last_error || "", "error"));
     const td = document.createElement("td");
-    if (job.state === "queued" || job.state === "retrying") td.append(button("Cancel", "cancel", { id: job.id }));
+    const celery = (job.dedup_key || "").startsWith("celery:");
+    // A Celery task's job is revoked (lasting, REVOKED written), not only cancelled.
+    if (celery && job.state === "queued") td.append(button("Revoke", "revoke", { id: job.id }));
+    else if (job.state === "queued" || job.state === "retrying") td.append(button("Cancel", "cancel", { id: job.id }));
     if (job.state === "dead") td.append(button("Retry", "retry", { id: job.id }));
     tr.append(td);
   });

@@ -36,6 +36,16 @@ pub struct BrokerStats {
     /// Herald's queues (`celery.queues`), as the broker counts them; none
     /// when it could not be read.
     pub queues: Vec<QueueDepth>,
+    /// The latest revokes in force (20 at most), from the database.
+    pub revoked: Vec<RevokedTask>,
+}
+
+/// A revoke in force (`celery.revoke_expires`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RevokedTask {
+    pub task_id: String,
+    pub revoked_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The collector's probe; its reads are one at a time.
@@ -46,8 +56,23 @@ impl Probe {
         Probe(Mutex::new(probe))
     }
 
-    /// The broker's queues now, or the problem to show.
-    pub(super) async fn read(&self) -> Read {
+    /// The broker's queues now, or the problem to show; and the latest
+    /// revokes in `store`.
+    pub(super) async fn read(&self, store: &crate::store::Store) -> Read {
+        let revoked = match store.recent_revokes(20).await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(task_id, revoked_at, expires_at)| RevokedTask {
+                    task_id,
+                    revoked_at,
+                    expires_at,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "dashboard: could not read the revokes");
+                Vec::new()
+            }
+        };
         let mut probe = self.0.lock().await;
         let kind = probe.kind();
         let queues = match tokio::time::timeout(PROBE_TIMEOUT, probe.depths()).await {
@@ -58,7 +83,11 @@ impl Probe {
             }
             Err(_) => Err("celery broker: no answer within 2 s".to_string()),
         };
-        Read { kind, queues }
+        Read {
+            kind,
+            queues,
+            revoked,
+        }
     }
 }
 
@@ -66,6 +95,7 @@ impl Probe {
 pub(super) struct Read {
     kind: &'static str,
     queues: Result<Vec<QueueDepth>, String>,
+    revoked: Vec<RevokedTask>,
 }
 
 impl Read {
@@ -86,6 +116,7 @@ impl Read {
             connected: None,
             reconnects: 0,
             queues: queues.unwrap_or_default(),
+            revoked: self.revoked,
         };
         for ingress in figures.iter().filter_map(|(_, f)| f.ingress.as_ref()) {
             stats.loops += ingress.loops;

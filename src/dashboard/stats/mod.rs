@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use utoipa::ToSchema;
 
-pub use broker::BrokerStats;
+pub use broker::{BrokerStats, RevokedTask};
 pub use layer::{Layer, Outbox, Shard, redact};
 pub use ledger::{DEAD_LIMIT, DeadJob, KindStats, Totals};
 pub use processes::{Delivery, DeliveryProcess, Process};
@@ -197,7 +197,7 @@ impl Collector {
     /// Celery's broker, when the ingress is on.
     async fn read_broker(&self) -> Option<broker::Read> {
         match &self.broker {
-            Some(probe) => Some(probe.read().await),
+            Some(probe) => Some(probe.read(&self.store).await),
             None => None,
         }
     }

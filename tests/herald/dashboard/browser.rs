@@ -299,6 +299,55 @@ async fn dashboard_page_shows_the_fleet_and_its_buttons_work() {
             fleet.prefix
         ))
         .await;
+    // A Celery task's countdown waiting in the ledger: its Revoke button
+    // cancels the job for good and the revoked list shows the task.
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let later = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let job = json!({"kind": "notify", "payload": {"user_id": 1, "title": "Later", "message": "m", "notification_type": "info"},
+        "run_at": later, "dedup_key": format!("celery:{task_id}")});
+    let bearer = format!("Authorization: Bearer {KEY}");
+    let (status, answer) = http(
+        fleet.addr(),
+        "POST",
+        "/api/jobs",
+        &[&bearer],
+        job.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let countdown = answer["id"].as_str().unwrap().to_string();
+    browser
+        .step(json!({"cmd": "fill", "selector": "#history-q", "value": countdown}))
+        .await;
+    browser
+        .step(json!({"cmd": "click", "selector": "#history-form button"}))
+        .await;
+    let revoke = format!("#history tr[data-job-id=\"{countdown}\"] button.revoke");
+    browser
+        .wait_js(&format!(
+            "document.querySelector('{}') !== null",
+            revoke.replace('\'', "\\'")
+        ))
+        .await;
+    browser
+        .step(json!({"cmd": "click", "selector": revoke}))
+        .await;
+    browser
+        .wait_js(&format!(
+            "document.querySelector('#revoked tr[data-task-id=\"{task_id}\"]') !== null"
+        ))
+        .await;
+    let (_, job) = http(
+        fleet.addr(),
+        "GET",
+        &format!("/api/jobs/{countdown}"),
+        &[&bearer],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
     browser.screenshot("dashboard.png", false).await;
 
     // The client closes (1000): the close codes count it.
