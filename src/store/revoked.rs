@@ -124,16 +124,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// The task ids revoked now, the most recent first, `limit` at most.
-    pub async fn revoked_tasks(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        const SQL: &str = "SELECT task_id FROM herald_celery_revoked WHERE expires_at > $1 \
-             ORDER BY revoked_at DESC LIMIT $2";
-        let ids = with_pool!(self, pool => {
-            sqlx::query_scalar(SQL).bind(db_time(now())).bind(limit).fetch_all(pool).await?
-        });
-        Ok(ids)
-    }
-
     /// Celery's countdowns waiting in the ledger (queued, due later), the
     /// soonest first, `limit` at most: (task id, kind, payload, run at).
     pub async fn celery_countdowns(

@@ -88,10 +88,9 @@ async fn serve(
             tracing::debug!("a remote-control message herald cannot read");
             continue;
         };
-        if !node.is_for(&command) {
+        let Some(answer) = node.respond(&command).await else {
             continue;
-        }
-        let answer = node.answer(&command).await;
+        };
         if let Some((exchange, routing_key)) = &command.reply_to {
             let ticket = command.ticket.clone().unwrap_or_default();
             reply(&channel, exchange, routing_key, &ticket, &answer).await?;

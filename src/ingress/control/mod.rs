@@ -114,16 +114,15 @@ impl Node {
         }
     }
 
-    /// Whether `command` is for this node, as kombu's `Node` decides: in
-    /// its `destination`, else matching its `pattern`, else every node.
-    pub fn is_for(&self, command: &Command) -> bool {
-        is_for(&self.name, command)
-    }
-
-    /// The reply to `command`, as kombu sends it: `{node name: reply}`.
-    pub async fn answer(&self, command: &Command) -> Value {
+    /// The reply to `command`, as kombu sends it (`{node name: reply}`);
+    /// none when the command is not for this node: not in its
+    /// `destination`, not matching its `pattern` (kombu's `Node`).
+    pub async fn respond(&self, command: &Command) -> Option<Value> {
+        if !is_for(&self.name, command) {
+            return None;
+        }
         let reply = self.reply(&command.method, &command.arguments).await;
-        json!({ self.name.clone(): reply })
+        Some(json!({ self.name.clone(): reply }))
     }
 
     async fn reply(&self, method: &str, arguments: &Value) -> Value {
@@ -139,8 +138,8 @@ impl Node {
                     .collect::<Vec<_>>()
             ),
             "stats" => self.stats(),
-            "revoked" | "dump_revoked" => match self.revoker.revoked(5000).await {
-                Ok(ids) => json!(ids),
+            "revoked" | "dump_revoked" => match self.revoker.store().recent_revokes(5000).await {
+                Ok(rows) => json!(rows.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>()),
                 Err(error) => json!({"error": format!("revoked ids unavailable: {error}")}),
             },
             "scheduled" | "dump_schedule" => self.scheduled().await,
@@ -265,13 +264,6 @@ impl Node {
                 secrecy::ExposeSecret::expose_secret(&self.settings.broker_url)) { "amqp" } else { "redis" }},
             "rusage": "N/A",
         })
-    }
-}
-
-impl Revoker {
-    /// The ids revoked now, the latest first.
-    pub async fn revoked(&self, limit: i64) -> Result<Vec<String>, crate::store::StoreError> {
-        self.store().revoked_tasks(limit).await
     }
 }
 

@@ -77,10 +77,9 @@ pub async fn listen(node: Arc<Node>, settings: CelerySettings, stop: Cancellatio
                 tracing::debug!("a remote-control message herald cannot read");
                 continue;
             };
-            if !node.is_for(&command) {
+            let Some(answer) = node.respond(&command).await else {
                 continue;
-            }
-            let answer = node.answer(&command).await;
+            };
             if let Some((exchange, routing_key)) = &command.reply_to {
                 let reply = Reply {
                     prefix: &prefix,
